@@ -1,0 +1,50 @@
+"""Store key layout, after Kubernetes' registry: ``/gitkube/<resource>/<namespace>/<name>``.
+
+Cluster-scoped kinds (nodes) have no namespace segment: ``/gitkube/nodes/<name>``.
+Keys gitkube keeps for itself live under ``/gitkube/_system/``.
+"""
+
+from __future__ import annotations
+
+PREFIX = "/gitkube/"
+SYSTEM = "/gitkube/_system/"
+
+#: the last synced revision, sync state and history (sync loop)
+SYNC_STATE_KEY = SYSTEM + "sync/state"
+SYNC_HISTORY_KEY = SYSTEM + "sync/history"
+SYNC_CONTROL_KEY = SYSTEM + "sync/control"  # suspend / resume
+#: node heartbeats: one key per node, attached to the node's lease
+HEARTBEAT_PREFIX = SYSTEM + "heartbeats/"
+#: master leader election
+LEADER_KEY = SYSTEM + "leader"
+#: webhook deliveries
+DELIVERIES_KEY = SYSTEM + "webhooks/deliveries"
+#: service proxy problems (port in use, ...), one key per service per node
+PROXY_STATUS_PREFIX = SYSTEM + "proxy/"
+
+CLUSTER_SCOPED = frozenset({"nodes"})
+
+
+def resource_prefix(resource: str, namespace: str | None = None) -> str:
+    """The prefix holding every object of ``resource`` (in ``namespace`` if given)."""
+    if resource in CLUSTER_SCOPED or namespace is None:
+        return f"{PREFIX}{resource}/"
+    return f"{PREFIX}{resource}/{namespace}/"
+
+
+def object_key(resource: str, namespace: str, name: str) -> str:
+    if resource in CLUSTER_SCOPED:
+        return f"{PREFIX}{resource}/{name}"
+    return f"{PREFIX}{resource}/{namespace or 'default'}/{name}"
+
+
+def parse_key(key: str) -> tuple[str, str, str]:
+    """(resource, namespace, name) of an object key."""
+    if not key.startswith(PREFIX) or key.startswith(SYSTEM):
+        raise ValueError(f"not an object key: {key!r}")
+    parts = key[len(PREFIX) :].split("/")
+    if len(parts) == 2 and parts[0] in CLUSTER_SCOPED:
+        return parts[0], "", parts[1]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    raise ValueError(f"not an object key: {key!r}")

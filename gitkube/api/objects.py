@@ -1,0 +1,552 @@
+"""API objects with Kubernetes v1 field names: Pod, ReplicationController,
+Service, Endpoints and Node.
+
+Objects keep ``status`` beside ``spec``, as Kubernetes does. Attribute names
+are snake_case; the wire form (``to_dict``/``from_dict``) uses Kubernetes'
+camelCase names, so real v1 manifests load unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from gitkube.api.quantity import parse_cpu, parse_memory
+from gitkube.api.serde import from_dict, to_dict, wire
+
+IntOrString = int | str
+
+# ---------------------------------------------------------------- metadata
+
+
+@dataclass
+class OwnerReference:
+    api_version: str = "v1"
+    kind: str = ""
+    name: str = ""
+    uid: str = ""
+    controller: bool = False
+
+
+@dataclass
+class ObjectMeta:
+    name: str = ""
+    namespace: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    uid: str = ""
+    resource_version: str = ""
+    generation: int = 0
+    creation_timestamp: str = ""
+    deletion_timestamp: str = ""
+    owner_references: list[OwnerReference] = field(default_factory=list)
+
+    def controller_ref(self) -> OwnerReference | None:
+        for ref in self.owner_references:
+            if ref.controller:
+                return ref
+        return None
+
+
+# ---------------------------------------------------------------- containers
+
+
+@dataclass
+class EnvVar:
+    name: str = ""
+    value: str = ""
+
+
+@dataclass
+class ContainerPort:
+    container_port: int = 0
+    host_port: int = 0
+    name: str = ""
+    protocol: str = "TCP"
+    host_ip: str = wire("hostIP", default="")
+
+
+@dataclass
+class ResourceRequirements:
+    limits: dict[str, IntOrString] = field(default_factory=dict)
+    requests: dict[str, IntOrString] = field(default_factory=dict)
+
+    def request_cpu(self) -> int:
+        """Requested millicores; a limit alone counts as the request, as in Kubernetes."""
+        value = self.requests.get("cpu", self.limits.get("cpu"))
+        return parse_cpu(value) if value is not None else 0
+
+    def request_memory(self) -> int:
+        value = self.requests.get("memory", self.limits.get("memory"))
+        return parse_memory(value) if value is not None else 0
+
+    def limit_cpu(self) -> int:
+        value = self.limits.get("cpu")
+        return parse_cpu(value) if value is not None else 0
+
+    def limit_memory(self) -> int:
+        value = self.limits.get("memory")
+        return parse_memory(value) if value is not None else 0
+
+
+@dataclass
+class ExecAction:
+    command: list[str] = field(default_factory=list)
+
+
+@dataclass
+class HTTPHeader:
+    name: str = ""
+    value: str = ""
+
+
+@dataclass
+class HTTPGetAction:
+    path: str = "/"
+    port: IntOrString = 0
+    host: str = ""
+    scheme: str = "HTTP"
+    http_headers: list[HTTPHeader] = field(default_factory=list)
+
+
+@dataclass
+class TCPSocketAction:
+    port: IntOrString = 0
+    host: str = ""
+
+
+@dataclass
+class Probe:
+    exec: ExecAction | None = wire("exec", default=None)
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    initial_delay_seconds: int = 0
+    period_seconds: int = 10
+    timeout_seconds: int = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
+@dataclass
+class Container:
+    name: str = ""
+    image: str = ""
+    command: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    env: list[EnvVar] = field(default_factory=list)
+    working_dir: str = ""
+    ports: list[ContainerPort] = field(default_factory=list)
+    resources: ResourceRequirements = field(default_factory=ResourceRequirements)
+    liveness_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+
+    def port_by_name(self, name: str) -> ContainerPort | None:
+        for port in self.ports:
+            if port.name == name:
+                return port
+        return None
+
+
+# ---------------------------------------------------------------- pods
+
+
+@dataclass
+class PodSpec:
+    containers: list[Container] = field(default_factory=list)
+    restart_policy: str = "Always"
+    node_selector: dict[str, str] = field(default_factory=dict)
+    node_name: str = ""
+    termination_grace_period_seconds: int = 30
+    host_network: bool = False
+
+    def request_cpu(self) -> int:
+        return sum(c.resources.request_cpu() for c in self.containers)
+
+    def request_memory(self) -> int:
+        return sum(c.resources.request_memory() for c in self.containers)
+
+    def host_ports(self) -> list[tuple[str, int]]:
+        """(protocol, hostPort) pairs this pod needs on its node."""
+        return [
+            (p.protocol or "TCP", p.host_port)
+            for c in self.containers
+            for p in c.ports
+            if p.host_port
+        ]
+
+
+@dataclass
+class PodCondition:
+    type: str = ""
+    status: str = "Unknown"
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str = ""
+
+
+@dataclass
+class ContainerStateWaiting:
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass
+class ContainerStateRunning:
+    started_at: str = ""
+
+
+@dataclass
+class ContainerStateTerminated:
+    exit_code: int = 0
+    signal: int = 0
+    reason: str = ""
+    message: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    container_id: str = wire("containerID", default="")
+
+
+@dataclass
+class ContainerState:
+    waiting: ContainerStateWaiting | None = None
+    running: ContainerStateRunning | None = None
+    terminated: ContainerStateTerminated | None = None
+
+
+@dataclass
+class ContainerStatus:
+    name: str = ""
+    state: ContainerState = field(default_factory=ContainerState)
+    last_state: ContainerState = field(default_factory=ContainerState)
+    ready: bool = False
+    restart_count: int = 0
+    image: str = ""
+    container_id: str = wire("containerID", default="")
+
+
+@dataclass
+class PodStatus:
+    phase: str = "Pending"
+    conditions: list[PodCondition] = field(default_factory=list)
+    message: str = ""
+    reason: str = ""
+    host_ip: str = wire("hostIP", default="")
+    pod_ip: str = wire("podIP", default="")
+    start_time: str = ""
+    container_statuses: list[ContainerStatus] = field(default_factory=list)
+    #: containerPort -> host port actually published on the node (gitkube extension,
+    #: keyed "<container>/<containerPort>/<protocol>").
+    host_ports: dict[str, int] = field(default_factory=dict)
+
+    def condition(self, type_: str) -> PodCondition | None:
+        for cond in self.conditions:
+            if cond.type == type_:
+                return cond
+        return None
+
+
+@dataclass
+class PodTemplateSpec:
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: PodSpec = field(default_factory=PodSpec)
+
+
+# ---------------------------------------------------------------- base object
+
+O = TypeVar("O", bound="ApiObject")
+
+
+@dataclass
+class ApiObject:
+    """Base of the top-level kinds. Subclasses set ``KIND`` and ``RESOURCE``."""
+
+    KIND: ClassVar[str] = ""
+    RESOURCE: ClassVar[str] = ""
+    NAMESPACED: ClassVar[bool] = True
+
+    api_version: str = "v1"
+    kind: str = ""
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            self.kind = self.KIND
+        if not self.NAMESPACED:
+            self.metadata.namespace = ""
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def key(self) -> str:
+        from gitkube.api.keys import object_key
+
+        return object_key(self.RESOURCE, self.metadata.namespace, self.metadata.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = to_dict(self)
+        data["apiVersion"] = self.api_version
+        data["kind"] = self.KIND
+        data.setdefault("metadata", {})
+        return data
+
+    @classmethod
+    def from_dict(cls: type[O], data: dict[str, Any]) -> O:
+        return from_dict(cls, data)
+
+    def copy(self: O) -> O:
+        return copy.deepcopy(self)
+
+
+# ---------------------------------------------------------------- kinds
+
+
+@dataclass
+class Pod(ApiObject):
+    KIND: ClassVar[str] = "Pod"
+    RESOURCE: ClassVar[str] = "pods"
+
+    spec: PodSpec = field(default_factory=PodSpec)
+    status: PodStatus = field(default_factory=PodStatus)
+
+    def is_ready(self) -> bool:
+        cond = self.status.condition("Ready")
+        return self.status.phase == "Running" and cond is not None and cond.status == "True"
+
+    def restart_count(self) -> int:
+        return sum(cs.restart_count for cs in self.status.container_statuses)
+
+
+@dataclass
+class ReplicationControllerSpec:
+    replicas: int = 1
+    selector: dict[str, str] = field(default_factory=dict)
+    template: PodTemplateSpec = field(default_factory=PodTemplateSpec)
+    min_ready_seconds: int = 0
+
+
+@dataclass
+class ReplicationControllerCondition:
+    type: str = ""
+    status: str = "Unknown"
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str = ""
+
+
+@dataclass
+class ReplicationControllerStatus:
+    replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    fully_labeled_replicas: int = 0
+    updated_replicas: int = 0  # gitkube: pods on the current template
+    observed_generation: int = 0
+    conditions: list[ReplicationControllerCondition] = field(default_factory=list)
+
+
+@dataclass
+class ReplicationController(ApiObject):
+    KIND: ClassVar[str] = "ReplicationController"
+    RESOURCE: ClassVar[str] = "replicationcontrollers"
+
+    spec: ReplicationControllerSpec = field(default_factory=ReplicationControllerSpec)
+    status: ReplicationControllerStatus = field(default_factory=ReplicationControllerStatus)
+
+    def effective_selector(self) -> dict[str, str]:
+        """The selector, or the template's labels when none is given (v1 default)."""
+        return self.spec.selector or dict(self.spec.template.metadata.labels)
+
+
+@dataclass
+class ServicePort:
+    name: str = ""
+    protocol: str = "TCP"
+    port: int = 0
+    target_port: IntOrString | None = None
+    node_port: int = 0
+
+
+@dataclass
+class ClientIPConfig:
+    timeout_seconds: int = 10800
+
+
+@dataclass
+class SessionAffinityConfig:
+    client_ip: ClientIPConfig | None = wire("clientIP", default=None)
+
+
+@dataclass
+class ServiceSpec:
+    ports: list[ServicePort] = field(default_factory=list)
+    selector: dict[str, str] = field(default_factory=dict)
+    type: str = "ClusterIP"
+    cluster_ip: str = wire("clusterIP", default="")
+    session_affinity: str = "None"
+    session_affinity_config: SessionAffinityConfig | None = None
+
+    @property
+    def headless(self) -> bool:
+        return self.cluster_ip == "None"
+
+
+@dataclass
+class LoadBalancerStatus:
+    ingress: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ServiceStatus:
+    load_balancer: LoadBalancerStatus = field(default_factory=LoadBalancerStatus)
+    #: gitkube: why a port could not be served (e.g. "port 80 already in use").
+    conditions: list[PodCondition] = field(default_factory=list)
+
+
+@dataclass
+class Service(ApiObject):
+    KIND: ClassVar[str] = "Service"
+    RESOURCE: ClassVar[str] = "services"
+
+    spec: ServiceSpec = field(default_factory=ServiceSpec)
+    status: ServiceStatus = field(default_factory=ServiceStatus)
+
+
+@dataclass
+class ObjectReference:
+    kind: str = ""
+    namespace: str = ""
+    name: str = ""
+    uid: str = ""
+
+
+@dataclass
+class EndpointAddress:
+    ip: str = ""
+    hostname: str = ""
+    node_name: str = ""
+    target_ref: ObjectReference | None = None
+
+
+@dataclass
+class EndpointPort:
+    name: str = ""
+    port: int = 0
+    protocol: str = "TCP"
+
+
+@dataclass
+class EndpointSubset:
+    addresses: list[EndpointAddress] = field(default_factory=list)
+    not_ready_addresses: list[EndpointAddress] = field(default_factory=list)
+    ports: list[EndpointPort] = field(default_factory=list)
+
+
+@dataclass
+class Endpoints(ApiObject):
+    KIND: ClassVar[str] = "Endpoints"
+    RESOURCE: ClassVar[str] = "endpoints"
+
+    subsets: list[EndpointSubset] = field(default_factory=list)
+
+
+@dataclass
+class NodeSpec:
+    unschedulable: bool = False
+    pod_cidr: str = wire("podCIDR", default="")
+
+
+@dataclass
+class NodeCondition:
+    type: str = ""
+    status: str = "Unknown"
+    reason: str = ""
+    message: str = ""
+    last_heartbeat_time: str = ""
+    last_transition_time: str = ""
+
+
+@dataclass
+class NodeAddress:
+    type: str = "InternalIP"
+    address: str = ""
+
+
+@dataclass
+class NodeSystemInfo:
+    machine_id: str = wire("machineID", default="")
+    kernel_version: str = ""
+    os_image: str = ""
+    container_runtime_version: str = ""
+    kubelet_version: str = ""
+    architecture: str = ""
+    operating_system: str = ""
+
+
+@dataclass
+class NodeStatus:
+    capacity: dict[str, IntOrString] = field(default_factory=dict)
+    allocatable: dict[str, IntOrString] = field(default_factory=dict)
+    conditions: list[NodeCondition] = field(default_factory=list)
+    addresses: list[NodeAddress] = field(default_factory=list)
+    node_info: NodeSystemInfo = field(default_factory=NodeSystemInfo)
+
+    def condition(self, type_: str) -> NodeCondition | None:
+        for cond in self.conditions:
+            if cond.type == type_:
+                return cond
+        return None
+
+
+@dataclass
+class Node(ApiObject):
+    KIND: ClassVar[str] = "Node"
+    RESOURCE: ClassVar[str] = "nodes"
+    NAMESPACED: ClassVar[bool] = False
+
+    spec: NodeSpec = field(default_factory=NodeSpec)
+    status: NodeStatus = field(default_factory=NodeStatus)
+
+    def is_ready(self) -> bool:
+        cond = self.status.condition("Ready")
+        return cond is not None and cond.status == "True"
+
+    def address(self) -> str:
+        for addr in self.status.addresses:
+            if addr.type == "InternalIP":
+                return addr.address
+        return self.status.addresses[0].address if self.status.addresses else ""
+
+    def allocatable_cpu(self) -> int:
+        value = self.status.allocatable.get("cpu", self.status.capacity.get("cpu", 0))
+        return parse_cpu(value)
+
+    def allocatable_memory(self) -> int:
+        value = self.status.allocatable.get("memory", self.status.capacity.get("memory", 0))
+        return parse_memory(value)
+
+    def allocatable_pods(self) -> int:
+        value = self.status.allocatable.get("pods", self.status.capacity.get("pods", 110))
+        return int(value)
+
+
+KINDS: dict[str, type[ApiObject]] = {
+    cls.KIND: cls for cls in (Pod, ReplicationController, Service, Endpoints, Node)
+}
+RESOURCES: dict[str, type[ApiObject]] = {cls.RESOURCE: cls for cls in KINDS.values()}
+
+
+def object_from_dict(data: dict[str, Any]) -> ApiObject:
+    """Build the right kind from a wire dict (its ``kind`` must be supported)."""
+    kind = data.get("kind", "")
+    try:
+        cls = KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unsupported kind {kind!r}; supported: {', '.join(KINDS)}") from None
+    return cls.from_dict(data)

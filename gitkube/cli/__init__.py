@@ -1,0 +1,16 @@
+"""The `gitkube` command: wiring and presentation only.
+
+Each command lives in its own module and registers itself on ``app``.
+"""
+
+from __future__ import annotations
+
+from gitkube.cli import validate_cmd  # noqa: F401
+from gitkube.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,1 @@
+"""`gitkube validate` (filled in by the validation work)."""

@@ -1,0 +1,28 @@
+"""The store: etcd's semantics on SQLite (embedded) or etcd (clusters)."""
+
+from gitkube.store.base import (
+    Compare,
+    Delete,
+    Get,
+    KeyValue,
+    Op,
+    Put,
+    Store,
+    TxnResult,
+    WatchEvent,
+)
+from gitkube.store.objects import ObjectEvent, ObjectStore
+
+__all__ = [
+    "Compare",
+    "Delete",
+    "Get",
+    "KeyValue",
+    "ObjectEvent",
+    "ObjectStore",
+    "Op",
+    "Put",
+    "Store",
+    "TxnResult",
+    "WatchEvent",
+]
