@@ -1,0 +1,19 @@
+"""Annotation and label keys gitkube writes and reads."""
+
+from __future__ import annotations
+
+DOMAIN = "gitkube.io"
+
+#: provenance of objects written from git
+SOURCE_COMMIT = f"{DOMAIN}/source-commit"
+SOURCE_PATH = f"{DOMAIN}/source-path"
+#: present (value "gitkube") on objects that the sync created: only these are pruned
+MANAGED_BY = f"{DOMAIN}/managed-by"
+MANAGED_BY_VALUE = "gitkube"
+#: a hash of the desired (git) form, to tell self-heal drift from noise
+DESIRED_HASH = f"{DOMAIN}/desired-hash"
+
+#: rolling updates of ReplicationControllers
+TEMPLATE_HASH_LABEL = f"{DOMAIN}/template-hash"
+MAX_UNAVAILABLE = f"{DOMAIN}/max-unavailable"
+MAX_SURGE = f"{DOMAIN}/max-surge"

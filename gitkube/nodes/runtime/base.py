@@ -1,0 +1,124 @@
+"""The container runtime interface the agent drives (a small CRI).
+
+A pod is a *sandbox* (its network: the published host ports, and for Docker
+a pause container whose network namespace the pod's containers join) plus
+one runtime container per container attempt. Runtimes label what they start
+with the pod's namespace, name and uid, the container name, the attempt
+number and the node name, so an agent that restarts finds them again by
+``list_sandboxes`` / ``list_containers`` and adopts them.
+
+Two implementations: ``DockerRuntime`` (docker SDK, blocking calls in worker
+threads) and ``ProcessRuntime`` (local process groups). One contract test
+suite runs against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from gitkube.api.objects import Container, Pod
+
+#: kubelet's labels, shared by both runtimes
+LABEL_POD_NAME = "io.kubernetes.pod.name"
+LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
+LABEL_POD_UID = "io.kubernetes.pod.uid"
+LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
+LABEL_NODE = "io.gitkube.node"
+LABEL_ATTEMPT = "io.gitkube.container.attempt"
+LABEL_SANDBOX = "io.gitkube.sandbox"
+
+
+def port_key(container: str, container_port: int, protocol: str = "TCP") -> str:
+    """The key of a published port in ``Sandbox.host_ports`` and ``PodStatus.host_ports``."""
+    return f"{container}/{container_port}/{protocol or 'TCP'}"
+
+
+@dataclass
+class Sandbox:
+    id: str
+    pod_uid: str
+    pod_namespace: str
+    pod_name: str
+    #: the pod's own address (container IP for Docker; the node address for processes)
+    ip: str
+    #: port_key(...) -> host port published on the node
+    host_ports: dict[str, int] = field(default_factory=dict)
+    running: bool = True
+
+
+ContainerRunState = Literal["created", "running", "exited"]
+
+
+@dataclass
+class RuntimeContainer:
+    id: str
+    pod_uid: str
+    pod_namespace: str
+    pod_name: str
+    name: str
+    attempt: int
+    state: ContainerRunState
+    image: str = ""
+    exit_code: int | None = None
+    #: unix times
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: "OOMKilled", "Error", "Completed", ...
+    reason: str = ""
+
+
+class ContainerStartError(Exception):
+    """A container could not be started; ``reason`` is the kubelet reason
+    (``ErrImagePull``, ``CreateContainerError``, ``RunContainerError``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    name: str  # "docker" | "process"
+    node_name: str
+
+    async def start_sandbox(self, pod: Pod, *, node_address: str) -> Sandbox:
+        """Create the pod's sandbox and publish its container ports on host ports
+        (``hostPort`` when given, otherwise a free port bound on ``node_address``)."""
+        ...
+
+    async def list_sandboxes(self) -> list[Sandbox]:
+        """Sandboxes of this node (running or not)."""
+        ...
+
+    async def remove_sandbox(self, sandbox_id: str) -> None: ...
+
+    async def start_container(
+        self, pod: Pod, sandbox: Sandbox, container: Container, *, attempt: int
+    ) -> RuntimeContainer:
+        """Start one attempt of ``container``; raises ``ContainerStartError``."""
+        ...
+
+    async def list_containers(self) -> list[RuntimeContainer]:
+        """Containers of this node, every attempt still present."""
+        ...
+
+    async def stop_container(self, container_id: str, *, grace_seconds: float) -> None:
+        """SIGTERM, then SIGKILL after ``grace_seconds``."""
+        ...
+
+    async def remove_container(self, container_id: str) -> None: ...
+
+    async def exec(self, container_id: str, command: list[str], *, timeout: float) -> int:
+        """Run ``command`` in the container (exec probes); returns the exit code."""
+        ...
+
+    def logs(
+        self, container_id: str, *, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The container's output (stdout and stderr)."""
+        ...
+
+    async def close(self) -> None: ...
