@@ -10,6 +10,7 @@ store outage or a compacted watch is survived: back off, re-list, go on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -89,10 +90,8 @@ async def run_loop(
 
 
 async def _sleep_or_stop(delay: float, stop: asyncio.Event) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=delay)
-    except TimeoutError:
-        pass
 
 
 async def _watch_into(

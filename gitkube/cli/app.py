@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from enum import StrEnum
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 import yaml
@@ -46,6 +46,24 @@ def default_store_url() -> str:
         os.environ.get("GITKUBE_STORE")
         or f"sqlite:///{os.path.abspath(DEFAULT_STATE_DIR)}/state.db"
     )
+
+
+StoreOpt = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        "-s",
+        envvar="GITKUBE_STORE",
+        help="sqlite:///path/state.db or etcd://host:2379[,host:2379]; "
+        "default: the embedded SQLite file in ./.gitkube/",
+        show_default=False,
+    ),
+]
+
+
+def resolve_store(url: str) -> str:
+    """The store URL a command should use (empty means the embedded default)."""
+    return url or default_store_url()
 
 
 class Output(StrEnum):
@@ -89,3 +107,6 @@ def _root() -> None:
 def version() -> None:
     """Print the version."""
     typer.echo(f"gitkube {__version__}")
+
+
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table, wide, json or yaml")]
