@@ -1,0 +1,1 @@
+"""The HTTP server: webhooks, metrics, health and the status API."""
