@@ -1,0 +1,55 @@
+"""Settings: flags win over the environment, which wins over the config file;
+durations with units; secrets masked; bad values named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gitkube.config import masked, parse_duration, redact_url, resolve_settings
+from gitkube.errors import ConfigError
+
+
+def test_precedence_flag_env_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "gitkube.yaml"
+    cfg.write_text("store: sqlite:///file.db\nbranch: from-file\nnodes: 3\ninterval: 5m\n")
+    env = {"GITKUBE_STORE": "etcd://127.0.0.1:2379", "GITKUBE_NODES": "2"}
+    settings, sources = resolve_settings({"nodes": 4}, config_file=cfg, environ=env)
+    assert settings.nodes == 4 and sources["nodes"] == "flag"
+    assert settings.store == "etcd://127.0.0.1:2379" and sources["store"] == "env"
+    assert settings.branch == "from-file" and sources["branch"] == "file"
+    assert settings.interval_seconds() == 300
+    assert sources["listen"] == "default"
+
+
+def test_unknown_key_in_file_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "gitkube.yaml"
+    cfg.write_text("stroe: x\n")
+    with pytest.raises(ConfigError, match="unknown setting 'stroe'"):
+        resolve_settings({}, config_file=cfg, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30", 30), ("30s", 30), ("5m", 300), ("1h", 3600), ("250ms", 0.25)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_bad_duration_and_bool() -> None:
+    with pytest.raises(ConfigError, match="interval"):
+        resolve_settings({"interval": "soon"}, environ={})
+    with pytest.raises(ConfigError, match="prune"):
+        resolve_settings({}, environ={"GITKUBE_PRUNE": "maybe"})
+
+
+def test_secrets_and_credentials_are_masked() -> None:
+    settings, _ = resolve_settings(
+        {"repo": "https://bob:hunter2@git.example/r.git"},
+        environ={"GITKUBE_WEBHOOK_SECRET": "topsecret"},
+    )
+    shown = masked(settings)
+    assert shown["webhook_secret"] == "********"
+    assert "hunter2" not in shown["repo"]
+    assert redact_url("ssh://git@host/x") == "ssh://***@host/x"
