@@ -13,6 +13,8 @@ SYSTEM = "/gitkube/_system/"
 SYNC_STATE_KEY = SYSTEM + "sync/state"
 SYNC_HISTORY_KEY = SYSTEM + "sync/history"
 SYNC_CONTROL_KEY = SYSTEM + "sync/control"  # suspend / resume
+#: the outcome of the last status write-back to git (gitkube.sync.writeback)
+STATUS_WRITEBACK_KEY = SYSTEM + "sync/writeback"
 #: node heartbeats: one key per node, attached to the node's lease
 HEARTBEAT_PREFIX = SYSTEM + "heartbeats/"
 #: master leader election
