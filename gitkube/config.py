@@ -60,7 +60,7 @@ class Settings:
     address: str = _setting("127.0.0.1", "node address: where pods' host ports are published")
     proxy_address: str = _setting("127.0.0.1", "where the service proxy listens")
     labels: str = _setting("", "node labels k=v,k2=v2")
-    listen: str = _setting("127.0.0.1:8080", "HTTP server (webhooks, metrics, status) HOST:PORT")
+    listen: str = _setting("127.0.0.1:9080", "HTTP server (webhooks, metrics, status) HOST:PORT")
     interval: str = _setting("60s", "poll interval (30, 30s, 5m)")
     webhook_secret_file: str = _setting("", "file holding the webhook secret")
     webhook_secret: str = _setting(
