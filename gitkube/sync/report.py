@@ -1,0 +1,513 @@
+"""The status report: what `gitkube status`, ``/api/v1/status`` and the git
+write-back show, built from the store alone (so it works while the operator
+is down).
+
+``build_status_report`` reads the store; ``compose_status_report`` is the
+pure part that turns what was read into a ``StatusReport``:
+
+- the sync state: repository, synced revision and its age, phase (Synced,
+  OutOfSync, Failed, Suspended), the last errors with file:line;
+- each object declared in git with its sync state and health (Missing when
+  it is absent from the store), replicas ready/desired for RCs, endpoints
+  for Services; the nodes with their health;
+- the sync history, the webhook delivery log and the last write-back.
+
+``StatusReport.fingerprint()`` hashes the outcome only (no times, no ages,
+no history), so the write-back can tell whether the outcome changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gitkube.api import annotations as ann
+from gitkube.api.keys import (
+    DELIVERIES_KEY,
+    PROXY_STATUS_PREFIX,
+    STATUS_WRITEBACK_KEY,
+    SYNC_CONTROL_KEY,
+    SYNC_HISTORY_KEY,
+    SYNC_STATE_KEY,
+)
+from gitkube.api.objects import (
+    KINDS,
+    ApiObject,
+    Endpoints,
+    Node,
+    Pod,
+    ReplicationController,
+    Service,
+)
+from gitkube.api.serde import camel
+from gitkube.store.base import KeyValue
+from gitkube.store.objects import ObjectStore
+from gitkube.sync.health import HEALTHY, UNKNOWN, assess_health, ready_endpoint_count, worst
+from gitkube.sync.state import (
+    ObjectSyncStatus,
+    SyncError,
+    SyncRecord,
+    SyncState,
+    history_from_json,
+)
+
+log = logging.getLogger(__name__)
+
+#: the most webhook deliveries a report carries (the operator keeps 50)
+DELIVERY_LOG_LENGTH = 50
+STATUS_FILE_API_VERSION = "gitkube.io/v1"
+
+ObjectId = tuple[str, str, str]  # kind, namespace, name
+
+
+# ---------------------------------------------------------------- time
+
+
+def parse_time(text: str) -> datetime | None:
+    """An ISO-8601 time (``Z`` or an offset; naive means UTC), or None."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def format_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def age_seconds(since: str, now: datetime) -> float | None:
+    start = parse_time(since)
+    return None if start is None else max(0.0, (now - start).total_seconds())
+
+
+def human_duration(seconds: float | None) -> str:
+    """kubectl's AGE format: 45s, 5m30s, 42m, 3h20m, 20h, 2d4h, 40d, 2y30d."""
+    if seconds is None:
+        return "<unknown>"
+    s = int(seconds)
+    if s < 0:
+        return "0s"
+    if s < 120:
+        return f"{s}s"
+    minutes = s // 60
+    if minutes < 10:
+        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = s // 3600
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        days = (hours // 24) % 365
+        return f"{hours // (24 * 365)}y{days}d" if days else f"{hours // (24 * 365)}y"
+    return f"{hours // (24 * 365)}y"
+
+
+# ---------------------------------------------------------------- report parts
+
+
+@dataclass
+class ObjectReport:
+    kind: str
+    namespace: str
+    name: str
+    path: str = ""
+    #: "Synced" | "OutOfSync" | "Failed" | "Unknown"
+    sync: str = "Synced"
+    health: str = HEALTHY
+    message: str = ""
+    replicas_ready: int | None = None
+    replicas_desired: int | None = None
+    endpoints: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "path": self.path,
+            "sync": self.sync,
+            "health": self.health,
+            "message": self.message,
+        }
+        if self.replicas_desired is not None:
+            data["replicas"] = {"ready": self.replicas_ready, "desired": self.replicas_desired}
+        if self.endpoints is not None:
+            data["endpoints"] = self.endpoints
+        return data
+
+
+@dataclass
+class WritebackOutcome:
+    """The last status write-back to git, as recorded in the store."""
+
+    time: str
+    #: "Committed" | "Unchanged" | "Failed"
+    outcome: str
+    branch: str = ""
+    commit: str = ""
+    #: why it failed (credentials removed)
+    error: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> WritebackOutcome:
+        data = json.loads(raw)
+        return cls(
+            **{k: data[k] for k in ("time", "outcome", "branch", "commit", "error") if k in data}
+        )
+
+
+def error_to_dict(err: SyncError) -> dict[str, Any]:
+    return {
+        "file": err.file,
+        "line": err.line,
+        "kind": err.kind,
+        "name": err.name,
+        "field": err.field,
+        "message": err.message,
+        "location": f"{err.file}:{err.line}" if err.file else "",
+        "text": str(err),
+    }
+
+
+def _camel_dict(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {camel(k): v for k, v in data.items()}
+
+
+@dataclass
+class StatusReport:
+    generated_at: str
+    phase: str = "Unknown"
+    repo: str = ""
+    ref: str = ""
+    path: str = ""
+    revision: str = ""
+    synced_at: str = ""
+    age_seconds: float | None = None
+    attempted_revision: str = ""
+    attempted_at: str = ""
+    message: str = ""
+    suspended: bool = False
+    #: the worst health among the objects declared in git
+    health: str = HEALTHY
+    objects: list[ObjectReport] = field(default_factory=list)
+    nodes: list[ObjectReport] = field(default_factory=list)
+    errors: list[SyncError] = field(default_factory=list)
+    history: list[SyncRecord] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    writeback: WritebackOutcome | None = None
+
+    def health_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for obj in self.objects:
+            counts[obj.health] = counts.get(obj.health, 0) + 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of `gitkube status -o json` and ``/api/v1/status``."""
+        return {
+            "generatedAt": self.generated_at,
+            "source": {"repo": self.repo, "ref": self.ref, "path": self.path},
+            "sync": {
+                "phase": self.phase,
+                "revision": self.revision,
+                "syncedAt": self.synced_at,
+                "ageSeconds": self.age_seconds,
+                "age": human_duration(self.age_seconds) if self.synced_at else "",
+                "attemptedRevision": self.attempted_revision,
+                "attemptedAt": self.attempted_at,
+                "message": self.message,
+                "suspended": self.suspended,
+            },
+            "health": {"status": self.health, "counts": self.health_counts()},
+            "objects": [o.to_dict() for o in self.objects],
+            "nodes": [n.to_dict() for n in self.nodes],
+            "errors": [error_to_dict(e) for e in self.errors],
+            "history": [_camel_dict(asdict(r)) for r in self.history],
+            "deliveries": list(self.deliveries),
+            "writeback": _camel_dict(asdict(self.writeback)) if self.writeback else None,
+        }
+
+    def status_file(self) -> dict[str, Any]:
+        """The content of ``status.json`` on the status branch."""
+        return {
+            "apiVersion": STATUS_FILE_API_VERSION,
+            "kind": "SyncStatus",
+            "generatedAt": self.generated_at,
+            "source": {"repo": self.repo, "ref": self.ref, "path": self.path},
+            "revision": self.revision,
+            "syncedAt": self.synced_at,
+            "attemptedRevision": self.attempted_revision,
+            "phase": self.phase,
+            "message": self.message,
+            "health": self.health,
+            "objects": [o.to_dict() for o in self.objects],
+            "errors": [error_to_dict(e) for e in self.errors],
+        }
+
+    def fingerprint(self) -> str:
+        return status_fingerprint(self.status_file())
+
+
+#: fields of status.json that change with time alone, not with the outcome
+VOLATILE_STATUS_FIELDS = frozenset({"generatedAt", "syncedAt", "message"})
+
+
+def status_fingerprint(status_file: Mapping[str, Any]) -> str:
+    """A hash of a ``status.json`` content without its times (and the free-text
+    sync message, which may carry durations): equal fingerprints mean the
+    outcome did not change."""
+    outcome = {k: v for k, v in status_file.items() if k not in VOLATILE_STATUS_FIELDS}
+    canonical = json.dumps(outcome, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- composing (pure)
+
+
+@dataclass
+class ClusterSnapshot:
+    """The live objects a report needs, as read from the store."""
+
+    objects: dict[ObjectId, ApiObject] = field(default_factory=dict)
+    #: (namespace, name) of a Service -> its Endpoints
+    endpoints: dict[tuple[str, str], Endpoints] = field(default_factory=dict)
+    #: (namespace, name) of a Service -> problems the proxy recorded for it
+    proxy_errors: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        items: Iterable[ApiObject],
+        *,
+        proxy_errors: Mapping[tuple[str, str], list[str]] | None = None,
+    ) -> ClusterSnapshot:
+        snap = cls(proxy_errors=dict(proxy_errors or {}))
+        for obj in items:
+            if isinstance(obj, Endpoints):
+                snap.endpoints[(obj.namespace, obj.name)] = obj
+            snap.objects[(obj.KIND, obj.namespace, obj.name)] = obj
+        return snap
+
+
+def _is_managed(obj: ApiObject) -> bool:
+    return obj.metadata.annotations.get(ann.MANAGED_BY) == ann.MANAGED_BY_VALUE
+
+
+def object_report(
+    declared: ObjectSyncStatus, live: ApiObject | None, snapshot: ClusterSnapshot
+) -> ObjectReport:
+    namespace = "" if declared.kind == "Node" else (declared.namespace or "default")
+    endpoints = snapshot.endpoints.get((namespace, declared.name))
+    health = assess_health(
+        live,
+        endpoints=endpoints,
+        proxy_errors=snapshot.proxy_errors.get((namespace, declared.name), ()),
+    )
+    report = ObjectReport(
+        kind=declared.kind,
+        namespace=namespace,
+        name=declared.name,
+        path=declared.path,
+        sync=declared.sync,
+        health=health.status,
+        message=health.message,
+    )
+    if declared.kind == "ReplicationController" and isinstance(live, ReplicationController):
+        report.replicas_ready = live.status.ready_replicas
+        report.replicas_desired = live.spec.replicas
+    if declared.kind == "Service" and isinstance(live, Service):
+        report.endpoints = ready_endpoint_count(endpoints)
+    if isinstance(live, Pod) and live.spec.containers and not report.message:
+        ready = sum(1 for cs in live.status.container_statuses if cs.ready)
+        report.message = f"{ready}/{len(live.spec.containers)} containers ready"
+    return report
+
+
+def _declared_objects(state: SyncState | None, snapshot: ClusterSnapshot) -> list[ObjectSyncStatus]:
+    if state is not None and state.objects:
+        return list(state.objects)
+    # no per-object record: what the sync created is what git declared
+    return [
+        ObjectSyncStatus(
+            kind=obj.KIND,
+            namespace=obj.namespace,
+            name=obj.name,
+            path=obj.metadata.annotations.get(ann.SOURCE_PATH, ""),
+            sync="Unknown",
+        )
+        for obj in snapshot.objects.values()
+        if _is_managed(obj)
+    ]
+
+
+def compose_status_report(
+    state: SyncState | None,
+    snapshot: ClusterSnapshot,
+    *,
+    now: datetime,
+    history: Sequence[SyncRecord] = (),
+    deliveries: Sequence[Mapping[str, Any]] = (),
+    writeback: WritebackOutcome | None = None,
+    suspended: bool = False,
+) -> StatusReport:
+    """The report for a sync state and a snapshot of the cluster (pure)."""
+    report = StatusReport(
+        generated_at=format_time(now),
+        history=list(history),
+        deliveries=[dict(d) for d in deliveries][-DELIVERY_LOG_LENGTH:],
+        writeback=writeback,
+    )
+    if state is None:
+        report.message = "no sync has run yet"
+    else:
+        report.repo, report.ref, report.path = state.repo, state.ref, state.path
+        report.revision = state.revision
+        report.synced_at = state.synced_at
+        report.age_seconds = age_seconds(state.synced_at, now)
+        report.attempted_revision = state.attempted_revision
+        report.attempted_at = state.attempted_at
+        report.phase = state.phase
+        report.message = state.message
+        report.errors = list(state.errors)
+        report.suspended = state.suspended
+    if suspended or report.suspended:
+        report.suspended = True
+        report.phase = "Suspended"
+    declared = _declared_objects(state, snapshot)
+    report.objects = sorted(
+        (
+            object_report(
+                d,
+                snapshot.objects.get(
+                    (d.kind, "" if d.kind == "Node" else (d.namespace or "default"), d.name)
+                ),
+                snapshot,
+            )
+            for d in declared
+        ),
+        key=lambda o: (o.path, o.kind, o.namespace, o.name),
+    )
+    report.nodes = [
+        object_report(ObjectSyncStatus(kind="Node", namespace="", name=obj.name), obj, snapshot)
+        for obj in sorted(
+            (o for o in snapshot.objects.values() if isinstance(o, Node)), key=lambda n: n.name
+        )
+    ]
+    for node in report.nodes:
+        node.sync = ""
+    report.health = worst(o.health for o in report.objects) if report.objects else UNKNOWN
+    if not report.objects and state is not None and state.revision:
+        report.health = HEALTHY  # a revision that declares nothing is trivially healthy
+    return report
+
+
+# ---------------------------------------------------------------- reading the store
+
+
+def parse_proxy_errors(kvs: Iterable[KeyValue]) -> dict[tuple[str, str], list[str]]:
+    """Problems the proxy recorded, by Service.
+
+    Keys are ``PROXY_STATUS_PREFIX + <namespace>/<name>[/<node>]``; a value is
+    a JSON object with ``message`` (or ``error``/``reason``), or plain text. A
+    value that says ``"ok": true`` (or has no message) is no problem.
+    """
+    out: dict[tuple[str, str], list[str]] = {}
+    for kv in kvs:
+        parts = kv.key[len(PROXY_STATUS_PREFIX) :].split("/")
+        if len(parts) < 2:
+            continue
+        namespace, name = parts[0], parts[1]
+        node = parts[2] if len(parts) > 2 else ""
+        text = kv.value.decode(errors="replace").strip()
+        message = text
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            if data.get("ok") is True or data.get("healthy") is True:
+                continue
+            message = str(data.get("message") or data.get("error") or data.get("reason") or "")
+            node = str(data.get("node") or node)
+        elif isinstance(data, str):
+            message = data
+        if not message:
+            continue
+        out.setdefault((namespace, name), []).append(
+            f"{message} (node {node})" if node else message
+        )
+    return out
+
+
+def _parse_suspended(kv: KeyValue | None) -> bool:
+    """The sync control key: ``{"suspended": true}`` or the text ``suspend``."""
+    if kv is None:
+        return False
+    text = kv.value.decode(errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.lower() in ("suspend", "suspended")
+    if isinstance(data, dict):
+        return bool(data.get("suspended") or data.get("suspend"))
+    return isinstance(data, str) and data.lower() in ("suspend", "suspended")
+
+
+def _load(what: str, kv: KeyValue | None, parse: Any) -> Any:
+    if kv is None:
+        return None
+    try:
+        return parse(kv.value)
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("ignoring unreadable %s at %s: %s", what, kv.key, exc)
+        return None
+
+
+async def build_status_report(objects: ObjectStore, *, now: datetime | None = None) -> StatusReport:
+    """The status report, read from the store only."""
+    store = objects.store
+    state = _load("sync state", await store.get(SYNC_STATE_KEY), SyncState.from_json)
+    history = _load("sync history", await store.get(SYNC_HISTORY_KEY), history_from_json) or []
+    deliveries_raw = _load("webhook deliveries", await store.get(DELIVERIES_KEY), json.loads)
+    deliveries = (
+        [d for d in deliveries_raw if isinstance(d, dict)]
+        if isinstance(deliveries_raw, list)
+        else []
+    )
+    writeback = _load(
+        "write-back outcome", await store.get(STATUS_WRITEBACK_KEY), WritebackOutcome.from_json
+    )
+    suspended = _parse_suspended(await store.get(SYNC_CONTROL_KEY))
+    proxy_kvs, _ = await store.range(PROXY_STATUS_PREFIX)
+    live: list[ApiObject] = []
+    for cls in KINDS.values():
+        items, _ = await objects.list(cls)
+        live.extend(items)
+    snapshot = ClusterSnapshot.of(live, proxy_errors=parse_proxy_errors(proxy_kvs))
+    return compose_status_report(
+        state,
+        snapshot,
+        now=now or datetime.now(UTC),
+        history=history,
+        deliveries=deliveries,
+        writeback=writeback,
+        suspended=suspended,
+    )
