@@ -38,15 +38,16 @@ def ensure_notify_token(state_dir: Path) -> bytes:
 _POST_RECEIVE = """#!/bin/sh
 {marker}
 # Tells the gitkube operator about this push, so it syncs at once.
+export GITKUBE_REFS="$(cat)"
 exec {python} - "$@" <<'PYEOF'
-import sys, urllib.request, urllib.error
+import os, sys, urllib.request, urllib.error
 url = {url!r}
 try:
     token = open({token_file!r}).read().strip()
 except OSError as exc:
     print("gitkube: cannot read the notify token:", exc.strerror)
     sys.exit(0)
-body = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
+body = os.environ.get("GITKUBE_REFS", "").encode()
 req = urllib.request.Request(url, data=body, method="POST", headers={{"X-Gitkube-Token": token}})
 try:
     with urllib.request.urlopen(req, timeout=3) as resp:
