@@ -17,3 +17,8 @@ DESIRED_HASH = f"{DOMAIN}/desired-hash"
 TEMPLATE_HASH_LABEL = f"{DOMAIN}/template-hash"
 MAX_UNAVAILABLE = f"{DOMAIN}/max-unavailable"
 MAX_SURGE = f"{DOMAIN}/max-surge"
+
+#: present (value "true") on Endpoints the endpoints controller writes: only these
+#: are rewritten and deleted by it; Endpoints declared by hand (Services without a
+#: selector) are left alone
+ENDPOINTS_CONTROLLER = f"{DOMAIN}/endpoints-controller"
