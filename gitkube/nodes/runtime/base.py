@@ -28,6 +28,8 @@ LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
 LABEL_NODE = "io.gitkube.node"
 LABEL_ATTEMPT = "io.gitkube.container.attempt"
 LABEL_SANDBOX = "io.gitkube.sandbox"
+#: on a pod's containers: the id of the sandbox they joined (added by the runtime helper)
+LABEL_SANDBOX_ID = "io.gitkube.sandbox.id"
 
 
 def port_key(container: str, container_port: int, protocol: str = "TCP") -> str:
@@ -67,6 +69,11 @@ class RuntimeContainer:
     finished_at: float | None = None
     #: "OOMKilled", "Error", "Completed", ...
     reason: str = ""
+    # added by the runtime helper (additive):
+    #: the sandbox the container joined
+    sandbox_id: str = ""
+    #: why it ended, when the runtime knows more than the reason (a start error, a lost process)
+    message: str = ""
 
 
 class ContainerStartError(Exception):
@@ -93,7 +100,9 @@ class Runtime(Protocol):
         """Sandboxes of this node (running or not)."""
         ...
 
-    async def remove_sandbox(self, sandbox_id: str) -> None: ...
+    async def remove_sandbox(self, sandbox_id: str) -> None:
+        """Remove the sandbox, killing and removing any of the pod's containers left in it."""
+        ...
 
     async def start_container(
         self, pod: Pod, sandbox: Sandbox, container: Container, *, attempt: int
@@ -112,13 +121,19 @@ class Runtime(Protocol):
     async def remove_container(self, container_id: str) -> None: ...
 
     async def exec(self, container_id: str, command: list[str], *, timeout: float) -> int:
-        """Run ``command`` in the container (exec probes); returns the exit code."""
+        """Run ``command`` in the container (exec probes); returns the exit code.
+
+        Raises ``TimeoutError`` when it runs longer than ``timeout`` seconds (the
+        command is killed) and ``RuntimeErrorBase`` when it cannot be run (the
+        container is gone or not running); a prober counts both as failures."""
         ...
 
     def logs(
         self, container_id: str, *, tail: int | None = None, follow: bool = False
     ) -> AsyncIterator[bytes]:
-        """The container's output (stdout and stderr)."""
+        """The container's output (stdout and stderr): the last ``tail`` lines
+        (all when None); with ``follow``, then what it writes until it ends or
+        the caller stops iterating (``aclose``)."""
         ...
 
     async def close(self) -> None: ...
