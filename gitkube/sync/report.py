@@ -425,17 +425,17 @@ def compose_status_report(
 def parse_proxy_errors(kvs: Iterable[KeyValue]) -> dict[tuple[str, str], list[str]]:
     """Problems the proxy recorded, by Service.
 
-    Keys are ``PROXY_STATUS_PREFIX + <namespace>/<name>[/<node>]``; a value is
-    a JSON object with ``message`` (or ``error``/``reason``), or plain text. A
-    value that says ``"ok": true`` (or has no message) is no problem.
+    Keys are ``PROXY_STATUS_PREFIX + <node>/<namespace>/<name>`` (written by
+    ``gitkube.services.proxy`` only while there is a problem); a value is a
+    JSON object with ``message`` (and ``node``, ``namespace``, ``service``),
+    or plain text. A value with ``"ok": true`` or no message is no problem.
     """
     out: dict[tuple[str, str], list[str]] = {}
     for kv in kvs:
         parts = kv.key[len(PROXY_STATUS_PREFIX) :].split("/")
-        if len(parts) < 2:
+        if len(parts) != 3:
             continue
-        namespace, name = parts[0], parts[1]
-        node = parts[2] if len(parts) > 2 else ""
+        node, namespace, name = parts
         text = kv.value.decode(errors="replace").strip()
         message = text
         try:
@@ -447,13 +447,14 @@ def parse_proxy_errors(kvs: Iterable[KeyValue]) -> dict[tuple[str, str], list[st
                 continue
             message = str(data.get("message") or data.get("error") or data.get("reason") or "")
             node = str(data.get("node") or node)
+            namespace = str(data.get("namespace") or namespace)
+            name = str(data.get("service") or name)
         elif isinstance(data, str):
             message = data
         if not message:
             continue
-        out.setdefault((namespace, name), []).append(
-            f"{message} (node {node})" if node else message
-        )
+        where = f" (node {node})" if node else ""
+        out.setdefault((namespace, name), []).append(message + where)
     return out
 
 

@@ -1,0 +1,518 @@
+"""Status written back to git: a commit on a status branch after a sync whose
+outcome changed, and only then.
+
+The branch (default ``gitkube/status``) is never the synced branch: the
+constructor refuses that. Each commit holds ``status.json`` (machine-readable,
+``StatusReport.status_file()``) and ``STATUS.md`` (a report a person reads on
+their git host); other files on the branch are kept. Commits are built with
+git plumbing in a bare cache repository — blobs, a tree and a commit written
+into the object database, no work tree — and pushed to the remote.
+
+Whether the outcome changed is decided by comparing the fingerprint of the
+new ``status.json`` (times and ages left out) with the one at the tip of the
+remote branch. A push rejected because the branch moved (another writer) is
+rebased: the new status goes on top of the new tip, compared again, pushed
+again, a bounded number of times. A remote that refuses the push (no
+permission, a pre-receive hook) raises ``StatusWriteError``;
+``StatusWriteback``, the sync loop's ``after_sync`` hook, records that in the
+store and in the log and never lets it reach the loop.
+
+GitPython runs in a worker thread; credentials in the remote URL never appear
+in messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import git
+from git.objects.fun import tree_to_stream
+from gitdb import IStream  # type: ignore[import-untyped]
+
+from gitkube.api.keys import STATUS_WRITEBACK_KEY
+from gitkube.errors import ConfigError, GitkubeError, SourceError
+from gitkube.store.objects import ObjectStore
+from gitkube.sync.report import (
+    StatusReport,
+    WritebackOutcome,
+    build_status_report,
+    format_time,
+    status_fingerprint,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATUS_BRANCH = "gitkube/status"
+STATUS_JSON = "status.json"
+STATUS_MD = "STATUS.md"
+
+_BLOB_MODE = 0o100644
+_TREE_MODE = 0o040000
+#: where the cache repository keeps the last known tip of the remote status branch
+_REMOTE_TIP_REF = "refs/gitkube/status-remote"
+
+
+class StatusWriteError(SourceError):
+    """The status branch could not be written: the remote refused or is unreachable."""
+
+
+# ---------------------------------------------------------------- credentials
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str, *urls: str) -> str:
+    """``text`` with the user:password part of every URL removed, and any
+    secret from ``urls`` masked wherever else it appears."""
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            continue
+        for secret in (parts.password, parts.username):
+            if secret and len(secret) >= 3:
+                text = text.replace(secret, "***")
+    return _USERINFO.sub(lambda m: m["scheme"], text)
+
+
+# ---------------------------------------------------------------- branch names
+
+
+def _branch_name(ref: str) -> str:
+    ref = ref.strip()
+    return ref[len("refs/heads/") :] if ref.startswith("refs/heads/") else ref
+
+
+_BAD_REF = re.compile(
+    r"(^[-/.])|(\.\.)|([\x00-\x20~^:?*\[\\\x7f])|(/\.)|(@\{)|(//)|([/.]$)|(\.lock$)"
+)
+
+
+def check_status_branch(branch: str, *, synced_branch: str) -> str:
+    """The status branch name, or ``ConfigError`` when it is unusable."""
+    name = _branch_name(branch)
+    if not name or name == "@" or _BAD_REF.search(name):
+        raise ConfigError(f"status branch {branch!r} is not a valid git branch name")
+    if synced_branch and name == _branch_name(synced_branch):
+        raise ConfigError(
+            f"status branch {name!r} is the branch being synced; status commits there "
+            f"would change the desired state. Choose another branch "
+            f"(the default is {DEFAULT_STATUS_BRANCH!r})"
+        )
+    return name
+
+
+# ---------------------------------------------------------------- STATUS.md
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip() or " "
+
+
+_HEALTH_MARK = {
+    "Healthy": "✅",
+    "Progressing": "⏳",
+    "Degraded": "❌",
+    "Missing": "❓",
+    "Unknown": "❔",
+}
+_PHASE_MARK = {"Synced": "✅", "OutOfSync": "⚠️", "Failed": "❌", "Suspended": "⏸️"}
+
+
+def render_status_markdown(report: StatusReport) -> str:
+    """``STATUS.md``: the report a person reads on their git host."""
+    short = report.revision[:12] or "(none)"
+    lines = [
+        "# gitkube status",
+        "",
+        f"**{_PHASE_MARK.get(report.phase, '')} {report.phase}** at revision `{short}`"
+        + (f", synced {report.synced_at}" if report.synced_at else ""),
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Revision | `{report.revision or '(none)'}` |",
+    ]
+    if report.attempted_revision and report.attempted_revision != report.revision:
+        lines.append(f"| Last attempted revision | `{report.attempted_revision}` |")
+    lines += [
+        f"| Source | {_cell(report.repo)} (ref `{_cell(report.ref)}`"
+        + (f", path `{_cell(report.path)}`" if report.path else "")
+        + ") |",
+        f"| Sync | {_cell(report.phase)} |",
+        f"| Health | {_HEALTH_MARK.get(report.health, '')} {report.health} |",
+        f"| Written | {report.generated_at} |",
+    ]
+    if report.message:
+        lines.append(f"| Message | {_cell(report.message)} |")
+    lines += ["", f"## Objects ({len(report.objects)})", ""]
+    if report.objects:
+        lines += [
+            "| Kind | Name | Sync | Health | Replicas (ready/desired) | Endpoints "
+            "| Path | Message |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for obj in report.objects:
+            name = f"{obj.namespace}/{obj.name}" if obj.namespace else obj.name
+            replicas = (
+                f"{obj.replicas_ready}/{obj.replicas_desired}"
+                if obj.replicas_desired is not None
+                else ""
+            )
+            endpoints = "" if obj.endpoints is None else obj.endpoints
+            lines.append(
+                f"| {obj.kind} | {_cell(name)} | {_cell(obj.sync)} | "
+                f"{_HEALTH_MARK.get(obj.health, '')} {obj.health} | {_cell(replicas)} | "
+                f"{_cell(endpoints)} | {_cell(obj.path)} | {_cell(obj.message)} |"
+            )
+    else:
+        lines.append("No objects are declared.")
+    lines += ["", f"## Errors ({len(report.errors)})", ""]
+    if report.errors:
+        for err in report.errors:
+            where = f"`{err.file}:{err.line}`: " if err.file else ""
+            what = f"{err.kind}/{err.name}: " if err.kind else ""
+            fld = f"`{err.field}`: " if err.field else ""
+            lines.append(f"- {where}{what}{fld}{err.message}")
+    else:
+        lines.append("None.")
+    if report.history:
+        lines += [
+            "",
+            "## Recent syncs",
+            "",
+            "| Finished | Revision | Outcome | Created | Updated | Deleted | Errors |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for rec in reversed(report.history):
+            lines.append(
+                f"| {rec.finished_at} | `{rec.revision[:12]}` | {rec.outcome} | "
+                f"{rec.created} | {rec.updated} | {rec.deleted} | {rec.errors} |"
+            )
+    lines += ["", "_Written by gitkube; do not edit: the next status commit replaces it._", ""]
+    return "\n".join(lines)
+
+
+def commit_message(report: StatusReport) -> str:
+    counts = ", ".join(f"{n} {h}" for h, n in sorted(report.health_counts().items()))
+    head = f"status: {report.phase} {report.revision[:12] or '(no revision)'}"
+    if counts:
+        head += f" ({counts})"
+    body = [str(err) for err in report.errors[:20]]
+    return head + ("\n\n" + "\n".join(body) if body else "") + "\n"
+
+
+# ---------------------------------------------------------------- the writer
+
+
+@dataclass(frozen=True)
+class _Files:
+    status_json: bytes
+    status_md: bytes
+    fingerprint: str
+    message: str
+
+
+class StatusWriter:
+    """Commits status to ``branch`` of ``remote_url`` when the outcome changed."""
+
+    def __init__(
+        self,
+        remote_url: str,
+        *,
+        branch: str = DEFAULT_STATUS_BRANCH,
+        cache_dir: str | os.PathLike[str],
+        synced_branch: str,
+        max_attempts: int = 5,
+        timeout_seconds: float = 120.0,
+        author_name: str = "gitkube",
+        author_email: str = "gitkube@localhost",
+    ) -> None:
+        if not remote_url:
+            raise ConfigError("status write-back needs a remote repository URL")
+        if max_attempts < 1:
+            raise ConfigError("status write-back needs max_attempts >= 1")
+        self.remote_url = remote_url
+        self.branch = check_status_branch(branch, synced_branch=synced_branch)
+        self.cache_dir = Path(cache_dir)
+        self.max_attempts = max_attempts
+        self.timeout_seconds = timeout_seconds
+        self.actor = git.Actor(author_name, author_email)
+        #: the fingerprint at the tip of the remote branch, as far as we know
+        self._known_fingerprint: str | None = None
+
+    @property
+    def display_url(self) -> str:
+        return redact(self.remote_url)
+
+    async def write(self, report: StatusReport) -> str | None:
+        """Commit and push ``report``; the commit sha, or None when the outcome
+        is the same as the one on the branch. ``StatusWriteError`` when the
+        remote refuses or cannot be reached."""
+        status = report.status_file()
+        fingerprint = status_fingerprint(status)
+        if fingerprint == self._known_fingerprint:
+            return None
+        files = _Files(
+            status_json=(json.dumps(status, indent=2, sort_keys=False) + "\n").encode(),
+            status_md=render_status_markdown(report).encode(),
+            fingerprint=fingerprint,
+            message=commit_message(report),
+        )
+        return await asyncio.to_thread(self._write_blocking, files)
+
+    # ------------------------------------------------------------ worker thread
+
+    def _error(self, what: str, exc: Exception) -> StatusWriteError:
+        detail = exc.stderr if isinstance(exc, git.GitCommandError) else str(exc)
+        detail = " ".join(str(detail).split()) or type(exc).__name__
+        return StatusWriteError(
+            redact(
+                f"status branch {self.branch!r} of {self.display_url}: {what}: {detail}",
+                self.remote_url,
+            )
+        )
+
+    def _git(self, repo: git.Repo, *args: str) -> str:
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
+        }
+        result: str = repo.git.execute(
+            ["git", *args],
+            env=env,
+            kill_after_timeout=self.timeout_seconds,
+            with_extended_output=False,
+        )
+        return result
+
+    def _open_cache(self) -> git.Repo:
+        try:
+            if (self.cache_dir / "HEAD").exists():
+                return git.Repo(self.cache_dir)
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            return git.Repo.init(self.cache_dir, bare=True)
+        except (OSError, git.GitError) as exc:
+            raise StatusWriteError(
+                f"cannot use {self.cache_dir} as the status write-back cache: {exc}"
+            ) from exc
+
+    def _remote_tip(self, repo: git.Repo) -> str | None:
+        """The commit at the tip of the remote status branch (fetched), or None."""
+        try:
+            listing = self._git(
+                repo, "ls-remote", "--", self.remote_url, f"refs/heads/{self.branch}"
+            )
+        except git.GitCommandError as exc:
+            raise self._error("cannot reach the remote", exc) from exc
+        tip = listing.split()[0] if listing.strip() else None
+        if tip is None:
+            return None
+        if not self._has_commit(repo, tip):
+            try:
+                self._git(
+                    repo,
+                    "fetch",
+                    "--no-tags",
+                    "--",
+                    self.remote_url,
+                    f"+refs/heads/{self.branch}:{_REMOTE_TIP_REF}",
+                )
+            except git.GitCommandError as exc:
+                if "couldn't find remote ref" in str(exc.stderr):
+                    return None  # deleted since ls-remote
+                raise self._error("cannot fetch the status branch", exc) from exc
+            tip = repo.git.rev_parse(_REMOTE_TIP_REF)
+        return tip
+
+    @staticmethod
+    def _has_commit(repo: git.Repo, sha: str) -> bool:
+        try:
+            repo.git.cat_file("-e", f"{sha}^{{commit}}")
+        except git.GitCommandError:
+            return False
+        return True
+
+    @staticmethod
+    def _fingerprint_at(repo: git.Repo, tip: str) -> str | None:
+        try:
+            blob = repo.commit(tip).tree / STATUS_JSON
+            data = json.loads(blob.data_stream.read())
+        except (KeyError, ValueError):
+            return None
+        return status_fingerprint(data) if isinstance(data, dict) else None
+
+    def _build_commit(self, repo: git.Repo, parent: str | None, files: _Files) -> str:
+        """A commit of ``files`` over ``parent``'s tree, written to the object
+        database only."""
+
+        def store_blob(data: bytes) -> bytes:
+            return bytes(repo.odb.store(IStream(b"blob", len(data), BytesIO(data))).binsha)
+
+        entries: dict[str, tuple[bytes, int, str]] = {}
+        parents: list[git.Commit] = []
+        if parent is not None:
+            parent_commit = repo.commit(parent)
+            parents.append(parent_commit)
+            for item in parent_commit.tree:
+                entries[item.name] = (item.binsha, item.mode, item.name)
+        entries[STATUS_JSON] = (store_blob(files.status_json), _BLOB_MODE, STATUS_JSON)
+        entries[STATUS_MD] = (store_blob(files.status_md), _BLOB_MODE, STATUS_MD)
+        # git orders tree entries by name, a tree's name compared as if it ended in "/"
+        ordered = sorted(entries.values(), key=lambda e: e[2] + "/" if e[1] == _TREE_MODE else e[2])
+        stream = BytesIO()
+        tree_to_stream(ordered, stream.write)
+        raw = stream.getvalue()
+        tree_sha = repo.odb.store(IStream(b"tree", len(raw), BytesIO(raw))).binsha
+        tree = git.Tree(repo, tree_sha)
+        commit = git.Commit.create_from_tree(
+            repo,
+            tree,
+            files.message,
+            parent_commits=parents,
+            head=False,
+            author=self.actor,
+            committer=self.actor,
+        )
+        return str(commit.hexsha)
+
+    def _push(self, repo: git.Repo, commit: str) -> bool:
+        """True when pushed; False when the branch moved under us (retry)."""
+        try:
+            self._git(
+                repo,
+                "push",
+                "--porcelain",
+                "--",
+                self.remote_url,
+                f"{commit}:refs/heads/{self.branch}",
+            )
+        except git.GitCommandError as exc:
+            text = f"{exc.stdout}\n{exc.stderr}"
+            if "[remote rejected]" not in text and (
+                "(fetch first)" in text or "(non-fast-forward)" in text or "stale info" in text
+            ):
+                return False
+            raise self._error("the remote refused the push", exc) from exc
+        return True
+
+    def _write_blocking(self, files: _Files) -> str | None:
+        repo = self._open_cache()
+        try:
+            for attempt in range(1, self.max_attempts + 1):
+                tip = self._remote_tip(repo)
+                if tip is not None and self._fingerprint_at(repo, tip) == files.fingerprint:
+                    self._known_fingerprint = files.fingerprint
+                    return None
+                commit = self._build_commit(repo, tip, files)
+                if self._push(repo, commit):
+                    self._known_fingerprint = files.fingerprint
+                    repo.git.update_ref(_REMOTE_TIP_REF, commit)
+                    log.info(
+                        "status %s pushed to %s of %s",
+                        commit[:12],
+                        self.branch,
+                        self.display_url,
+                    )
+                    return commit
+                log.info(
+                    "status branch %s moved during the push (attempt %d/%d); rebasing",
+                    self.branch,
+                    attempt,
+                    self.max_attempts,
+                )
+            raise StatusWriteError(
+                f"status branch {self.branch!r} of {self.display_url}: the push was rejected "
+                f"{self.max_attempts} times because the branch kept moving"
+            )
+        finally:
+            repo.close()
+
+
+# ---------------------------------------------------------------- the sync loop's hook
+
+
+class StatusWriteback:
+    """The sync loop's ``after_sync`` hook: build the report from the store,
+    write it to git when the outcome changed, record what happened in the
+    store. Never raises: a failed write-back must not stop syncing."""
+
+    def __init__(
+        self,
+        writer: StatusWriter,
+        objects: ObjectStore,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.objects = objects
+        self._clock = clock
+        self.last: WritebackOutcome | None = None
+
+    async def __call__(self, result: object = None) -> WritebackOutcome:
+        return await self.write_status()
+
+    async def write_status(self) -> WritebackOutcome:
+        now = self._clock() if self._clock else datetime.now(UTC)
+        branch = self.writer.branch
+        try:
+            report = await build_status_report(self.objects, now=now)
+            commit = await self.writer.write(report)
+            outcome = WritebackOutcome(
+                time=format_time(now),
+                outcome="Committed" if commit else "Unchanged",
+                branch=branch,
+                commit=commit or (self.last.commit if self.last else ""),
+            )
+        except GitkubeError as exc:
+            log.warning("status write-back failed: %s", exc)
+            outcome = WritebackOutcome(
+                time=format_time(now), outcome="Failed", branch=branch, error=str(exc)
+            )
+        except Exception as exc:  # never into the sync loop
+            message = redact(f"{type(exc).__name__}: {exc}", self.writer.remote_url)
+            log.error("status write-back failed unexpectedly: %s", message)
+            outcome = WritebackOutcome(
+                time=format_time(now), outcome="Failed", branch=branch, error=message
+            )
+        await self._record(outcome)
+        return outcome
+
+    async def _record(self, outcome: WritebackOutcome) -> None:
+        previous = self.last
+        self.last = outcome
+        unchanged = previous is not None and (
+            previous.outcome,
+            previous.commit,
+            previous.error,
+        ) == (outcome.outcome, outcome.commit, outcome.error)
+        if unchanged:
+            return
+        try:
+            await self.objects.store.put(STATUS_WRITEBACK_KEY, outcome.to_json())
+        except Exception as exc:
+            log.warning("cannot record the status write-back outcome: %s", exc)
+
+
+__all__ = [
+    "DEFAULT_STATUS_BRANCH",
+    "StatusWriteError",
+    "StatusWriteback",
+    "StatusWriter",
+    "check_status_branch",
+    "commit_message",
+    "redact",
+    "render_status_markdown",
+]
