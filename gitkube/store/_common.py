@@ -1,0 +1,67 @@
+"""What both store backends share: key ranges and the checks etcd makes on a transaction.
+
+The SQLite store makes the same checks as etcd (operation count, duplicate
+keys), so a transaction that works on one machine also works on a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gitkube.errors import StoreError
+from gitkube.store.base import Compare, Delete, Op, Put
+
+#: etcd's default ``--max-txn-ops``: compares, success and failure are each limited.
+DEFAULT_MAX_TXN_OPS = 128
+
+
+class TxnTooLarge(StoreError):
+    """A transaction has more operations than the store accepts; split it."""
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``prefix`` (b"" = no end)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b""
+
+
+def check_txn(
+    compares: Sequence[Compare],
+    success: Sequence[Op],
+    failure: Sequence[Op],
+    *,
+    max_ops: int = DEFAULT_MAX_TXN_OPS,
+) -> None:
+    """Reject what etcd rejects: too many operations, or one key written twice."""
+    for what, items in (("compares", compares), ("success", success), ("failure", failure)):
+        if len(items) > max_ops:
+            raise TxnTooLarge(
+                f"transaction has {len(items)} {what} operations; the store accepts at most "
+                f"{max_ops} per branch (etcd --max-txn-ops). A transaction is atomic, so it "
+                "is not split for you: write fewer objects per transaction"
+            )
+    for ops in (success, failure):
+        _check_duplicates(ops)
+
+
+def _check_duplicates(ops: Sequence[Op]) -> None:
+    puts: set[str] = set()
+    for op in ops:
+        if isinstance(op, Put):
+            if op.key in puts:
+                raise StoreError(f"transaction puts key {op.key!r} twice")
+            puts.add(op.key)
+    for op in ops:
+        if isinstance(op, Delete):
+            hit = (
+                [k for k in puts if k.startswith(op.key)]
+                if op.prefix
+                else ([op.key] if op.key in puts else [])
+            )
+            if hit:
+                raise StoreError(f"transaction both puts and deletes key {hit[0]!r}")
