@@ -5,7 +5,10 @@ Each command lives in its own module and registers itself on ``app``.
 
 from __future__ import annotations
 
-from gitkube.cli import validate_cmd  # noqa: F401
+from gitkube.cli import (
+    proxy_cmd,  # noqa: F401
+    validate_cmd,  # noqa: F401
+)
 from gitkube.cli.app import app
 
 

@@ -1,0 +1,351 @@
+"""The service proxy: Kubernetes' userspace proxy mode, on asyncio.
+
+One ``ServiceProxy`` runs on every agent (and in ``gitkube run``). For each
+Service that is not headless it listens on every TCP Service port at the
+proxy address, and for NodePort (and LoadBalancer) Services on the nodePort
+too, and relays each accepted connection to one of the Service's ready
+endpoints (``gitkube.services.relay``).
+
+``reconcile_once`` is level-triggered: it reads Services and Endpoints,
+opens the listeners that are missing, closes those no longer wanted (their
+established connections carry on), and hands the current endpoints to each
+port's balancer. A port that cannot be served — already in use on the
+machine, claimed by another Service, an unsupported protocol — is logged once
+and recorded in the store under
+``PROXY_STATUS_PREFIX + "<node>/<namespace>/<name>"`` as JSON (message and
+ports), attached to a lease so that a proxy that dies takes its complaints
+with it; the key is deleted once the problem is gone. Other Services are not
+affected, and the next pass tries the port again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from gitkube.api.keys import PROXY_STATUS_PREFIX
+from gitkube.api.objects import Endpoints, Service, ServicePort
+from gitkube.errors import NotFound, StoreError
+from gitkube.loops import run_loop
+from gitkube.services.endpoints import endpoint_targets
+from gitkube.services.relay import Balancer, Relay
+from gitkube.store.objects import ObjectStore
+
+log = logging.getLogger(__name__)
+
+#: Kubernetes' default ClientIP affinity timeout (3 hours)
+DEFAULT_AFFINITY_SECONDS = 10800
+NODE_PORT_TYPES = frozenset({"NodePort", "LoadBalancer"})
+
+
+def install_uvloop() -> bool:
+    """Make new event loops uvloop ones when uvloop is installed; True if so."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def proxy_status_key(node: str, namespace: str, name: str) -> str:
+    return f"{PROXY_STATUS_PREFIX}{node}/{namespace}/{name}"
+
+
+@dataclass(frozen=True)
+class Bind:
+    """One socket the proxy listens on."""
+
+    host: str
+    port: int
+
+
+@dataclass
+class PortProblem:
+    name: str
+    port: int
+    protocol: str
+    error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "port": self.port,
+            "protocol": self.protocol,
+            "error": self.error,
+        }
+
+
+@dataclass
+class ProxyPass:
+    """What one pass did."""
+
+    opened: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    #: "namespace/name" -> problems with its ports
+    problems: dict[str, list[PortProblem]] = field(default_factory=dict)
+    #: "namespace/name:port" -> number of ready endpoints
+    endpoints: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Ask:
+    bind: Bind
+    owner: str  # "namespace/name"
+    sport: ServicePort
+    balancer: Balancer
+
+
+@dataclass
+class _Listener:
+    bind: Bind
+    owner: str  # "namespace/name"
+    server: asyncio.AbstractServer
+    relay: Relay
+
+
+def _describe_bind_error(bind: Bind, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {bind.port} on {bind.host} is already in use on this machine"
+    if exc.errno == errno.EACCES:
+        return f"port {bind.port} on {bind.host}: permission denied (ports below 1024 need root)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"address {bind.host} is not an address of this machine"
+    return f"cannot listen on {bind.host}:{bind.port}: {exc.strerror or exc}"
+
+
+class ServiceProxy:
+    """Listens on Service ports and relays connections to their endpoints."""
+
+    def __init__(
+        self,
+        objects: ObjectStore,
+        *,
+        address: str = "127.0.0.1",
+        node_name: str = "",
+        connect_timeout: float = 5.0,
+        resync_seconds: float = 10.0,
+        status_ttl: int = 30,
+        backlog: int = 1024,
+    ) -> None:
+        self.objects = objects
+        self.address = address
+        self.node_name = node_name or socket.gethostname()
+        self.connect_timeout = connect_timeout
+        self.resync_seconds = resync_seconds
+        self.status_ttl = status_ttl
+        self.backlog = backlog
+        self._listeners: dict[Bind, _Listener] = {}
+        #: (namespace, name, port name) -> balancer, shared by port and nodePort
+        self._balancers: dict[tuple[str, str, str], Balancer] = {}
+        self._reported: dict[str, bytes] = {}
+        self._lease = 0
+
+    # ------------------------------------------------------------ inspection
+
+    @property
+    def listening(self) -> dict[Bind, str]:
+        """Every socket listened on, and the Service port it serves."""
+        return {bind: lst.relay.balancer.name for bind, lst in self._listeners.items()}
+
+    def balancer(self, namespace: str, name: str, port_name: str = "") -> Balancer | None:
+        return self._balancers.get((namespace, name, port_name))
+
+    # ------------------------------------------------------------ reconcile
+
+    async def reconcile_once(self) -> ProxyPass:
+        services, _ = await self.objects.list(Service)
+        endpoints_list, _ = await self.objects.list(Endpoints)
+        endpoints = {(ep.namespace, ep.name): ep for ep in endpoints_list}
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        result = ProxyPass()
+
+        # What each Service asks for, in a stable order.
+        asks: list[_Ask] = []
+        balancers: dict[tuple[str, str, str], Balancer] = {}
+        for service in sorted(services, key=lambda s: (s.namespace, s.name)):
+            if service.spec.headless:
+                continue
+            owner = f"{service.namespace}/{service.name}"
+            for sport in service.spec.ports:
+                if (sport.protocol or "TCP") != "TCP":
+                    result.problems.setdefault(owner, []).append(
+                        _problem(sport, f"protocol {sport.protocol} is not proxied (TCP only)")
+                    )
+                    continue
+                key = (service.namespace, service.name, sport.name)
+                balancer = self._balancers.get(key) or Balancer(
+                    f"{owner}:{sport.name or sport.port}"
+                )
+                balancer.set_targets(
+                    endpoint_targets(endpoints.get(key[:2]), sport.name, sport.protocol)
+                )
+                balancer.set_affinity(_affinity_seconds(service))
+                balancer.expire(now)
+                balancers[key] = balancer
+                result.endpoints[f"{owner}:{sport.port}"] = len(balancer.targets)
+                ports = [sport.port]
+                if service.spec.type in NODE_PORT_TYPES and sport.node_port:
+                    ports.append(sport.node_port)
+                asks.extend(
+                    _Ask(Bind(self.address, port), owner, sport, balancer) for port in ports
+                )
+        self._balancers = balancers
+
+        # A socket already served stays with its Service while that Service
+        # still asks for it; the rest go to the first asker in name order.
+        wanted: dict[Bind, _Ask] = {}
+        for ask in asks:
+            holder = self._listeners.get(ask.bind)
+            if holder is not None and holder.owner == ask.owner and ask.bind not in wanted:
+                wanted[ask.bind] = ask
+        for ask in asks:
+            claimed = wanted.setdefault(ask.bind, ask)
+            if claimed.owner != ask.owner:
+                result.problems.setdefault(ask.owner, []).append(
+                    _problem(
+                        ask.sport,
+                        f"port {ask.bind.port} is already used by Service {claimed.owner}",
+                    )
+                )
+            elif claimed is not ask and claimed.balancer is not ask.balancer:
+                result.problems.setdefault(ask.owner, []).append(
+                    _problem(ask.sport, f"port {ask.bind.port} is listed twice")
+                )
+
+        # Close what is no longer wanted (or moved to another Service/port).
+        for bind, listener in list(self._listeners.items()):
+            want = wanted.get(bind)
+            if (
+                want is None
+                or want.owner != listener.owner
+                or want.balancer is not listener.relay.balancer
+            ):
+                listener.server.close()
+                del self._listeners[bind]
+                result.closed.append(f"{bind.host}:{bind.port}")
+
+        for bind, ask in wanted.items():
+            if bind in self._listeners:
+                continue
+            balancer = ask.balancer
+            relay = Relay(balancer, loop=loop, connect_timeout=self.connect_timeout)
+            try:
+                server = await loop.create_server(
+                    relay.factory(),
+                    bind.host,
+                    bind.port,
+                    reuse_address=True,
+                    backlog=self.backlog,
+                )
+            except OSError as exc:
+                problem = _problem(ask.sport, _describe_bind_error(bind, exc))
+                problem.port = bind.port
+                result.problems.setdefault(ask.owner, []).append(problem)
+                continue
+            self._listeners[bind] = _Listener(bind, ask.owner, server, relay)
+            result.opened.append(f"{bind.host}:{bind.port}")
+            log.info("proxy: %s listening on %s:%d", balancer.name, bind.host, bind.port)
+
+        await self._report(result.problems)
+        return result
+
+    # ------------------------------------------------------------ status
+
+    async def _report(self, problems: dict[str, list[PortProblem]]) -> None:
+        desired: dict[str, bytes] = {}
+        for owner, items in problems.items():
+            namespace, name = owner.split("/", 1)
+            message = "; ".join(p.error for p in items)
+            desired[proxy_status_key(self.node_name, namespace, name)] = json.dumps(
+                {
+                    "node": self.node_name,
+                    "namespace": namespace,
+                    "service": name,
+                    "message": message,
+                    "ports": [p.to_dict() for p in items],
+                },
+                sort_keys=True,
+            ).encode()
+        store = self.objects.store
+        fresh_lease = False
+        if desired:
+            if self._lease:
+                try:
+                    await store.refresh_lease(self._lease)
+                except NotFound:
+                    self._lease = 0
+            if not self._lease:
+                self._lease = await store.grant_lease(self.status_ttl)
+                fresh_lease = True
+        for key, value in desired.items():
+            if fresh_lease or self._reported.get(key) != value:
+                await store.put(key, value, lease=self._lease)
+                if self._reported.get(key) != value:
+                    owner = key[len(PROXY_STATUS_PREFIX) + len(self.node_name) + 1 :]
+                    log.error("proxy: Service %s: %s", owner, _msg(value))
+        stored, _ = await store.range(f"{PROXY_STATUS_PREFIX}{self.node_name}/")
+        for kv in stored:
+            if kv.key not in desired:
+                await store.delete(kv.key)
+                log.info("proxy: resolved %s", kv.key[len(PROXY_STATUS_PREFIX) :])
+        self._reported = desired
+
+    # ------------------------------------------------------------ running
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Reconcile on Service and Endpoints changes until ``stop``; then close."""
+        try:
+            await run_loop(
+                "proxy",
+                self.reconcile_once,
+                self.objects,
+                resources=["services", "endpoints"],
+                stop=stop,
+                resync_seconds=self.resync_seconds,
+            )
+        finally:
+            await self.close()
+
+    async def close(self, *, drop_connections: bool = True) -> None:
+        """Stop listening, end relayed connections, withdraw this node's reports."""
+        listeners = list(self._listeners.values())
+        self._listeners.clear()
+        for listener in listeners:
+            listener.server.close()
+            if drop_connections:
+                listener.relay.close_all()
+        for listener in listeners:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.server.wait_closed(), 1.0)
+        with contextlib.suppress(StoreError, OSError):
+            for key in self._reported:
+                await self.objects.store.delete(key)
+            if self._lease:
+                await self.objects.store.revoke_lease(self._lease)
+        self._reported = {}
+        self._lease = 0
+
+
+def _problem(sport: ServicePort, error: str) -> PortProblem:
+    return PortProblem(sport.name, sport.port, sport.protocol or "TCP", error)
+
+
+def _msg(value: bytes) -> str:
+    return str(json.loads(value)["message"])
+
+
+def _affinity_seconds(service: Service) -> float:
+    if service.spec.session_affinity != "ClientIP":
+        return 0.0
+    config = service.spec.session_affinity_config
+    if config is not None and config.client_ip is not None and config.client_ip.timeout_seconds:
+        return float(config.client_ip.timeout_seconds)
+    return float(DEFAULT_AFFINITY_SECONDS)
