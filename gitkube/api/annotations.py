@@ -17,6 +17,8 @@ DESIRED_HASH = f"{DOMAIN}/desired-hash"
 TEMPLATE_HASH_LABEL = f"{DOMAIN}/template-hash"
 MAX_UNAVAILABLE = f"{DOMAIN}/max-unavailable"
 MAX_SURGE = f"{DOMAIN}/max-surge"
+#: seconds a rollout may go without progress before it is Degraded (default 600)
+PROGRESS_DEADLINE = f"{DOMAIN}/progress-deadline-seconds"
 
 #: present (value "true") on Endpoints the endpoints controller writes: only these
 #: are rewritten and deleted by it; Endpoints declared by hand (Services without a

@@ -338,6 +338,8 @@ class ReplicationControllerCondition:
     reason: str = ""
     message: str = ""
     last_transition_time: str = ""
+    #: gitkube, as Deployment conditions: when the rollout last made progress
+    last_update_time: str = ""
 
 
 @dataclass
