@@ -24,3 +24,7 @@ PROGRESS_DEADLINE = f"{DOMAIN}/progress-deadline-seconds"
 #: are rewritten and deleted by it; Endpoints declared by hand (Services without a
 #: selector) are left alone
 ENDPOINTS_CONTROLLER = f"{DOMAIN}/endpoints-controller"
+
+#: on Nodes: the label keys the sync set from git (comma-separated), so labels git
+#: stops declaring are removed and the agent's own labels are kept
+MANAGED_LABELS = f"{DOMAIN}/managed-labels"
