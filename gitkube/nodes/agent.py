@@ -1,0 +1,569 @@
+"""The agent (kubelet): runs the pods bound to its node through a runtime.
+
+Each pass (``Agent.reconcile_once``) lists the pods bound to the node and
+what the runtime runs (sandboxes and containers, found by their labels, so a
+restarted agent adopts what its predecessor started), then hands each pod to
+a *pod worker*: a task that plans (``podplan.plan_pod``, pure), executes the
+plan (containers of one pod and of different pods start concurrently) and
+writes the pod's status (``podstatus.compute_pod_status``, pure) with a
+compare-and-swap when it changed. A pod whose worker is still busy (a stop
+waiting out its grace period, a slow image pull) is skipped until it is
+done, so one slow pod never holds up the others.
+
+Passes run on pod and node changes (``gitkube.loops.run_loop``), on a relist
+timer (containers that exit are noticed within ``relist_seconds``), when a
+back-off ends, and when a probe verdict changes (readiness reaches the store
+within a pass).
+
+Pods deleted from the store, bound elsewhere, marked for deletion, or on a
+node that no longer exists are stopped (SIGTERM, then SIGKILL after their
+grace period) and removed. Stopping the agent leaves pods running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from gitkube.api.objects import Node, Pod, Probe
+from gitkube.api.serde import to_dict
+from gitkube.errors import Conflict, GitkubeError
+from gitkube.loops import run_loop
+from gitkube.nodes.backoff import BackoffSettings, RestartBackoff
+from gitkube.nodes.podplan import (
+    PodPlan,
+    StartContainer,
+    StartFailure,
+    plan_pod,
+    plan_teardown,
+    restart_key,
+    start_key,
+)
+from gitkube.nodes.podstatus import Waiting, compute_pod_status
+from gitkube.nodes.probes import ProbeKind, ProbeManager, ProbeSpec, ProbeTarget
+from gitkube.nodes.registration import Heartbeat, NodeSettings, register_node
+from gitkube.nodes.runtime.base import (
+    ContainerStartError,
+    Runtime,
+    RuntimeContainer,
+    Sandbox,
+)
+from gitkube.store.objects import ObjectStore, now_iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentSettings:
+    """Timings of the agent; tests use small values."""
+
+    #: list the runtime at least this often (exited containers are noticed)
+    relist_seconds: float = 1.0
+    #: how long a pass waits for its pod workers before returning
+    pass_wait_seconds: float = 0.5
+    #: grace period for pods that are no longer known (deleted while the agent was down)
+    default_grace_seconds: float = 30.0
+    backoff: BackoffSettings = field(default_factory=BackoffSettings)
+    #: heartbeat lease TTL (a third of the node controller's grace)
+    heartbeat_ttl: int = 15
+    #: heartbeat period; default a third of the TTL
+    heartbeat_interval: float | None = None
+    status_write_attempts: int = 8
+
+
+@dataclass
+class AgentPass:
+    """What one pass did (``name`` is ``namespace/pod`` or ``namespace/pod/container#attempt``)."""
+
+    pods: int = 0
+    started: list[str] = field(default_factory=list)
+    start_failed: list[str] = field(default_factory=list)
+    killed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    sandboxes_created: list[str] = field(default_factory=list)
+    sandboxes_removed: list[str] = field(default_factory=list)
+    statuses_written: list[str] = field(default_factory=list)
+    pods_deleted: list[str] = field(default_factory=list)
+    #: pods whose worker from an earlier pass is still busy
+    busy: list[str] = field(default_factory=list)
+    #: pods whose worker had not finished when the pass returned
+    pending: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def did_something(self) -> bool:
+        return bool(
+            self.started
+            or self.start_failed
+            or self.killed
+            or self.removed
+            or self.sandboxes_created
+            or self.sandboxes_removed
+            or self.statuses_written
+            or self.pods_deleted
+        )
+
+
+def _pod_name(pod: Pod) -> str:
+    return f"{pod.namespace}/{pod.name}"
+
+
+def _rc_pod_name(rc: RuntimeContainer | Sandbox) -> str:
+    return f"{rc.pod_namespace}/{rc.pod_name}"
+
+
+ExtraTask = Callable[[asyncio.Event], Coroutine[Any, Any, object]]
+
+
+class Agent:
+    """The kubelet of one node; see the module docstring."""
+
+    def __init__(
+        self,
+        objects: ObjectStore,
+        runtime: Runtime,
+        *,
+        node: NodeSettings,
+        settings: AgentSettings | None = None,
+    ) -> None:
+        self.objects = objects
+        self.runtime = runtime
+        self.node = node
+        self.settings = settings or AgentSettings()
+        self.backoff = RestartBackoff(self.settings.backoff)
+        self.probes = ProbeManager(runtime, on_change=self._on_probe_change)
+        self.kick = asyncio.Event()
+        self.heartbeat = Heartbeat(
+            objects,
+            node,
+            ttl=self.settings.heartbeat_ttl,
+            interval=self.settings.heartbeat_interval,
+            on_reregister=self._on_reregister,
+        )
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        #: last seen pod by uid (its grace period, once it is gone from the store)
+        self._known: dict[str, Pod] = {}
+        self._failures: dict[tuple[str, str], StartFailure] = {}
+        self._requeue: asyncio.TimerHandle | None = None
+        self._requeue_at = 0.0
+        self._extra: list[tuple[str, ExtraTask]] = []
+
+    @property
+    def node_name(self) -> str:
+        return self.node.name
+
+    @property
+    def address(self) -> str:
+        return self.node.address
+
+    # ------------------------------------------------------------ running
+
+    def add_task(self, name: str, task: ExtraTask) -> None:
+        """Run ``task(stop)`` beside the agent loop (e.g. the service proxy)."""
+        self._extra.append((name, task))
+
+    async def register(self) -> Node:
+        return await register_node(self.objects, self.node)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Register, heartbeat and reconcile until ``stop``; pods keep running after."""
+        await self.register()
+        await self.heartbeat.beat()
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(self.heartbeat.run(stop), name="heartbeat"),
+            asyncio.create_task(
+                run_loop(
+                    f"agent {self.node_name}",
+                    self.reconcile_once,
+                    self.objects,
+                    resources=["pods", "nodes"],
+                    stop=stop,
+                    resync_seconds=self.settings.relist_seconds,
+                    kick=self.kick,
+                ),
+                name="agent-loop",
+            ),
+        ]
+        tasks += [asyncio.create_task(extra(stop), name=name) for name, extra in self._extra]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for task, result in zip(tasks, results, strict=True):
+                if isinstance(result, Exception):
+                    log.error("%s ended with %r", task.get_name(), result)
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop probing and let in-flight pod work finish; leaves pods running."""
+        if self._requeue is not None:
+            self._requeue.cancel()
+        await self.settle()
+        await self.probes.close()
+        await self.heartbeat.stop()
+
+    async def settle(self, timeout: float | None = None) -> None:
+        """Wait for the pod workers in flight (tests, shutdown)."""
+        workers = [t for t in self._workers.values() if not t.done()]
+        if workers:
+            await asyncio.wait(workers, timeout=timeout)
+
+    # ------------------------------------------------------------ a pass
+
+    async def reconcile_once(self) -> AgentPass:
+        report = AgentPass()
+        node, (pods, _) = await asyncio.gather(
+            self.objects.get(Node, "", self.node_name), self.objects.list(Pod)
+        )
+        sandboxes, containers = await asyncio.gather(
+            self.runtime.list_sandboxes(), self.runtime.list_containers()
+        )
+        mine: dict[str, Pod] = {}
+        if node is not None:
+            for candidate in pods:
+                if candidate.spec.node_name == self.node_name and candidate.metadata.uid:
+                    mine[candidate.metadata.uid] = candidate
+        sandboxes_by_uid: dict[str, list[Sandbox]] = {}
+        for sandbox in sandboxes:
+            sandboxes_by_uid.setdefault(sandbox.pod_uid, []).append(sandbox)
+        containers_by_uid: dict[str, list[RuntimeContainer]] = {}
+        for rc in containers:
+            containers_by_uid.setdefault(rc.pod_uid, []).append(rc)
+        report.pods = sum(1 for p in mine.values() if not p.metadata.deletion_timestamp)
+
+        self.probes.sync(self._probe_specs(mine, sandboxes_by_uid, containers_by_uid))
+
+        started: list[asyncio.Task[None]] = []
+        uids = set(mine) | set(sandboxes_by_uid) | set(containers_by_uid)
+        for uid in sorted(uids):
+            pod: Pod | None = mine.get(uid)
+            worker = self._workers.get(uid)
+            if worker is not None and not worker.done():
+                report.busy.append(_pod_name(pod) if pod else uid)
+                continue
+            sbs = sandboxes_by_uid.get(uid, [])
+            crs = containers_by_uid.get(uid, [])
+            if pod is not None and not pod.metadata.deletion_timestamp:
+                self._known[uid] = pod
+                coro = self._sync_pod(pod, sbs, crs, report)
+            else:
+                coro = self._teardown(uid, pod, sbs, crs, report)
+            task = asyncio.create_task(coro, name=f"pod-{uid[:8]}")
+            self._workers[uid] = task
+            task.add_done_callback(self._worker_done)
+            started.append(task)
+        if started:
+            _, pending = await asyncio.wait(started, timeout=self.settings.pass_wait_seconds)
+            report.pending = [t.get_name() for t in pending]
+        for uid in [u for u, t in self._workers.items() if t.done()]:
+            del self._workers[uid]
+        return report
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pod worker %s failed", task.get_name(), exc_info=task.exception())
+
+    # ------------------------------------------------------------ pod workers
+
+    async def _sync_pod(
+        self,
+        pod: Pod,
+        sandboxes: list[Sandbox],
+        containers: list[RuntimeContainer],
+        report: AgentPass,
+    ) -> None:
+        uid = pod.metadata.uid
+        name = _pod_name(pod)
+        failures = {c: f for (u, c), f in self._failures.items() if u == uid}
+        plan = plan_pod(
+            pod,
+            sandboxes,
+            containers,
+            backoff=self.backoff,
+            failures=failures,
+            liveness_failed=self.probes.liveness_failed(),
+            now=time.time(),
+        )
+        waiting = dict(plan.waiting)
+        acted = False
+        try:
+            if not plan.is_empty():
+                acted = True
+                grace = float(pod.spec.termination_grace_period_seconds)
+                await self._kill_and_remove(plan, grace, containers, report)
+                sandbox = plan.sandbox
+                if plan.create_sandbox:
+                    sandbox = await self._create_sandbox(pod, plan, waiting, report)
+                new: list[RuntimeContainer] = []
+                if sandbox is not None and plan.start:
+                    failed, new = await self._start_containers(pod, sandbox, plan, report)
+                    waiting.update(failed)
+                    plan.sandbox = sandbox
+                if plan.kill or plan.remove or plan.remove_sandboxes:
+                    # what the runtime runs now (exit codes of what was stopped)
+                    containers = [
+                        rc for rc in await self.runtime.list_containers() if rc.pod_uid == uid
+                    ]
+                else:
+                    containers = containers + new
+            if plan.requeue_after is not None:
+                self._requeue_in(plan.requeue_after)
+        except Exception as exc:
+            report.errors.append(f"{name}: {exc}")
+            log.warning("pod %s: %s", name, exc, exc_info=not isinstance(exc, GitkubeError))
+            return
+        finally:
+            if acted:
+                self.kick.set()  # see the outcome in a new pass soon
+        sandbox = plan.sandbox
+        await self._write_status(pod, sandbox, containers, waiting, report)
+
+    async def _kill_and_remove(
+        self,
+        plan: PodPlan,
+        grace: float,
+        containers: list[RuntimeContainer],
+        report: AgentPass,
+    ) -> None:
+        states = {rc.id: rc for rc in containers}
+
+        async def kill(cid: str) -> None:
+            await self.runtime.stop_container(cid, grace_seconds=grace)
+            report.killed.append(self._describe(states.get(cid), cid))
+
+        async def remove(cid: str) -> None:
+            rc = states.get(cid)
+            if rc is not None and rc.state == "running" and cid not in plan.kill:
+                await self.runtime.stop_container(cid, grace_seconds=grace)
+            await self.runtime.remove_container(cid)
+            report.removed.append(self._describe(rc, cid))
+
+        await _gather_all([kill(cid) for cid in plan.kill])
+        await _gather_all([remove(cid) for cid in plan.remove])
+        for sandbox_id in plan.remove_sandboxes:
+            await self.runtime.remove_sandbox(sandbox_id)
+            report.sandboxes_removed.append(sandbox_id)
+
+    async def _create_sandbox(
+        self, pod: Pod, plan: PodPlan, waiting: dict[str, Waiting], report: AgentPass
+    ) -> Sandbox | None:
+        try:
+            sandbox = await self.runtime.start_sandbox(pod, node_address=self.address)
+        except Exception as exc:
+            message = str(exc)
+            log.warning("pod %s: sandbox: %s", _pod_name(pod), message)
+            report.errors.append(f"{_pod_name(pod)}: sandbox: {message}")
+            for start in plan.start:
+                waiting[start.container.name] = Waiting("CreatePodSandboxError", message)
+            self._requeue_in(self.settings.backoff.initial)
+            return None
+        report.sandboxes_created.append(_pod_name(pod))
+        return sandbox
+
+    async def _start_containers(
+        self, pod: Pod, sandbox: Sandbox, plan: PodPlan, report: AgentPass
+    ) -> tuple[dict[str, Waiting], list[RuntimeContainer]]:
+        """Start the plan's containers concurrently: (waiting reasons of failures, started)."""
+        uid = pod.metadata.uid
+        waiting: dict[str, Waiting] = {}
+        new: list[RuntimeContainer] = []
+
+        async def start(step: StartContainer) -> None:
+            cname = step.container.name
+            label = f"{_pod_name(pod)}/{cname}#{step.attempt}"
+            now = time.time()
+            if step.restart:
+                self.backoff.advance(restart_key(uid, cname), now=now)
+            try:
+                rc = await self.runtime.start_container(
+                    pod, sandbox, step.container, attempt=step.attempt
+                )
+            except ContainerStartError as exc:
+                self._start_failed(uid, cname, exc.reason, exc.message, report, label)
+                waiting[cname] = Waiting(exc.reason, exc.message)
+                return
+            except GitkubeError as exc:
+                self._start_failed(uid, cname, "RunContainerError", str(exc), report, label)
+                waiting[cname] = Waiting("RunContainerError", str(exc))
+                return
+            self._failures.pop((uid, cname), None)
+            new.append(rc)
+            report.started.append(label)
+
+        await _gather_all([start(step) for step in plan.start])
+        return waiting, new
+
+    def _start_failed(
+        self, uid: str, cname: str, reason: str, message: str, report: AgentPass, label: str
+    ) -> None:
+        now = time.time()
+        self._failures[(uid, cname)] = StartFailure(reason, message, now)
+        delay = self.backoff.advance(start_key(uid, cname), now=now)
+        self._requeue_in(delay)
+        report.start_failed.append(f"{label}: {reason}: {message}")
+        log.warning("%s: %s: %s", label, reason, message)
+
+    async def _teardown(
+        self,
+        uid: str,
+        pod: Pod | None,
+        sandboxes: list[Sandbox],
+        containers: list[RuntimeContainer],
+        report: AgentPass,
+    ) -> None:
+        known = pod or self._known.get(uid)
+        grace = (
+            float(known.spec.termination_grace_period_seconds)
+            if known is not None
+            else self.settings.default_grace_seconds
+        )
+        plan = plan_teardown(sandboxes, containers)
+        try:
+            if not plan.is_empty():
+                await self._kill_and_remove(plan, grace, containers, report)
+                self.kick.set()
+        except Exception as exc:
+            name = _pod_name(known) if known else uid
+            report.errors.append(f"{name}: stop: {exc}")
+            log.warning("pod %s: stop: %s", name, exc, exc_info=not isinstance(exc, GitkubeError))
+            return
+        for key in [k for k in self._failures if k[0] == uid]:
+            del self._failures[key]
+        for tracked in self.backoff.tracked_keys():
+            if isinstance(tracked, tuple) and tracked and tracked[0] == uid:
+                self.backoff.forget(tracked)
+        self._known.pop(uid, None)
+        if pod is not None and pod.metadata.deletion_timestamp:
+            # graceful deletion: the containers are gone, now the object goes
+            try:
+                if await self.objects.delete(pod):
+                    report.pods_deleted.append(_pod_name(pod))
+            except Conflict:
+                self.kick.set()
+
+    # ------------------------------------------------------------ status
+
+    def _ready_ids(self, pod: Pod, containers: list[RuntimeContainer]) -> set[str]:
+        specs = {c.name: c for c in pod.spec.containers}
+        ready: set[str] = set()
+        for rc in containers:
+            spec = specs.get(rc.name)
+            if rc.state != "running" or spec is None:
+                continue
+            if spec.readiness_probe is None or self.probes.ready(rc.id):
+                ready.add(rc.id)
+        return ready
+
+    async def _write_status(
+        self,
+        pod: Pod,
+        sandbox: Sandbox | None,
+        containers: list[RuntimeContainer],
+        waiting: dict[str, Waiting],
+        report: AgentPass,
+    ) -> None:
+        """Write the pod's status when it changed; compare-and-swap, re-read on conflict."""
+        current: Pod | None = pod
+        for _ in range(self.settings.status_write_attempts):
+            if current is None or current.metadata.uid != pod.metadata.uid:
+                return
+            if current.spec.node_name != self.node_name or current.metadata.deletion_timestamp:
+                return
+            status = compute_pod_status(
+                current,
+                sandbox,
+                containers,
+                waiting=waiting,
+                ready_ids=self._ready_ids(current, containers),
+                node_address=self.address,
+                runtime_name=self.runtime.name,
+                now=now_iso(),
+            )
+            if to_dict(status) == to_dict(current.status):
+                return
+            updated = current.copy()
+            updated.status = status
+            try:
+                await self.objects.update(updated)
+            except Conflict:
+                current = await self.objects.get(Pod, pod.namespace, pod.name)
+                continue
+            report.statuses_written.append(_pod_name(pod))
+            return
+        report.errors.append(f"{_pod_name(pod)}: status kept conflicting; trying again later")
+        self.kick.set()
+
+    # ------------------------------------------------------------ probes
+
+    def _probe_specs(
+        self,
+        pods: dict[str, Pod],
+        sandboxes: dict[str, list[Sandbox]],
+        containers: dict[str, list[RuntimeContainer]],
+    ) -> list[ProbeSpec]:
+        specs: list[ProbeSpec] = []
+        for uid, pod in pods.items():
+            if pod.metadata.deletion_timestamp:
+                continue
+            sandbox = next((s for s in sandboxes.get(uid, []) if s.running), None)
+            if sandbox is None:
+                continue
+            by_name = {c.name: c for c in pod.spec.containers}
+            for rc in containers.get(uid, []):
+                spec = by_name.get(rc.name)
+                if spec is None or rc.state != "running":
+                    continue
+                target = ProbeTarget(
+                    container_id=rc.id,
+                    node_address=self.address,
+                    pod_ip=sandbox.ip,
+                    host_ports=dict(sandbox.host_ports),
+                )
+                started_at = rc.started_at or time.time()
+                probes: list[tuple[ProbeKind, Probe | None]] = [
+                    ("liveness", spec.liveness_probe),
+                    ("readiness", spec.readiness_probe),
+                ]
+                for kind, probe in probes:
+                    if probe is not None:
+                        specs.append(ProbeSpec(kind, probe, spec, target, started_at))
+        return specs
+
+    def _on_probe_change(self, container_id: str, kind: ProbeKind, ok: bool) -> None:
+        self.kick.set()
+
+    async def _on_reregister(self) -> None:
+        self.kick.set()
+
+    # ------------------------------------------------------------ helpers
+
+    def _requeue_in(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        at = loop.time() + max(0.0, seconds)
+        if self._requeue is not None and not self._requeue.cancelled():
+            if self._requeue_at <= at and self._requeue_at > loop.time():
+                return
+            self._requeue.cancel()
+        self._requeue_at = at
+        self._requeue = loop.call_at(at + 0.01, self.kick.set)
+
+    @staticmethod
+    def _describe(rc: RuntimeContainer | None, cid: str) -> str:
+        if rc is None:
+            return cid[:12]
+        return f"{_rc_pod_name(rc)}/{rc.name}#{rc.attempt}"
+
+
+async def _gather_all(coros: list[Awaitable[None]]) -> None:
+    """Run concurrently; every one finishes; the first error is raised after."""
+    if not coros:
+        return
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0]

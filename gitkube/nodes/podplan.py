@@ -1,0 +1,189 @@
+"""What the agent must do to make the runtime match one pod (a pure function).
+
+``plan_pod`` looks at the pod's spec, its sandboxes and container attempts in
+the runtime, the restart back-off, failed starts and failed liveness probes,
+and returns a ``PodPlan``: the sandbox to create or remove, the containers to
+start (with their attempt numbers), to kill and to remove, and the waiting
+reasons to show (CrashLoopBackOff, ImagePullBackOff, ...). ``plan_teardown``
+does the same for a pod that must no longer run here. The agent executes
+plans; nothing here performs I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gitkube.api.objects import Container, Pod
+from gitkube.nodes.backoff import RestartBackoff
+from gitkube.nodes.podstatus import (
+    CRASH_LOOP_BACK_OFF,
+    ERR_IMAGE_PULL,
+    IMAGE_PULL_BACK_OFF,
+    TERMINAL_PHASES,
+    Waiting,
+    attempts_by_name,
+)
+from gitkube.nodes.runtime.base import RuntimeContainer, Sandbox
+
+#: exited attempts kept per container: the current one and the one before
+#: (``lastState``, ``gitkube logs --previous``)
+KEEP_ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class StartFailure:
+    """A container attempt the runtime could not start."""
+
+    reason: str
+    message: str
+    at: float
+
+
+@dataclass(frozen=True)
+class StartContainer:
+    container: Container
+    attempt: int
+    #: a restart after the previous attempt ended: advances the restart back-off
+    restart: bool
+
+
+@dataclass
+class PodPlan:
+    create_sandbox: bool = False
+    remove_sandboxes: list[str] = field(default_factory=list)
+    start: list[StartContainer] = field(default_factory=list)
+    #: running containers to stop (SIGTERM, then SIGKILL after the grace period)
+    kill: list[str] = field(default_factory=list)
+    #: containers to remove (stopped first when still running)
+    remove: list[str] = field(default_factory=list)
+    waiting: dict[str, Waiting] = field(default_factory=dict)
+    #: plan again after this many seconds (a back-off ends), or None
+    requeue_after: float | None = None
+    #: the sandbox the pod's containers run in (an existing running one)
+    sandbox: Sandbox | None = None
+
+    def is_empty(self) -> bool:
+        return not (
+            self.create_sandbox or self.remove_sandboxes or self.start or self.kill or self.remove
+        )
+
+    def _requeue(self, seconds: float) -> None:
+        if self.requeue_after is None or seconds < self.requeue_after:
+            self.requeue_after = seconds
+
+
+def restart_key(pod_uid: str, container: str) -> tuple[str, str, str]:
+    return (pod_uid, container, "restart")
+
+
+def start_key(pod_uid: str, container: str) -> tuple[str, str, str]:
+    return (pod_uid, container, "start")
+
+
+def should_restart(restart_policy: str, exit_code: int | None) -> bool:
+    if restart_policy == "Never":
+        return False
+    if restart_policy == "OnFailure":
+        return exit_code != 0
+    return True  # Always (and anything unknown, as kubelet defaults)
+
+
+def plan_pod(
+    pod: Pod,
+    sandboxes: Sequence[Sandbox],
+    containers: Sequence[RuntimeContainer],
+    *,
+    backoff: RestartBackoff,
+    failures: Mapping[str, StartFailure],
+    liveness_failed: Collection[str],
+    now: float,
+) -> PodPlan:
+    """The actions that bring the runtime to ``pod`` (see the module docstring).
+
+    ``failures``: container name -> its last failed start; ``liveness_failed``:
+    runtime container ids whose liveness probe failed; ``now``: unix time.
+    """
+    plan = PodPlan()
+    uid = pod.metadata.uid
+    running_sandboxes = [s for s in sandboxes if s.running]
+    plan.sandbox = running_sandboxes[0] if running_sandboxes else None
+    plan.remove_sandboxes = [s.id for s in sandboxes if s is not plan.sandbox]
+    sandbox_lost = bool(sandboxes) and plan.sandbox is None
+
+    by_name = attempts_by_name(containers)
+    spec_names = {c.name for c in pod.spec.containers}
+    for name, attempts in by_name.items():
+        if name not in spec_names:  # no longer in the spec
+            plan.remove.extend(rc.id for rc in attempts)
+
+    stored_terminal = pod.status.phase in TERMINAL_PHASES
+    finished = 0
+    for container in pod.spec.containers:
+        attempts = by_name.get(container.name, [])
+        for old in attempts[:-KEEP_ATTEMPTS]:
+            plan.remove.append(old.id)
+        latest = attempts[-1] if attempts else None
+        if latest is not None and latest.state == "running":
+            if sandbox_lost or latest.id in liveness_failed:
+                plan.kill.append(latest.id)
+            continue
+        if latest is not None and latest.state == "created":
+            # left half-started by an agent that died: replace it
+            plan.remove.append(latest.id)
+            if not (stored_terminal or sandbox_lost):
+                plan.start.append(StartContainer(container, latest.attempt + 1, restart=False))
+            continue
+        if latest is not None and not should_restart(pod.spec.restart_policy, latest.exit_code):
+            finished += 1
+            continue
+        if stored_terminal or sandbox_lost:
+            continue
+        if latest is not None:
+            key = restart_key(uid, container.name)
+            since = latest.finished_at if latest.finished_at is not None else now
+            remaining = backoff.remaining(key, since=since, now=now)
+            if remaining > 0:
+                plan.waiting[container.name] = Waiting(
+                    CRASH_LOOP_BACK_OFF,
+                    f"back-off {backoff.delay(key):g}s restarting failed "
+                    f"container={container.name} pod={pod.name}",
+                )
+                plan._requeue(remaining)
+                continue
+        failure = failures.get(container.name)
+        if failure is not None:
+            remaining = backoff.remaining(start_key(uid, container.name), since=failure.at, now=now)
+            if remaining > 0:
+                reason = IMAGE_PULL_BACK_OFF if failure.reason == ERR_IMAGE_PULL else failure.reason
+                plan.waiting[container.name] = Waiting(reason, failure.message)
+                plan._requeue(remaining)
+                continue
+        attempt = latest.attempt + 1 if latest is not None else 0
+        plan.start.append(StartContainer(container, attempt, restart=latest is not None))
+
+    if sandbox_lost:
+        plan.requeue_after = 0.0  # start again in a new sandbox once these are gone
+    elif plan.start and plan.sandbox is None:
+        plan.create_sandbox = True
+    nothing_runs = not any(
+        rc.state == "running" and rc.id not in plan.kill for rc in containers
+    ) and not (plan.start or plan.waiting)
+    if (
+        plan.sandbox is not None
+        and nothing_runs
+        and (stored_terminal or (pod.spec.containers and finished == len(pod.spec.containers)))
+    ):
+        # the pod is done: release its network and host ports
+        plan.remove_sandboxes.append(plan.sandbox.id)
+        plan.sandbox = None
+    return plan
+
+
+def plan_teardown(sandboxes: Sequence[Sandbox], containers: Sequence[RuntimeContainer]) -> PodPlan:
+    """Stop and remove everything of a pod that must no longer run here."""
+    return PodPlan(
+        remove_sandboxes=[s.id for s in sandboxes],
+        kill=[rc.id for rc in containers if rc.state in ("running", "created")],
+        remove=[rc.id for rc in containers],
+    )
