@@ -1,0 +1,666 @@
+"""Validating manifests: every problem in one pass, each with file, line,
+object and field.
+
+A document is checked in three steps: its ``apiVersion`` and ``kind`` pick a
+schema (``gitkube/api/schemas/``), the compiled schema checks fields and
+types (unknown fields are errors, so typos never pass; fields Kubernetes
+defines but gitkube ignores are reported as ``IgnoredField``), and the
+checks a schema cannot express run last (selector against template labels,
+unique names, probes with one handler, ...).
+
+Decisions worth knowing:
+
+- ``nodePort`` must be in Kubernetes' default range 30000-32767, so a
+  manifest that works here works on a Kubernetes cluster too.
+- Service names are DNS-1035 labels (start with a letter), as in
+  Kubernetes; other objects are DNS-1123 subdomains.
+- ``status`` and the metadata a cluster sets (``uid``,
+  ``resourceVersion``, ...) are ignored, so ``kubectl get -o yaml`` output
+  loads; they never reach the object built from the manifest.
+- A probe's named port must be a port of its container.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gitkube.api.manifests import (
+    DEFAULT_MAX_BYTES,
+    Document,
+    FieldPath,
+    find_manifest_files,
+    parse_documents,
+)
+from gitkube.api.objects import KINDS, ApiObject
+from gitkube.api.quantity import QuantityError, parse_quantity
+from gitkube.api.schema import (
+    Sink,
+    check_dns1035_label,
+    check_dns1123_subdomain,
+    kind_checks,
+)
+
+SUPPORTED = f"apiVersion v1 with kind {', '.join(KINDS)}"
+
+#: gitkube annotations whose values gitkube reads (rolling updates)
+_ROLLING_ANNOTATIONS = ("gitkube.io/max-unavailable", "gitkube.io/max-surge")
+_INT_OR_PERCENT = re.compile(r"^\d+%?$")
+#: Kubernetes' limit on all annotations of one object together
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+
+#: kinds people bring from newer Kubernetes, and where they live
+_OTHER_KINDS = {
+    "Deployment": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+    "Ingress": "networking.k8s.io/v1",
+    "ConfigMap": "v1",
+    "Secret": "v1",
+    "Namespace": "v1",
+    "PersistentVolumeClaim": "v1",
+    "ServiceAccount": "v1",
+    "List": "v1",
+}
+
+
+# ---------------------------------------------------------------- results
+
+
+def format_path(path: FieldPath) -> str:
+    """``("spec", "containers", 0, "image")`` -> ``spec.containers[0].image``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def _location(file: str, line: int, kind: str, name: str, field_: str) -> str:
+    parts = [f"{file}:{line}" if line else file]
+    if kind or name:
+        parts.append(f"{kind or '?'}/{name or '?'}")
+    if field_:
+        parts.append(field_)
+    return ": ".join(parts)
+
+
+@dataclass
+class ManifestError:
+    """One problem in one manifest. ``line`` 0 means the whole file."""
+
+    file: str
+    line: int
+    document: int
+    kind: str
+    name: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = _location(self.file, self.line, self.kind, self.name, self.field)
+        return f"{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IgnoredField:
+    """A Kubernetes v1 field that was accepted but has no effect in gitkube."""
+
+    file: str
+    line: int
+    document: int
+    kind: str
+    name: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = _location(self.file, self.line, self.kind, self.name, self.field)
+        return f"{where}: ignored: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Manifest:
+    """One valid document: ``data`` as written, ``obj`` the typed object.
+
+    ``obj`` has the defaults applied (namespace "default") and no ignored
+    fields (``status``, cluster-set metadata).
+    """
+
+    path: str
+    document: int
+    line: int
+    data: dict[str, Any]
+    obj: ApiObject
+
+
+@dataclass
+class ValidationReport:
+    manifests: list[Manifest] = field(default_factory=list)
+    errors: list[ManifestError] = field(default_factory=list)
+    ignored: list[IgnoredField] = field(default_factory=list)
+    #: the files that were read
+    files: list[str] = field(default_factory=list)
+    #: symlinks met in directories and not followed
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+# ---------------------------------------------------------------- one document
+
+
+def validate_document(data: Any) -> tuple[list[tuple[FieldPath, str]], list[tuple[FieldPath, str]]]:
+    """(errors, ignored) of one parsed document, as ``(field path, message)`` pairs.
+
+    Pure: the caller turns paths into lines.
+    """
+    sink = Sink()
+    if not isinstance(data, dict):
+        what = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        hint = " (put one object per document, separated by ---)" if isinstance(data, list) else ""
+        sink.errors.append(
+            ((), f"a manifest must be a mapping with apiVersion and kind, not {what}{hint}")
+        )
+        return sink.errors, sink.ignored
+    kind = data.get("kind")
+    api_version = data.get("apiVersion")
+    if not _check_type_meta(api_version, kind, sink):
+        return sink.errors, sink.ignored
+    assert isinstance(kind, str)
+    kind_checks()[kind](data, (), sink)
+    _check_semantics(kind, data, sink)
+    return sink.errors, sink.ignored
+
+
+def _check_type_meta(api_version: Any, kind: Any, sink: Sink) -> bool:
+    """One error for a wrong kind or apiVersion, naming what is supported."""
+    if kind is None or api_version is None:
+        for name, value in (("apiVersion", api_version), ("kind", kind)):
+            if value is None:
+                sink.errors.append(
+                    ((name,), f"required field is missing; gitkube supports {SUPPORTED}")
+                )
+        return False
+    if not isinstance(kind, str) or kind not in KINDS:
+        where = _OTHER_KINDS.get(kind) if isinstance(kind, str) else None
+        found = f"kind {kind!r}" + (f" ({where})" if where else "")
+        sink.errors.append((("kind",), f"{found} is not supported; gitkube supports {SUPPORTED}"))
+        return False
+    if api_version != "v1":
+        sink.errors.append(
+            (
+                ("apiVersion",),
+                f"apiVersion {api_version!r} is not supported for {kind}; "
+                f"gitkube supports {SUPPORTED}",
+            )
+        )
+        return False
+    return True
+
+
+def _check_semantics(kind: str, data: dict[str, Any], sink: Sink) -> None:
+    metadata = _mapping(data.get("metadata"))
+    name = metadata.get("name")
+    if isinstance(name, str) and name:
+        problem = check_dns1035_label(name) if kind == "Service" else check_dns1123_subdomain(name)
+        if problem:
+            sink.errors.append((("metadata", "name"), f"invalid name: {problem}"))
+    if kind == "Node" and metadata.get("namespace") is not None:
+        sink.ignored.append((("metadata", "namespace"), "nodes are cluster-scoped"))
+    _check_annotations(metadata, ("metadata",), sink)
+    spec = _mapping(data.get("spec"))
+    if kind == "Pod":
+        _check_pod_spec(spec, ("spec",), sink)
+    elif kind == "ReplicationController":
+        _check_rc_spec(spec, sink)
+    elif kind == "Service":
+        _check_service_spec(spec, sink)
+    elif kind == "Endpoints":
+        _check_endpoints(data, sink)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _check_annotations(metadata: dict[str, Any], path: FieldPath, sink: Sink) -> None:
+    annotations = _mapping(metadata.get("annotations"))
+    if not annotations:
+        return
+    size = sum(len(str(k)) + len(str(v)) for k, v in annotations.items())
+    if size > MAX_ANNOTATIONS_BYTES:
+        sink.errors.append(
+            ((*path, "annotations"), f"annotations total {size} bytes, over the 256 KiB limit")
+        )
+    for key in _ROLLING_ANNOTATIONS:
+        value = annotations.get(key)
+        if isinstance(value, str) and not _INT_OR_PERCENT.match(value):
+            sink.errors.append(
+                (
+                    (*path, "annotations", key),
+                    f"must be a count or a percentage such as '25%', not {value!r}",
+                )
+            )
+
+
+def _check_pod_spec(spec: dict[str, Any], path: FieldPath, sink: Sink) -> None:
+    containers = _list(spec.get("containers"))
+    seen: dict[str, int] = {}
+    host_ports: dict[tuple[str, int], FieldPath] = {}
+    host_network = spec.get("hostNetwork") is True
+    for index, container in enumerate(containers):
+        if not isinstance(container, dict):
+            continue
+        cpath = (*path, "containers", index)
+        name = container.get("name")
+        if isinstance(name, str) and name:
+            if name in seen:
+                sink.errors.append(
+                    (
+                        (*cpath, "name"),
+                        f"duplicate container name {name!r} (also containers[{seen[name]}])",
+                    )
+                )
+            else:
+                seen[name] = index
+        port_names = _check_container_ports(container, cpath, sink, host_ports, host_network)
+        _check_resources(_mapping(container.get("resources")), (*cpath, "resources"), sink)
+        for probe_field in ("livenessProbe", "readinessProbe"):
+            probe = container.get(probe_field)
+            if isinstance(probe, dict):
+                _check_probe(
+                    probe,
+                    (*cpath, probe_field),
+                    sink,
+                    port_names,
+                    liveness=probe_field == "livenessProbe",
+                )
+
+
+def _check_container_ports(
+    container: dict[str, Any],
+    cpath: FieldPath,
+    sink: Sink,
+    host_ports: dict[tuple[str, int], FieldPath],
+    host_network: bool,
+) -> set[str]:
+    names: dict[str, int] = {}
+    for index, port in enumerate(_list(container.get("ports"))):
+        if not isinstance(port, dict):
+            continue
+        ppath = (*cpath, "ports", index)
+        name = port.get("name")
+        if isinstance(name, str) and name:
+            if name in names:
+                sink.errors.append(
+                    ((*ppath, "name"), f"duplicate port name {name!r} (also ports[{names[name]}])")
+                )
+            else:
+                names[name] = index
+        host_port = port.get("hostPort")
+        container_port = port.get("containerPort")
+        protocol = port.get("protocol") or "TCP"
+        if (
+            host_network
+            and isinstance(host_port, int)
+            and host_port
+            and host_port != container_port
+        ):
+            sink.errors.append(
+                ((*ppath, "hostPort"), "with hostNetwork, hostPort must equal containerPort")
+            )
+        if host_network and not host_port and isinstance(container_port, int):
+            host_port = container_port
+        if isinstance(host_port, int) and host_port > 0 and isinstance(protocol, str):
+            other = host_ports.get((protocol, host_port))
+            if other is not None:
+                sink.errors.append(
+                    (
+                        (*ppath, "hostPort"),
+                        f"host port {host_port}/{protocol} is already used by {format_path(other)}",
+                    )
+                )
+            else:
+                host_ports[(protocol, host_port)] = ppath
+    return set(names)
+
+
+def _check_resources(resources: dict[str, Any], path: FieldPath, sink: Sink) -> None:
+    limits = _mapping(resources.get("limits"))
+    requests = _mapping(resources.get("requests"))
+    for resource, request in requests.items():
+        if resource not in limits:
+            continue
+        try:
+            over = parse_quantity(request) > parse_quantity(limits[resource])
+        except (QuantityError, TypeError):
+            continue  # reported by the schema
+        if over:
+            sink.errors.append(
+                (
+                    (*path, "requests", resource),
+                    f"request {request} is more than the limit {limits[resource]}",
+                )
+            )
+
+
+_HANDLERS = ("exec", "httpGet", "tcpSocket")
+
+
+def _check_probe(
+    probe: dict[str, Any], path: FieldPath, sink: Sink, port_names: set[str], *, liveness: bool
+) -> None:
+    handlers = [h for h in _HANDLERS if probe.get(h) is not None]
+    if "grpc" in probe:
+        return  # reported as unsupported by the schema
+    if not handlers:
+        sink.errors.append((path, "a probe needs exactly one handler: exec, httpGet or tcpSocket"))
+    elif len(handlers) > 1:
+        sink.errors.append(
+            (
+                path,
+                f"a probe needs exactly one handler, this one has {len(handlers)}: "
+                + ", ".join(handlers),
+            )
+        )
+    if (
+        liveness
+        and isinstance(probe.get("successThreshold"), int)
+        and probe["successThreshold"] != 1
+    ):
+        sink.errors.append(((*path, "successThreshold"), "must be 1 for a liveness probe"))
+    for handler in ("httpGet", "tcpSocket"):
+        port = _mapping(probe.get(handler)).get("port")
+        if isinstance(port, str) and port and port not in port_names:
+            known = ", ".join(sorted(port_names)) or "none"
+            sink.errors.append(
+                (
+                    (*path, handler, "port"),
+                    f"no port named {port!r} in this container (named ports: {known})",
+                )
+            )
+
+
+def _check_rc_spec(spec: dict[str, Any], sink: Sink) -> None:
+    template = _mapping(spec.get("template"))
+    labels = _mapping(_mapping(template.get("metadata")).get("labels"))
+    selector = _mapping(spec.get("selector"))
+    tpath: FieldPath = ("spec", "template")
+    if not labels:
+        sink.errors.append(
+            (
+                (*tpath, "metadata", "labels"),
+                "the pod template needs labels (the controller finds its pods by them)",
+            )
+        )
+    elif selector:
+        missing = {k: v for k, v in selector.items() if labels.get(k) != v}
+        if missing:
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(missing.items()))
+            sink.errors.append(
+                (
+                    ("spec", "selector"),
+                    f"selector does not match the template labels ({shown} not in "
+                    "spec.template.metadata.labels): the controller would never see its pods",
+                )
+            )
+    pod_spec = _mapping(template.get("spec"))
+    policy = pod_spec.get("restartPolicy")
+    if isinstance(policy, str) and policy != "Always":
+        sink.errors.append(
+            (
+                (*tpath, "spec", "restartPolicy"),
+                f"must be Always in a ReplicationController, not {policy!r}",
+            )
+        )
+    _check_annotations(_mapping(template.get("metadata")), (*tpath, "metadata"), sink)
+    _check_pod_spec(pod_spec, (*tpath, "spec"), sink)
+
+
+def _check_service_spec(spec: dict[str, Any], sink: Sink) -> None:
+    path: FieldPath = ("spec",)
+    headless = spec.get("clusterIP") == "None"
+    service_type = spec.get("type") or "ClusterIP"
+    ports = _list(spec.get("ports"))
+    if not ports and not headless:
+        sink.errors.append(
+            ((*path, "ports"), "a Service needs at least one port (or clusterIP: None)")
+        )
+    if headless and service_type == "NodePort":
+        sink.errors.append(
+            ((*path, "clusterIP"), "a NodePort Service cannot be headless (clusterIP: None)")
+        )
+    cluster_ip = spec.get("clusterIP")
+    if isinstance(cluster_ip, str) and cluster_ip not in ("", "None"):
+        sink.ignored.append(((*path, "clusterIP"), "services are served on the proxy's address"))
+    if spec.get("sessionAffinityConfig") is not None and spec.get("sessionAffinity") != "ClientIP":
+        sink.errors.append(((*path, "sessionAffinityConfig"), "needs sessionAffinity: ClientIP"))
+    names: dict[str, int] = {}
+    numbers: dict[tuple[str, Any], int] = {}
+    node_ports: dict[Any, int] = {}
+    for index, port in enumerate(ports):
+        if not isinstance(port, dict):
+            continue
+        ppath = (*path, "ports", index)
+        name = port.get("name")
+        if len(ports) > 1 and not name:
+            sink.errors.append(((*ppath, "name"), "required when a Service has more than one port"))
+        if isinstance(name, str) and name:
+            if name in names:
+                sink.errors.append(
+                    ((*ppath, "name"), f"duplicate port name {name!r} (also ports[{names[name]}])")
+                )
+            else:
+                names[name] = index
+        key = (port.get("protocol") or "TCP", port.get("port"))
+        if isinstance(key[1], int):
+            if key in numbers:
+                sink.errors.append(
+                    (
+                        (*ppath, "port"),
+                        f"duplicate port {key[1]}/{key[0]} (also ports[{numbers[key]}])",
+                    )
+                )
+            else:
+                numbers[key] = index
+        node_port = port.get("nodePort")
+        if node_port is not None:
+            if service_type != "NodePort":
+                sink.errors.append(
+                    ((*ppath, "nodePort"), f"nodePort needs type NodePort, not {service_type}")
+                )
+            elif node_port in node_ports:
+                sink.errors.append(
+                    (
+                        (*ppath, "nodePort"),
+                        f"duplicate nodePort {node_port} (also ports[{node_ports[node_port]}])",
+                    )
+                )
+            else:
+                node_ports[node_port] = index
+
+
+def _check_endpoints(data: dict[str, Any], sink: Sink) -> None:
+    for index, subset in enumerate(_list(data.get("subsets"))):
+        ports = _list(_mapping(subset).get("ports"))
+        if len(ports) > 1:
+            for pindex, port in enumerate(ports):
+                if isinstance(port, dict) and not port.get("name"):
+                    sink.errors.append(
+                        (
+                            ("subsets", index, "ports", pindex, "name"),
+                            "required when a subset has more than one port",
+                        )
+                    )
+
+
+# ---------------------------------------------------------------- files
+
+
+def _identity(data: Any) -> tuple[str, str]:
+    if not isinstance(data, dict):
+        return "", ""
+    kind = data.get("kind")
+    name = _mapping(data.get("metadata")).get("name")
+    return (kind if isinstance(kind, str) else "", name if isinstance(name, str) else "")
+
+
+def _without(data: dict[str, Any], paths: list[FieldPath]) -> dict[str, Any]:
+    """``data`` less the fields at ``paths``; containers on those paths are copied, not changed."""
+    root = dict(data)
+    copied = {id(root)}
+    for path in paths:
+        node: Any = root
+        for part in path[:-1]:
+            child = node[part]
+            if id(child) not in copied:
+                child = dict(child) if isinstance(child, dict) else list(child)
+                copied.add(id(child))
+                node[part] = child
+            node = child
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return root
+
+
+def _build_object(data: dict[str, Any], ignored: list[tuple[FieldPath, str]]) -> ApiObject:
+    clean = _without(data, [path for path, _ in ignored]) if ignored else data
+    cls = KINDS[clean["kind"]]
+    obj = cls.from_dict(clean)
+    if cls.NAMESPACED and not obj.metadata.namespace:
+        obj.metadata.namespace = "default"
+    return obj
+
+
+def load_manifests(
+    data: bytes, path: str, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[list[Manifest], list[ManifestError], list[IgnoredField]]:
+    """Parse and validate one file's bytes (``path`` is used in messages only).
+
+    Returns the valid documents, every error, and the ignored fields.
+    A document with any error yields no Manifest.
+    """
+    documents, problems = parse_documents(data, path, max_bytes=max_bytes)
+    errors = [ManifestError(path, p.line, p.document, "", "", "", p.message) for p in problems]
+    manifests: list[Manifest] = []
+    ignored: list[IgnoredField] = []
+    for doc in documents:
+        kind, name = _identity(doc.data)
+        found, skipped = validate_document(doc.data)
+        doc_errors = [
+            ManifestError(path, p.line, doc.index, kind, name, format_path(p.path), p.message)
+            for p in doc.problems
+        ]
+        doc_errors += [_error(path, doc, kind, name, fpath, msg) for fpath, msg in found]
+        doc_errors.sort(key=lambda e: e.line)
+        errors += doc_errors
+        ignored += [
+            IgnoredField(
+                path, doc.line_of(fpath), doc.index, kind, name, format_path(fpath), reason
+            )
+            for fpath, reason in skipped
+        ]
+        if not doc_errors:
+            manifests.append(
+                Manifest(path, doc.index, doc.line, doc.data, _build_object(doc.data, skipped))
+            )
+    errors.sort(key=lambda e: (e.document, e.line))
+    return manifests, errors, ignored
+
+
+def _error(
+    path: str, doc: Document, kind: str, name: str, fpath: FieldPath, message: str
+) -> ManifestError:
+    return ManifestError(
+        path, doc.line_of(fpath), doc.index, kind, name, format_path(fpath), message
+    )
+
+
+def find_duplicates(manifests: list[Manifest]) -> list[ManifestError]:
+    """One error per object declared again (same kind, namespace and name),
+    at the later place, naming the first."""
+    first: dict[tuple[str, str, str], Manifest] = {}
+    errors: list[ManifestError] = []
+    for manifest in sorted(manifests, key=lambda m: (m.path, m.document)):
+        obj = manifest.obj
+        key = (obj.KIND, obj.metadata.namespace, obj.metadata.name)
+        earlier = first.get(key)
+        if earlier is None:
+            first[key] = manifest
+            continue
+        where = f" in namespace {key[1]!r}" if key[1] else ""
+        errors.append(
+            ManifestError(
+                manifest.path,
+                manifest.line,
+                manifest.document,
+                key[0],
+                key[2],
+                "metadata.name",
+                f"{key[0]} {key[2]!r}{where} is declared twice: first at "
+                f"{earlier.path}:{earlier.line} (document {earlier.document})",
+            )
+        )
+    return errors
+
+
+def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> ValidationReport:
+    """Validate files and directories (searched recursively, symlinks inside not followed).
+
+    A path that cannot be read is an error in the report, not an exception.
+    """
+    found = find_manifest_files(paths)
+    report = ValidationReport(skipped=[str(p) for p in found.skipped])
+    for file in found.files:
+        name = str(file)
+        report.files.append(name)
+        try:
+            size = os.stat(file).st_size
+            if size > max_bytes:
+                report.errors.append(
+                    ManifestError(
+                        name,
+                        0,
+                        0,
+                        "",
+                        "",
+                        "",
+                        f"file is {size} bytes, over the {max_bytes}-byte limit (--max-size)",
+                    )
+                )
+                continue
+            data = file.read_bytes()
+        except OSError as exc:
+            report.errors.append(
+                ManifestError(name, 0, 0, "", "", "", f"cannot read: {exc.strerror or exc}")
+            )
+            continue
+        manifests, errors, ignored = load_manifests(data, name, max_bytes=max_bytes)
+        report.manifests += manifests
+        report.errors += errors
+        report.ignored += ignored
+    report.errors += find_duplicates(report.manifests)
+    return report
