@@ -217,6 +217,28 @@ def commit_message(report: StatusReport) -> str:
 # ---------------------------------------------------------------- the writer
 
 
+def _unwrap(text: object) -> str:
+    """GitPython's ``"\n  stderr: '...'"`` wrapping, removed."""
+    match = re.match(r"^\s*(?:stderr|stdout): '(.*)'\s*$", str(text or ""), re.DOTALL)
+    return match.group(1) if match else str(text or "")
+
+
+def _command_detail(exc: git.GitCommandError) -> str:
+    """What git said about a failed command, in a line: the refs ``push
+    --porcelain`` rejected and why, and the remote's own messages."""
+    parts = [
+        line.rsplit("\t", 1)[-1]
+        for line in _unwrap(exc.stdout).splitlines()
+        if line.startswith("!")
+    ]
+    parts += [
+        line.strip()
+        for line in _unwrap(exc.stderr).splitlines()
+        if line.strip() and not line.startswith("error: failed to push some refs")
+    ]
+    return "; ".join(dict.fromkeys(parts)) or f"git exited with status {exc.status}"
+
+
 @dataclass(frozen=True)
 class _Files:
     status_json: bytes
@@ -276,8 +298,8 @@ class StatusWriter:
     # ------------------------------------------------------------ worker thread
 
     def _error(self, what: str, exc: Exception) -> StatusWriteError:
-        detail = exc.stderr if isinstance(exc, git.GitCommandError) else str(exc)
-        detail = " ".join(str(detail).split()) or type(exc).__name__
+        detail = _command_detail(exc) if isinstance(exc, git.GitCommandError) else str(exc)
+        detail = " ".join(detail.split()) or type(exc).__name__
         return StatusWriteError(
             redact(
                 f"status branch {self.branch!r} of {self.display_url}: {what}: {detail}",
