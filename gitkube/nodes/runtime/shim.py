@@ -1,0 +1,191 @@
+"""The supervisor of one process-runtime container (like conmon or
+containerd-shim): ``python -P shim.py CONTAINER_DIR``.
+
+It detaches (double fork, new session), so it outlives the agent that started
+it and is never the agent's zombie; starts the container's command in a
+process group of its own, with its output appended to the container's log;
+waits for it; kills whatever is left in the group (no orphans); and records
+the exit code and finish time. An agent that restarts reads these files to
+adopt the running containers and learn how the others ended.
+
+Files in CONTAINER_DIR (each written whole, by rename):
+
+    spec.json   written by the runtime: argv, env, cwd, log, user
+    shim.json   this supervisor's pid and create time
+    state.json  the command's pid (= its process group) and create time, start time
+    exit.json   exit_code, signal, reason, message, started_at, finished_at
+
+Standard library only (psutil when importable, for create times), so it
+starts fast and never imports gitkube.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SPEC = "spec.json"
+SHIM = "shim.json"
+STATE = "state.json"
+EXIT = "exit.json"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def create_time(pid: int) -> float | None:
+    """The process's start time as psutil reports it, so the runtime can tell
+    this process from a later one that reuses the pid."""
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    except Exception:
+        return None
+
+
+def _start_failure(directory: Path, exc: OSError, log: Any) -> None:
+    code = 126 if isinstance(exc, PermissionError) else 127
+    message = f"cannot start the command: {exc}"
+    log.write((message + "\n").encode())
+    log.flush()
+    now = time.time()
+    write_json(
+        directory / EXIT,
+        {
+            "exit_code": code,
+            "signal": 0,
+            "reason": "StartError",
+            "message": message,
+            "started_at": None,
+            "finished_at": now,
+        },
+    )
+
+
+def supervise(directory: Path) -> int:
+    spec = json.loads((directory / SPEC).read_text())
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    write_json(directory / SHIM, {"pid": os.getpid(), "create_time": create_time(os.getpid())})
+
+    user_kwargs: dict[str, Any] = {}
+    if spec.get("user"):
+        import pwd
+
+        pw = pwd.getpwnam(spec["user"])
+        user_kwargs = {
+            "user": pw.pw_uid,
+            "group": pw.pw_gid,
+            "extra_groups": os.getgrouplist(pw.pw_name, pw.pw_gid),
+        }
+
+    with open(spec["log"], "ab", buffering=0) as log:
+        try:
+            child = subprocess.Popen(
+                spec["argv"],
+                env=spec["env"],
+                cwd=spec["cwd"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                # the default SIGINT/SIGTERM handling this supervisor turned off
+                restore_signals=True,
+                preexec_fn=_restore_default_signals,
+                **user_kwargs,
+            )
+        except OSError as exc:
+            _start_failure(directory, exc, log)
+            return 0
+        started_at = time.time()
+        write_json(
+            directory / STATE,
+            {"pid": child.pid, "create_time": create_time(child.pid), "started_at": started_at},
+        )
+        # wait without reaping, so the group id cannot be reused while the
+        # rest of the group is killed
+        while True:
+            try:
+                os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+                break
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+        returncode = child.wait()
+        finished_at = time.time()
+    signum = -returncode if returncode < 0 else 0
+    exit_code = 128 + signum if signum else returncode
+    write_json(
+        directory / EXIT,
+        {
+            "exit_code": exit_code,
+            "signal": signum,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "message": f"killed by signal {signum}" if signum else "",
+            "started_at": started_at,
+            "finished_at": finished_at,
+        },
+    )
+    return 0
+
+
+def _restore_default_signals() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: shim.py CONTAINER_DIR", file=sys.stderr)
+        return 2
+    directory = Path(argv[0])
+    # detach: the launcher exits at once (its parent reaps it), the
+    # supervisor lives on in a session of its own, adopted by init
+    if os.fork() > 0:
+        return 0
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    with open(directory / "shim.log", "ab", buffering=0) as err:
+        os.dup2(err.fileno(), 2)
+        os.dup2(err.fileno(), 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    try:
+        code = supervise(directory)
+    except BaseException as exc:  # recorded, so the runtime can report it
+        print(f"shim failed: {exc!r}", file=sys.stderr)
+        if not (directory / EXIT).exists():
+            write_json(
+                directory / EXIT,
+                {
+                    "exit_code": 128,
+                    "signal": 0,
+                    "reason": "StartError",
+                    "message": f"supervisor failed: {exc}",
+                    "started_at": None,
+                    "finished_at": time.time(),
+                },
+            )
+        code = 1
+    sys.stdout.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
