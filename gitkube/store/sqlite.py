@@ -189,6 +189,8 @@ class SQLiteStore:
         max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
         busy_timeout: float = 5.0,
     ) -> None:
+        if history < 1:
+            raise ValueError(f"history must keep at least one revision, not {history}")
         self.path = Path(path)
         self.url = f"sqlite://{self.path}"
         self.poll_interval = poll_interval
