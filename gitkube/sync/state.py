@@ -94,3 +94,22 @@ def history_to_json(records: list[SyncRecord]) -> bytes:
 
 def history_from_json(raw: bytes | str) -> list[SyncRecord]:
     return [SyncRecord(**r) for r in json.loads(raw)]
+
+
+@dataclass
+class SyncControl:
+    """``gitkube suspend`` / ``resume``: whether the sync may apply (SYNC_CONTROL_KEY)."""
+
+    suspended: bool = False
+    #: why, as given to ``gitkube suspend --reason``
+    reason: str = ""
+    #: ISO-8601 UTC of the last change
+    changed_at: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> SyncControl:
+        data: dict[str, Any] = json.loads(raw)
+        return cls(**{k: v for k, v in data.items() if k in ("suspended", "reason", "changed_at")})
