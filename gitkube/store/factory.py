@@ -42,7 +42,8 @@ def parse_etcd_url(url: str) -> list[tuple[str, int]]:
             port = None
         if not parsed.hostname or port is None or parsed.path or parsed.username:
             raise _bad(url, f"endpoint {part!r} is not host:port")
-        endpoints.append((parsed.hostname, port))
+        host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+        endpoints.append((host, port))
     return endpoints
 
 
