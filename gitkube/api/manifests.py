@@ -45,11 +45,48 @@ NODE_ALLOWANCE = 10_000
 
 FieldPath = tuple[str | int, ...]
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _T = "tag:yaml.org,2002:"
 _STR, _NULL, _BOOL, _INT, _FLOAT = _T + "str", _T + "null", _T + "bool", _T + "int", _T + "float"
 _TIMESTAMP, _MERGE, _MAP, _SEQ = _T + "timestamp", _T + "merge", _T + "map", _T + "seq"
+
+
+class _FastResolver:
+    """Resolves plain scalars' tags with a cache: manifests repeat the same
+    keys and values, and tag resolution is the composer's Python-side cost.
+    No path resolvers are registered, so descend/ascend have nothing to do.
+    """
+
+    _tags: dict[str, str] = {}
+
+    def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode:
+            if not implicit[0]:
+                return _STR
+            tag = self._tags.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)  # type: ignore[misc]
+                if len(value) <= 64:
+                    if len(self._tags) > 50_000:
+                        self._tags.clear()
+                    self._tags[value] = tag
+            return tag
+        return _SEQ if kind is SequenceNode else _MAP
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+
+class _Loader(_FastResolver, _CLoader):  # type: ignore[misc,valid-type]
+    pass
+
+
+class _PyLoader(_FastResolver, yaml.SafeLoader):  # type: ignore[misc]
+    """Pure-Python composer: for files whose nesting could crash libyaml's."""
 
 
 @dataclass
@@ -259,7 +296,7 @@ def parse_documents(
     bad = _check_bytes(data, max_bytes=max_bytes)
     if bad is not None:
         return [], [bad]
-    loader: Any = _Loader if _flow_depth_is_safe(data) else yaml.SafeLoader
+    loader: Any = _Loader if _flow_depth_is_safe(data) else _PyLoader
     builder = _Builder(len(data) + NODE_ALLOWANCE)
     documents: list[Document] = []
     problems: list[ParseProblem] = []

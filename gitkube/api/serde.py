@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar, Union, get_args, get_origin
 
@@ -64,38 +65,84 @@ def to_dict(obj: Any, *, keep_empty: bool = False) -> Any:
 
 
 def _convert(tp: Any, value: Any) -> Any:
-    if value is None:
-        return None
+    return _converter(tp)(value)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+@cache
+def _converter(tp: Any) -> Callable[[Any], Any]:
+    """A function from a wire value to ``tp``, worked out once per type.
+
+    ``from_dict`` runs for every object read from git or the store, so the
+    type inspection happens here, not per value. ``None`` stays ``None``.
+    """
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
-        for arg in args:
-            if isinstance(arg, type) and dataclasses.is_dataclass(arg) and isinstance(value, dict):
-                return from_dict(arg, value)
-        for arg in args:
-            if isinstance(arg, type) and isinstance(value, arg):
+        nested = next(
+            (a for a in args if isinstance(a, type) and dataclasses.is_dataclass(a)), None
+        )
+        plain = tuple(a for a in args if isinstance(a, type))
+        single = _converter(args[0]) if len(args) == 1 else _identity
+
+        def convert_union(value: Any) -> Any:
+            if value is None:
+                return None
+            if nested is not None and isinstance(value, dict):
+                return from_dict(nested, value)
+            if plain and isinstance(value, plain):
                 return value
-        return _convert(args[0], value) if len(args) == 1 else value
+            return single(value)
+
+        return convert_union
     if origin is list:
-        (item,) = get_args(tp)
-        return [_convert(item, v) for v in value] if isinstance(value, list) else []
+        (item_type,) = get_args(tp)
+        item = _converter(item_type)
+
+        def convert_list(value: Any) -> Any:
+            if value is None:
+                return None
+            return [item(v) for v in value] if isinstance(value, list) else []
+
+        return convert_list
     if origin is dict:
-        _, item = get_args(tp)
-        return {k: _convert(item, v) for k, v in value.items()} if isinstance(value, dict) else {}
+        _, value_type = get_args(tp)
+        item = _converter(value_type)
+
+        def convert_dict(value: Any) -> Any:
+            if value is None:
+                return None
+            return {k: item(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+        return convert_dict
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return from_dict(tp, value) if isinstance(value, dict) else tp()
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, int):
-        return float(value)
-    return value
+        cls = tp
+
+        def convert_object(value: Any) -> Any:
+            if value is None:
+                return None
+            return from_dict(cls, value) if isinstance(value, dict) else cls()
+
+        return convert_object
+    if tp is float:
+        return lambda value: float(value) if isinstance(value, int) else value
+    return _identity
+
+
+@cache
+def _plan(cls: type) -> tuple[tuple[str, str, Callable[[Any], Any]], ...]:
+    return tuple((name, wire_name, _converter(tp)) for name, wire_name, tp in _fields(cls))
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
     """Build ``cls`` from its wire form; missing keys take the field defaults."""
     data = data or {}
     kwargs = {}
-    for name, wire_name, tp in _fields(cls):  # type: ignore[arg-type]
-        if wire_name in data and data[wire_name] is not None:
-            kwargs[name] = _convert(tp, data[wire_name])
+    for name, wire_name, convert in _plan(cls):
+        value = data.get(wire_name)
+        if value is not None:
+            kwargs[name] = convert(value)
     return cls(**kwargs)
