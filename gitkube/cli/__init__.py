@@ -6,7 +6,10 @@ Each command lives in its own module and registers itself on ``app``.
 from __future__ import annotations
 
 from gitkube.cli import (
+    get_cmd,  # noqa: F401
     proxy_cmd,  # noqa: F401
+    status_cmd,  # noqa: F401
+    sync_cmd,  # noqa: F401
     validate_cmd,  # noqa: F401
 )
 from gitkube.cli.app import app

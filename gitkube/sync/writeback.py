@@ -43,6 +43,7 @@ from gitdb import IStream  # type: ignore[import-untyped]
 from gitkube.api.keys import STATUS_WRITEBACK_KEY
 from gitkube.errors import ConfigError, GitkubeError, SourceError
 from gitkube.store.objects import ObjectStore
+from gitkube.sync.health import SEVERITY
 from gitkube.sync.report import (
     StatusReport,
     WritebackOutcome,
@@ -206,7 +207,10 @@ def render_status_markdown(report: StatusReport) -> str:
 
 
 def commit_message(report: StatusReport) -> str:
-    counts = ", ".join(f"{n} {h}" for h, n in sorted(report.health_counts().items()))
+    counts = ", ".join(
+        f"{n} {h}"
+        for h, n in sorted(report.health_counts().items(), key=lambda hn: SEVERITY.get(hn[0], 9))
+    )
     head = f"status: {report.phase} {report.revision[:12] or '(no revision)'}"
     if counts:
         head += f" ({counts})"

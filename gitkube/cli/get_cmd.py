@@ -1,0 +1,395 @@
+"""`gitkube get KIND [NAME]`: objects from the store, as kubectl prints them.
+
+Kinds and their short names: pods (po), replicationcontrollers (rc),
+services (svc), endpoints (ep), nodes (no, minions). Tables:
+
+    pods       NAME READY STATUS RESTARTS AGE          (wide: IP NODE)
+    rc         NAME DESIRED CURRENT READY AGE          (wide: CONTAINERS IMAGES SELECTOR)
+    services   NAME TYPE CLUSTER-IP PORT(S) AGE        (wide: SELECTOR)
+    endpoints  NAME ENDPOINTS AGE
+    nodes      NAME STATUS LABELS CPU(capacity/allocated) MEMORY(capacity/allocated) PODS
+               (like `kubectl get minions` in Kubernetes' first releases; allocated is
+               the sum of the requests of the pods bound to the node and not finished)
+
+As kubectl: the namespace is ``default`` unless ``-n`` says otherwise, ``-A``
+lists every namespace. ``-o json`` is a v1 ``List`` whose items include
+status; with a NAME, the object itself. Reads the store only.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from gitkube.api.objects import (
+    ApiObject,
+    Endpoints,
+    Node,
+    Pod,
+    ReplicationController,
+    Service,
+)
+from gitkube.api.quantity import QuantityError, format_cpu, parse_cpu, parse_memory
+from gitkube.cli.app import Output as OutputFormat
+from gitkube.cli.app import (
+    OutputOpt,
+    StoreOpt,
+    app,
+    err_console,
+    fail,
+    print_data,
+    resolve_store,
+    run_async,
+)
+from gitkube.cli.status_cmd import format_columns, open_existing_store
+from gitkube.store.objects import ObjectStore
+from gitkube.sync.report import age_seconds, human_duration
+
+#: resource -> (class, aliases)
+RESOURCE_ALIASES: dict[str, tuple[type[ApiObject], tuple[str, ...]]] = {
+    "pods": (Pod, ("pod", "po")),
+    "replicationcontrollers": (ReplicationController, ("replicationcontroller", "rc")),
+    "services": (Service, ("service", "svc")),
+    "endpoints": (Endpoints, ("endpoint", "ep")),
+    "nodes": (Node, ("node", "no", "minions", "minion")),
+}
+KINDS_HELP = (
+    "pods (po), replicationcontrollers (rc), services (svc), endpoints (ep), nodes (no, minions)"
+)
+
+
+def resolve_kind(kind: str) -> type[ApiObject] | None:
+    wanted = kind.lower()
+    for resource, (cls, aliases) in RESOURCE_ALIASES.items():
+        if wanted == resource or wanted in aliases:
+            return cls
+    return None
+
+
+# ---------------------------------------------------------------- cells
+
+
+def _age(obj: ApiObject, now: datetime) -> str:
+    return human_duration(age_seconds(obj.metadata.creation_timestamp, now))
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
+
+
+def pod_status_text(pod: Pod) -> str:
+    """The STATUS column of `kubectl get pods`."""
+    reason = pod.status.reason or pod.status.phase or "Unknown"
+    running = False
+    for cs in reversed(pod.status.container_statuses):
+        state = cs.state
+        if state.waiting is not None and state.waiting.reason:
+            reason = state.waiting.reason
+        elif state.terminated is not None and state.terminated.reason:
+            reason = state.terminated.reason
+        elif state.terminated is not None:
+            term = state.terminated
+            reason = f"Signal:{term.signal}" if term.signal else f"ExitCode:{term.exit_code}"
+        elif cs.ready and state.running is not None:
+            running = True
+    if reason == "Completed" and running:
+        reason = "Running"
+    if pod.metadata.deletion_timestamp:
+        reason = "Terminating"
+    return reason
+
+
+def pod_row(pod: Pod, now: datetime, *, wide: bool) -> list[str]:
+    total = len(pod.spec.containers)
+    ready = sum(1 for cs in pod.status.container_statuses if cs.ready)
+    row = [
+        pod.name,
+        f"{ready}/{total}",
+        pod_status_text(pod),
+        str(pod.restart_count()),
+        _age(pod, now),
+    ]
+    if wide:
+        row += [pod.status.pod_ip or "<none>", pod.spec.node_name or "<none>"]
+    return row
+
+
+def rc_row(rc: ReplicationController, now: datetime, *, wide: bool) -> list[str]:
+    row = [
+        rc.name,
+        str(rc.spec.replicas),
+        str(rc.status.replicas),
+        str(rc.status.ready_replicas),
+        _age(rc, now),
+    ]
+    if wide:
+        containers = rc.spec.template.spec.containers
+        row += [
+            ",".join(c.name for c in containers) or "<none>",
+            ",".join(c.image for c in containers) or "<none>",
+            _labels(rc.effective_selector()),
+        ]
+    return row
+
+
+def service_ports_text(svc: Service) -> str:
+    ports = []
+    for p in svc.spec.ports:
+        node = f":{p.node_port}" if p.node_port else ""
+        ports.append(f"{p.port}{node}/{p.protocol or 'TCP'}")
+    return ",".join(ports) or "<none>"
+
+
+def service_row(svc: Service, now: datetime, *, wide: bool) -> list[str]:
+    row = [
+        svc.name,
+        svc.spec.type or "ClusterIP",
+        svc.spec.cluster_ip or "<none>",
+        service_ports_text(svc),
+        _age(svc, now),
+    ]
+    if wide:
+        row.append(_labels(svc.spec.selector))
+    return row
+
+
+def endpoints_text(ep: Endpoints, *, limit: int = 3) -> str:
+    """``ip:port`` of the ready addresses; past ``limit``, "+ N more..." as kubectl."""
+    pairs = _endpoint_pairs(ep)
+    if not pairs:
+        return "<none>"
+    shown = ",".join(pairs[:limit])
+    return shown + (f" + {len(pairs) - limit} more..." if len(pairs) > limit else "")
+
+
+def _endpoint_pairs(ep: Endpoints) -> list[str]:
+    pairs: list[str] = []
+    for subset in ep.subsets:
+        for address in subset.addresses:
+            if not subset.ports:
+                pairs.append(address.ip)
+            for port in subset.ports:
+                pairs.append(f"{address.ip}:{port.port}")
+    return pairs
+
+
+def endpoints_row(ep: Endpoints, now: datetime, *, wide: bool) -> list[str]:
+    return [ep.name, endpoints_text(ep), _age(ep, now)]
+
+
+def format_memory_human(size: int) -> str:
+    for suffix, scale in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:.0f}{suffix}" if value.is_integer() else f"{value:.1f}{suffix}"
+    return str(size)
+
+
+@dataclass(frozen=True)
+class NodeAllocation:
+    cpu: int = 0
+    memory: int = 0
+    pods: int = 0
+
+
+def allocations(pods: Sequence[Pod]) -> dict[str, NodeAllocation]:
+    """Requests of the pods bound to each node that still hold resources."""
+    out: dict[str, NodeAllocation] = {}
+    for pod in pods:
+        node = pod.spec.node_name
+        if not node or pod.status.phase in ("Succeeded", "Failed"):
+            continue
+        cur = out.get(node, NodeAllocation())
+        try:
+            cpu, memory = pod.spec.request_cpu(), pod.spec.request_memory()
+        except QuantityError:
+            cpu, memory = 0, 0  # validation rejects these; never fail a listing on one
+        out[node] = NodeAllocation(cur.cpu + cpu, cur.memory + memory, cur.pods + 1)
+    return out
+
+
+def _capacity(node: Node, resource: str) -> Any:
+    return node.status.capacity.get(resource, node.status.allocatable.get(resource))
+
+
+def node_status_text(node: Node) -> str:
+    status = "Ready" if node.is_ready() else ("NotReady" if node.status.conditions else "Unknown")
+    return status + (",SchedulingDisabled" if node.spec.unschedulable else "")
+
+
+def node_row(node: Node, now: datetime, *, wide: bool, alloc: NodeAllocation) -> list[str]:
+    try:
+        cpu_cap = parse_cpu(_capacity(node, "cpu") or 0)
+        mem_cap = parse_memory(_capacity(node, "memory") or 0)
+    except QuantityError:
+        cpu_cap, mem_cap = 0, 0
+    pods_cap = _capacity(node, "pods")
+    row = [
+        node.name,
+        node_status_text(node),
+        _labels(node.metadata.labels),
+        f"{format_cpu(cpu_cap)}/{format_cpu(alloc.cpu)}",
+        f"{format_memory_human(mem_cap)}/{format_memory_human(alloc.memory)}",
+        f"{alloc.pods}/{pods_cap}" if pods_cap is not None else str(alloc.pods),
+    ]
+    if wide:
+        info = node.status.node_info
+        row += [
+            node.address() or "<none>",
+            info.os_image or "<unknown>",
+            info.kernel_version or "<unknown>",
+            info.container_runtime_version or "<unknown>",
+        ]
+    row.append(_age(node, now))
+    return row
+
+
+HEADERS: dict[type[ApiObject], tuple[list[str], list[str]]] = {
+    Pod: (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE"]),
+    ReplicationController: (
+        ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        ["CONTAINERS", "IMAGES", "SELECTOR"],
+    ),
+    Service: (["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"], ["SELECTOR"]),
+    Endpoints: (["NAME", "ENDPOINTS", "AGE"], []),
+    Node: (
+        [
+            "NAME",
+            "STATUS",
+            "LABELS",
+            "CPU(capacity/allocated)",
+            "MEMORY(capacity/allocated)",
+            "PODS",
+        ],
+        ["INTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"],
+    ),
+}
+
+
+def render_table(
+    cls: type[ApiObject],
+    items: Sequence[ApiObject],
+    *,
+    now: datetime,
+    wide: bool = False,
+    all_namespaces: bool = False,
+    pods: Sequence[Pod] = (),
+) -> str:
+    """The table `gitkube get` prints (pure). ``pods`` are needed for nodes."""
+    base, extra = HEADERS[cls]
+    headers = [*base, *(extra if wide else [])]
+    if cls is Node:
+        headers.append("AGE")
+    namespaced = cls.NAMESPACED and all_namespaces
+    if namespaced:
+        headers.insert(0, "NAMESPACE")
+    alloc = allocations(pods) if cls is Node else {}
+    rows: list[list[str]] = []
+    for obj in items:
+        if isinstance(obj, Pod):
+            row = pod_row(obj, now, wide=wide)
+        elif isinstance(obj, ReplicationController):
+            row = rc_row(obj, now, wide=wide)
+        elif isinstance(obj, Service):
+            row = service_row(obj, now, wide=wide)
+        elif isinstance(obj, Endpoints):
+            row = endpoints_row(obj, now, wide=wide)
+        elif isinstance(obj, Node):
+            row = node_row(obj, now, wide=wide, alloc=alloc.get(obj.name, NodeAllocation()))
+        else:  # pragma: no cover - RESOURCE_ALIASES lists every kind above
+            raise TypeError(obj.KIND)
+        rows.append([obj.namespace, *row] if namespaced else row)
+    return format_columns(headers, rows) + "\n"
+
+
+def as_list(items: Sequence[ApiObject], *, revision: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "List",
+        "metadata": {"resourceVersion": str(revision)},
+        "items": [obj.to_dict() for obj in items],
+    }
+
+
+# ---------------------------------------------------------------- the command
+
+
+@dataclass
+class _Result:
+    items: list[ApiObject]
+    revision: int
+    pods: list[Pod]
+
+
+async def _read(
+    url: str, cls: type[ApiObject], *, namespace: str | None, name: str | None
+) -> _Result:
+    store = await open_existing_store(url)
+    try:
+        objects = ObjectStore(store)
+        ns = namespace if cls.NAMESPACED else None
+        if name is not None:
+            obj = await objects.get(cls, ns or "", name)
+            return _Result([obj] if obj else [], await store.revision(), [])
+        items, revision = await objects.list(cls, ns)
+        pods: list[Pod] = []
+        if cls is Node:
+            pods, _ = await objects.list(Pod)
+        return _Result(list(items), revision, pods)
+    finally:
+        await store.close()
+
+
+@app.command("get")
+def get_command(
+    kind: Annotated[str, typer.Argument(help=f"What to list: {KINDS_HELP}.")],
+    name: Annotated[str | None, typer.Argument(help="One object, by name.")] = None,
+    store: StoreOpt = "",
+    output: OutputOpt = OutputFormat.table,
+    namespace: Annotated[
+        str, typer.Option("--namespace", "-n", help="The namespace to read.")
+    ] = "default",
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="List across every namespace.")
+    ] = False,
+) -> None:
+    """List objects from the store, as kubectl does (reads the store only)."""
+    cls = resolve_kind(kind)
+    if cls is None:
+        fail(f"unknown resource type {kind!r}; known types: {KINDS_HELP}", code=2)
+    if name is not None and all_namespaces:
+        fail("a resource cannot be retrieved by name across all namespaces", code=2)
+    ns: str | None = None if all_namespaces else namespace
+    url = resolve_store(store)
+    result = run_async(lambda: _read(url, cls, namespace=ns, name=name))
+    resource = cls.RESOURCE
+    if name is not None and not result.items:
+        where = f' in namespace "{namespace}"' if cls.NAMESPACED else ""
+        fail(f'{resource} "{name}" not found{where}', code=1)
+    if output in (OutputFormat.json, OutputFormat.yaml):
+        data = (
+            result.items[0].to_dict()
+            if name is not None
+            else as_list(result.items, revision=result.revision)
+        )
+        print_data(data, output)
+        return
+    if not result.items:
+        where = f" in {namespace} namespace" if cls.NAMESPACED and ns is not None else ""
+        err_console.print(f"No resources found{where}.", highlight=False)
+        return
+    sys.stdout.write(
+        render_table(
+            cls,
+            result.items,
+            now=datetime.now(UTC),
+            wide=output == OutputFormat.wide,
+            all_namespaces=all_namespaces,
+            pods=result.pods,
+        )
+    )
