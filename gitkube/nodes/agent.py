@@ -43,7 +43,7 @@ from gitkube.nodes.podplan import (
     restart_key,
     start_key,
 )
-from gitkube.nodes.podstatus import Waiting, compute_pod_status
+from gitkube.nodes.podstatus import TERMINAL_PHASES, Waiting, compute_pod_status
 from gitkube.nodes.probes import ProbeKind, ProbeManager, ProbeSpec, ProbeTarget
 from gitkube.nodes.registration import Heartbeat, NodeSettings, register_node
 from gitkube.nodes.runtime.base import (
@@ -474,6 +474,8 @@ class Agent:
                 return
             if current.spec.node_name != self.node_name or current.metadata.deletion_timestamp:
                 return
+            if current.status.phase in TERMINAL_PHASES:
+                return  # its final status stays as written
             status = compute_pod_status(
                 current,
                 sandbox,

@@ -117,8 +117,8 @@ def plan_pod(
         if name not in spec_names:  # no longer in the spec
             plan.remove.extend(rc.id for rc in attempts)
 
+    # a pod that ended keeps its sandbox and containers (status, logs) until it is deleted
     stored_terminal = pod.status.phase in TERMINAL_PHASES
-    finished = 0
     for container in pod.spec.containers:
         attempts = by_name.get(container.name, [])
         for old in attempts[:-KEEP_ATTEMPTS]:
@@ -135,7 +135,6 @@ def plan_pod(
                 plan.start.append(StartContainer(container, latest.attempt + 1, restart=False))
             continue
         if latest is not None and not should_restart(pod.spec.restart_policy, latest.exit_code):
-            finished += 1
             continue
         if stored_terminal or sandbox_lost:
             continue
@@ -161,22 +160,14 @@ def plan_pod(
                 continue
         attempt = latest.attempt + 1 if latest is not None else 0
         plan.start.append(StartContainer(container, attempt, restart=latest is not None))
+        if len(attempts) >= KEEP_ATTEMPTS:
+            # the new attempt and the latest one are what is kept
+            plan.remove.append(attempts[-KEEP_ATTEMPTS].id)
 
     if sandbox_lost:
         plan.requeue_after = 0.0  # start again in a new sandbox once these are gone
     elif plan.start and plan.sandbox is None:
         plan.create_sandbox = True
-    nothing_runs = not any(
-        rc.state == "running" and rc.id not in plan.kill for rc in containers
-    ) and not (plan.start or plan.waiting)
-    if (
-        plan.sandbox is not None
-        and nothing_runs
-        and (stored_terminal or (pod.spec.containers and finished == len(pod.spec.containers)))
-    ):
-        # the pod is done: release its network and host ports
-        plan.remove_sandboxes.append(plan.sandbox.id)
-        plan.sandbox = None
     return plan
 
 

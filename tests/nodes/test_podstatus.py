@@ -340,15 +340,20 @@ class TestPlanRestart:
         assert plan(make_pod("a", policy="Never"), [sandbox()], [failed]).start == []
         assert plan(make_pod("a", policy="Always"), [sandbox()], [ok]).start != []
 
-    def test_finished_pod_releases_its_sandbox(self) -> None:
+    def test_finished_pod_keeps_sandbox_and_containers(self) -> None:
         p = plan(make_pod("a", policy="Never"), [sandbox()], [self.exited()])
-        assert p.remove_sandboxes == ["sb1"]
-        assert not p.create_sandbox
+        assert p.is_empty()
 
     def test_terminal_pod_is_not_restarted(self) -> None:
         pod = make_pod("a", phase="Failed")
         p = plan(pod, [], [self.exited()])
         assert p.is_empty()
+
+    def test_restart_removes_the_attempt_before_the_latest(self) -> None:
+        containers = [rc("a", i, state="exited", exit_code=1, finished=T0 + i) for i in range(2)]
+        p = plan(make_pod("a"), [sandbox()], containers)
+        assert p.remove == ["a-0"]
+        assert [s.attempt for s in p.start] == [2]
 
     def test_old_attempts_removed(self) -> None:
         containers = [
