@@ -50,6 +50,7 @@ from gitkube.store.objects import ObjectStore
 from gitkube.sync.health import HEALTHY, UNKNOWN, assess_health, ready_endpoint_count, worst
 from gitkube.sync.state import (
     ObjectSyncStatus,
+    SyncControl,
     SyncError,
     SyncRecord,
     SyncState,
@@ -366,7 +367,7 @@ def compose_status_report(
     history: Sequence[SyncRecord] = (),
     deliveries: Sequence[Mapping[str, Any]] = (),
     writeback: WritebackOutcome | None = None,
-    suspended: bool = False,
+    control: SyncControl | None = None,
 ) -> StatusReport:
     """The report for a sync state and a snapshot of the cluster (pure)."""
     report = StatusReport(
@@ -388,7 +389,10 @@ def compose_status_report(
         report.message = state.message
         report.errors = list(state.errors)
         report.suspended = state.suspended
-    if suspended or report.suspended:
+    if control is not None and control.suspended and not report.suspended:
+        # suspended since the last pass: the loop has not recorded it yet
+        report.message = "sync is suspended" + (f": {control.reason}" if control.reason else "")
+    if report.suspended or (control is not None and control.suspended):
         report.suspended = True
         report.phase = "Suspended"
     declared = _declared_objects(state, snapshot)
@@ -458,18 +462,15 @@ def parse_proxy_errors(kvs: Iterable[KeyValue]) -> dict[tuple[str, str], list[st
     return out
 
 
-def _parse_suspended(kv: KeyValue | None) -> bool:
-    """The sync control key: ``{"suspended": true}`` or the text ``suspend``."""
+def _parse_control(kv: KeyValue | None) -> SyncControl | None:
+    """The sync control key (``gitkube suspend`` / ``resume``), or None."""
     if kv is None:
-        return False
-    text = kv.value.decode(errors="replace").strip()
+        return None
     try:
-        data = json.loads(text)
-    except ValueError:
-        return text.lower() in ("suspend", "suspended")
-    if isinstance(data, dict):
-        return bool(data.get("suspended") or data.get("suspend"))
-    return isinstance(data, str) and data.lower() in ("suspend", "suspended")
+        return SyncControl.from_json(kv.value)
+    except (ValueError, TypeError) as exc:
+        log.warning("ignoring unreadable sync control at %s: %s", kv.key, exc)
+        return None
 
 
 def _load(what: str, kv: KeyValue | None, parse: Any) -> Any:
@@ -496,7 +497,7 @@ async def build_status_report(objects: ObjectStore, *, now: datetime | None = No
     writeback = _load(
         "write-back outcome", await store.get(STATUS_WRITEBACK_KEY), WritebackOutcome.from_json
     )
-    suspended = _parse_suspended(await store.get(SYNC_CONTROL_KEY))
+    control = _parse_control(await store.get(SYNC_CONTROL_KEY))
     proxy_kvs, _ = await store.range(PROXY_STATUS_PREFIX)
     live: list[ApiObject] = []
     for cls in KINDS.values():
@@ -510,5 +511,5 @@ async def build_status_report(objects: ObjectStore, *, now: datetime | None = No
         history=history,
         deliveries=deliveries,
         writeback=writeback,
-        suspended=suspended,
+        control=control,
     )

@@ -18,7 +18,7 @@ from gitkube.api.keys import SYNC_CONTROL_KEY, SYNC_STATE_KEY
 from gitkube.api.objects import Pod, ReplicationController
 from gitkube.store.objects import ObjectStore
 from gitkube.sync.report import build_status_report, human_duration
-from gitkube.sync.state import SyncState
+from gitkube.sync.state import SyncControl, SyncState
 from tests.status.conftest import BAD_REVISION, REVISION, fill_cluster
 
 NOW = datetime(2026, 1, 1, 1, 0, 0, tzinfo=UTC)
@@ -113,8 +113,15 @@ class TestReportFromTheStore:
         assert (await build_status_report(objects, now=NOW)).phase == "Suspended"
         await objects.store.put(SYNC_STATE_KEY, SYNCED.to_json())
         assert (await build_status_report(objects, now=NOW)).phase == "Synced"
-        await objects.store.put(SYNC_CONTROL_KEY, b'{"suspended": true}')
-        assert (await build_status_report(objects, now=NOW)).phase == "Suspended"
+        control = SyncControl(suspended=True, reason="maintenance window")
+        await objects.store.put(SYNC_CONTROL_KEY, control.to_json())
+        report = await build_status_report(objects, now=NOW)
+        assert (report.phase, report.message) == (
+            "Suspended",
+            "sync is suspended: maintenance window",
+        )
+        await objects.store.put(SYNC_CONTROL_KEY, SyncControl(suspended=False).to_json())
+        assert (await build_status_report(objects, now=NOW)).phase == "Synced"
 
     async def test_without_per_object_records_the_managed_objects_are_reported(
         self, objects: ObjectStore
