@@ -38,7 +38,7 @@ READY = "Ready"
 REASON_READY = "AgentReady"
 REASON_UNKNOWN = "NodeStatusUnknown"
 #: reasons this controller writes; a Ready condition with another reason was set by the agent
-OWN_REASONS = frozenset({REASON_READY, REASON_UNKNOWN, ""})
+OWN_REASONS = frozenset({REASON_READY, REASON_UNKNOWN, "KubeletReady", ""})
 EVICTION_REASON = "NodeNotReady"
 
 
