@@ -157,7 +157,6 @@ def bench_pure(pod_count: int, node_count: int) -> float:
 
 async def _bench_e2e(pod_count: int, node_count: int) -> float:
     from gitkube.planner.scheduler_loop import SchedulerLoop, SchedulerSettings
-
     from gitkube.store.factory import open_store
     from gitkube.store.objects import ObjectStore
 
