@@ -1,0 +1,213 @@
+"""`gitkube agent`: the kubelet of one node (and its service proxy).
+
+Registers the node, heartbeats, runs the pods bound to it through the
+runtime until SIGTERM or Ctrl-C. Stopping the agent leaves its pods running;
+an agent started again on the same node adopts them.
+
+Settings come from flags, ``GITKUBE_*`` variables or ``--config`` (see
+``gitkube.config``); ``--cpu``, ``--memory`` and ``--max-pods`` are flags only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gitkube.cli.app import app, err_console, run_async
+from gitkube.config import Settings, parse_duration, resolve_settings
+from gitkube.errors import ConfigError
+
+log = logging.getLogger("gitkube.agent")
+
+
+@app.command("agent")
+def agent_command(
+    node: Annotated[
+        str | None, typer.Option("--node", help="node name (default: the host name)")
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", "-s", help="sqlite:///path/state.db or etcd://host:2379[,…]"),
+    ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option("--runtime", help="docker, process, or auto (docker if an engine answers)"),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="node address: pods' host ports are published there"),
+    ] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="node labels k=v,k2=v2")] = None,
+    cpu: Annotated[
+        str | None, typer.Option("--cpu", help="CPU capacity, e.g. 4 or 3500m (default: host)")
+    ] = None,
+    memory: Annotated[
+        str | None, typer.Option("--memory", help="memory capacity, e.g. 8Gi (default: host)")
+    ] = None,
+    max_pods: Annotated[int, typer.Option("--max-pods", help="pods this node accepts")] = 110,
+    state_dir: Annotated[
+        str | None,
+        typer.Option("--state-dir", help="where the process runtime keeps its state and logs"),
+    ] = None,
+    run_as: Annotated[
+        str | None,
+        typer.Option("--run-as", help="user the process runtime runs containers as"),
+    ] = None,
+    proxy: Annotated[
+        bool, typer.Option("--proxy/--no-proxy", help="run the service proxy in the agent")
+    ] = True,
+    proxy_address: Annotated[
+        str | None, typer.Option("--proxy-address", help="where the service proxy listens")
+    ] = None,
+    node_grace: Annotated[
+        str | None,
+        typer.Option(
+            "--node-grace",
+            help="heartbeat lapse before the node is NotReady; the lease TTL is a third of it",
+        ),
+    ] = None,
+    backoff: Annotated[
+        str, typer.Option("--restart-backoff", help="first restart back-off (doubles)")
+    ] = "10s",
+    backoff_max: Annotated[
+        str, typer.Option("--restart-backoff-max", help="longest restart back-off")
+    ] = "5m",
+    config: Annotated[
+        Path | None, typer.Option("--config", help="settings file (YAML, keys as flag names)")
+    ] = None,
+) -> None:
+    """Run this node's pods: register, heartbeat, start/stop/restart containers, probe."""
+    flags: dict[str, Any] = {
+        "node": node,
+        "store": store,
+        "runtime": runtime,
+        "address": address,
+        "labels": labels,
+        "state_dir": state_dir,
+        "run_as": run_as,
+        "proxy_address": proxy_address,
+        "node_grace": node_grace,
+    }
+    try:
+        settings, _ = resolve_settings(flags, config_file=config)
+        options = _agent_options(
+            settings, cpu=cpu, memory=memory, max_pods=max_pods, backoff=(backoff, backoff_max)
+        )
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run_async(lambda: _run_agent(settings, proxy=proxy, **options))
+
+
+def _agent_options(
+    settings: Settings,
+    *,
+    cpu: str | None,
+    memory: str | None,
+    max_pods: int,
+    backoff: tuple[str, str],
+) -> dict[str, Any]:
+    from gitkube.nodes.backoff import BackoffSettings
+    from gitkube.nodes.registration import parse_cpu_flag, parse_labels, parse_memory_flag
+
+    if settings.runtime not in ("docker", "process", "auto"):
+        raise ConfigError(f"--runtime {settings.runtime!r}: expected docker, process or auto")
+    try:
+        socket.getaddrinfo(settings.address, None, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        raise ConfigError(f"--address {settings.address!r} is not an IP address") from None
+    if max_pods < 1:
+        raise ConfigError("--max-pods must be at least 1")
+    initial = parse_duration(backoff[0], name="--restart-backoff")
+    cap = parse_duration(backoff[1], name="--restart-backoff-max")
+    if cap < initial:
+        raise ConfigError("--restart-backoff-max must not be shorter than --restart-backoff")
+    return {
+        "labels": parse_labels(settings.labels),
+        "cpu": parse_cpu_flag(cpu) if cpu else None,
+        "memory": parse_memory_flag(memory) if memory else None,
+        "max_pods": max_pods,
+        "backoff": BackoffSettings(initial=initial, cap=cap),
+        "grace": settings.node_grace_seconds(),
+    }
+
+
+async def _run_agent(
+    settings: Settings,
+    *,
+    proxy: bool,
+    labels: dict[str, str],
+    cpu: int | None,
+    memory: int | None,
+    max_pods: int,
+    backoff: Any,
+    grace: float,
+) -> None:
+    from gitkube.nodes.agent import Agent, AgentSettings
+    from gitkube.nodes.registration import NodeSettings
+    from gitkube.nodes.runtime import make_runtime
+    from gitkube.store.factory import open_store
+    from gitkube.store.objects import ObjectStore
+
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="agent"))
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    node_name = settings.node or socket.gethostname()
+    process_dir = (Path(settings.state_dir) / f"node-{node_name}").resolve()
+    runtime = await make_runtime(
+        settings.runtime,
+        node_name=node_name,
+        state_dir=process_dir,
+        node_address=settings.address,
+        run_as=settings.run_as or None,
+    )
+    store = await open_store(settings.store_url())
+    try:
+        objects = ObjectStore(store)
+        node = NodeSettings(
+            name=node_name,
+            address=settings.address,
+            labels=labels,
+            cpu=cpu,
+            memory=memory,
+            max_pods=max_pods,
+            runtime_name=runtime.name,
+            state_dir=str(process_dir) if runtime.name == "process" else "",
+        )
+        agent = Agent(
+            objects,
+            runtime,
+            node=node,
+            settings=AgentSettings(backoff=backoff, heartbeat_ttl=max(1, round(grace / 3))),
+        )
+        if proxy:
+            from gitkube.services.proxy import ServiceProxy
+
+            service_proxy = ServiceProxy(
+                objects, address=settings.proxy_address, node_name=node_name
+            )
+            agent.add_task("proxy", service_proxy.run)
+        log.info(
+            "agent for node %s: runtime %s, address %s, store %s",
+            node_name,
+            runtime.name,
+            settings.address,
+            store.url,
+        )
+        await agent.run(stop)
+        log.info("agent for node %s stopped; its pods keep running", node_name)
+    finally:
+        await runtime.close()
+        await store.close()
