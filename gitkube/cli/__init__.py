@@ -6,7 +6,9 @@ Each command lives in its own module and registers itself on ``app``.
 from __future__ import annotations
 
 from gitkube.cli import (
+    agent_cmd,  # noqa: F401
     get_cmd,  # noqa: F401
+    logs_cmd,  # noqa: F401
     proxy_cmd,  # noqa: F401
     status_cmd,  # noqa: F401
     sync_cmd,  # noqa: F401
