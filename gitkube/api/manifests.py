@@ -40,6 +40,8 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 DEFAULT_MAX_BYTES = 1 << 20
 #: deeper than any real manifest (a Pod template is about 10 levels)
 MAX_DEPTH = 100
+#: bracket nesting refused before parsing (libyaml itself would crash far deeper)
+MAX_FLOW_DEPTH = 1000
 #: nodes a file may expand to beyond one per byte (aliases are bounded by this)
 NODE_ALLOWANCE = 10_000
 
@@ -81,12 +83,8 @@ class _FastResolver:
         return None
 
 
-class _Loader(_FastResolver, _CLoader):  # type: ignore[misc,valid-type]
+class _Loader(_FastResolver, _CLoader):
     pass
-
-
-class _PyLoader(_FastResolver, yaml.SafeLoader):  # type: ignore[misc]
-    """Pure-Python composer: for files whose nesting could crash libyaml's."""
 
 
 @dataclass
@@ -185,13 +183,13 @@ class _Builder:
                 f"nested deeper than {MAX_DEPTH} levels (a recursive alias?)",
                 fatal=False,
             )
-        cls = type(node)
-        if cls is ScalarNode:
+        if isinstance(node, ScalarNode):
             return self.scalar(node, path)
-        if cls is SequenceNode:
+        if isinstance(node, SequenceNode):
             if node.tag != _SEQ:
                 self.problem(node, path, f"unsupported YAML tag {node.tag!r}")
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        assert isinstance(node, MappingNode)
         return self.mapping(node, path, depth)
 
     def scalar(self, node: ScalarNode, path: FieldPath) -> Any:
@@ -253,15 +251,24 @@ class _Builder:
         self.problems.append(ParseProblem(node.start_mark.line + 1, self.document, message, path))
 
 
-def _flow_depth_is_safe(data: bytes) -> bool:
-    """True when bracket nesting cannot crash libyaml's recursive composer."""
-    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
-        return True
-    depth = deepest = 0
+def _too_deep_flow(data: bytes) -> int:
+    """The line where bracket nesting passes ``MAX_FLOW_DEPTH``, or 0.
+
+    libyaml's composer recurses once per level and crashes the process
+    somewhere past 20,000 levels, so deeper input never reaches it.
+    Brackets inside quoted strings count too, which can only over-count.
+    """
+    if data.count(b"[") + data.count(b"{") <= MAX_FLOW_DEPTH:
+        return 0
+    depth = 0
     for match in re.finditer(rb"[\[\]{}]", data):
-        depth = depth + 1 if match.group() in (b"[", b"{") else max(depth - 1, 0)
-        deepest = max(deepest, depth)
-    return deepest <= MAX_DEPTH
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_FLOW_DEPTH:
+                return data.count(b"\n", 0, match.start()) + 1
+        elif depth:
+            depth -= 1
+    return 0
 
 
 def _check_bytes(data: bytes, *, max_bytes: int) -> ParseProblem | None:
@@ -296,12 +303,14 @@ def parse_documents(
     bad = _check_bytes(data, max_bytes=max_bytes)
     if bad is not None:
         return [], [bad]
-    loader: Any = _Loader if _flow_depth_is_safe(data) else _PyLoader
+    deep = _too_deep_flow(data)
+    if deep:
+        return [], [ParseProblem(deep, 0, f"nested deeper than {MAX_FLOW_DEPTH} levels")]
     builder = _Builder(len(data) + NODE_ALLOWANCE)
     documents: list[Document] = []
     problems: list[ParseProblem] = []
     index = 0
-    nodes = yaml.compose_all(data, Loader=loader)
+    nodes = yaml.compose_all(data, Loader=_Loader)
     while True:
         try:
             node = next(nodes)
@@ -311,9 +320,6 @@ def parse_documents(
             if path.endswith(".json") and not documents:
                 return _parse_json(data)
             problems.append(_yaml_problem(exc, index + 1))
-            break
-        except RecursionError:
-            problems.append(ParseProblem(0, index + 1, f"nested deeper than {MAX_DEPTH} levels"))
             break
         index += 1
         if node is None or (node.tag == _NULL and isinstance(node, ScalarNode)):

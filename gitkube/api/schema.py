@@ -176,6 +176,10 @@ def _check_cluster_ip(value: str) -> str | None:
     return f"must be 'None' (headless), empty, or an IP address: {problem}" if problem else None
 
 
+def _check_namespace(value: str) -> str | None:
+    return check_dns1123_label(value) if value else None
+
+
 def _check_env_name(value: str) -> str | None:
     if not _C_IDENTIFIER.match(value):
         return (
@@ -200,6 +204,7 @@ FORMATS: dict[str, Callable[[Any], str | None]] = {
     "ip-or-empty": _check_ip_or_empty,
     "cluster-ip": _check_cluster_ip,
     "env-name": _check_env_name,
+    "namespace": _check_namespace,
 }
 
 # ---------------------------------------------------------------- types

@@ -141,7 +141,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
     """Build ``cls`` from its wire form; missing keys take the field defaults."""
     data = data or {}
     kwargs = {}
-    for name, wire_name, convert in _plan(cls):
+    for name, wire_name, convert in _plan(cls):  # type: ignore[arg-type]
         value = data.get(wire_name)
         if value is not None:
             kwargs[name] = convert(value)
