@@ -345,14 +345,16 @@ def object_report(
 def _declared_objects(state: SyncState | None, snapshot: ClusterSnapshot) -> list[ObjectSyncStatus]:
     if state is not None and state.objects:
         return list(state.objects)
-    # no per-object record: what the sync created is what git declared
+    # no per-object record (none yet, or too many objects for the state key):
+    # what the sync created is what git declared
+    synced = state is not None and state.phase == "Synced"
     return [
         ObjectSyncStatus(
             kind=obj.KIND,
             namespace=obj.namespace,
             name=obj.name,
             path=obj.metadata.annotations.get(ann.SOURCE_PATH, ""),
-            sync="Unknown",
+            sync="Synced" if synced else "Unknown",
         )
         for obj in snapshot.objects.values()
         if _is_managed(obj)

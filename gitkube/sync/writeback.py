@@ -133,7 +133,12 @@ _HEALTH_MARK = {
 _PHASE_MARK = {"Synced": "✅", "OutOfSync": "⚠️", "Failed": "❌", "Suspended": "⏸️"}
 
 
-def render_status_markdown(report: StatusReport) -> str:
+#: object rows in STATUS.md; beyond, only the objects that need attention
+#: (status.json always has them all)
+MARKDOWN_MAX_ROWS = 500
+
+
+def render_status_markdown(report: StatusReport, *, max_rows: int = MARKDOWN_MAX_ROWS) -> str:
     """``STATUS.md``: the report a person reads on their git host."""
     short = report.revision[:12] or "(none)"
     lines = [
@@ -165,7 +170,12 @@ def render_status_markdown(report: StatusReport) -> str:
             "| Path | Message |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for obj in report.objects:
+        shown = report.objects
+        if len(shown) > max_rows:
+            attention = [o for o in shown if (o.sync, o.health) != ("Synced", "Healthy")]
+            fine = [o for o in shown if (o.sync, o.health) == ("Synced", "Healthy")]
+            shown = (attention + fine)[:max_rows]
+        for obj in shown:
             name = f"{obj.namespace}/{obj.name}" if obj.namespace else obj.name
             replicas = (
                 f"{obj.replicas_ready}/{obj.replicas_desired}"
@@ -178,6 +188,12 @@ def render_status_markdown(report: StatusReport) -> str:
                 f"{_HEALTH_MARK.get(obj.health, '')} {obj.health} | {_cell(replicas)} | "
                 f"{_cell(endpoints)} | {_cell(obj.path)} | {_cell(obj.message)} |"
             )
+        if len(shown) < len(report.objects):
+            lines += [
+                "",
+                f"… and {len(report.objects) - len(shown)} more objects, all Synced and "
+                f"Healthy unless listed above: see `{STATUS_JSON}` for every object.",
+            ]
     else:
         lines.append("No objects are declared.")
     lines += ["", f"## Errors ({len(report.errors)})", ""]

@@ -136,8 +136,14 @@ class TestReportFromTheStore:
             ("Service", "db"),
             ("Pod", "batch"),
         }
-        assert {o["sync"] for o in found.values()} == {"Unknown"}
+        # the last sync succeeded, so what it created is in sync
+        assert {o["sync"] for o in found.values()} == {"Synced"}
         assert found[("Service", "db")]["path"] == "apps/db.yaml"
+        await objects.store.put(
+            SYNC_STATE_KEY, SyncState(revision=REVISION, phase="Failed").to_json()
+        )
+        found = by_name((await build_status_report(objects, now=NOW)).to_dict()["objects"])
+        assert {o["sync"] for o in found.values()} == {"Unknown"}
 
     async def test_an_unreadable_state_key_is_ignored(self, objects: ObjectStore) -> None:
         await objects.store.put(SYNC_STATE_KEY, b"{not json")

@@ -326,6 +326,19 @@ class TestStatusMarkdown:
             "must be at least 0" in text
         )
 
+    async def test_a_long_table_keeps_the_objects_that_need_attention(
+        self, objects: ObjectStore
+    ) -> None:
+        await fill_cluster(objects)
+        report = await report_at(objects)
+        text = render_status_markdown(report, max_rows=3)
+        rows = [line for line in text.splitlines() if line.startswith("| Service |")]
+        rows += [line for line in text.splitlines() if line.startswith("| Pod |")]
+        rows += [line for line in text.splitlines() if line.startswith("| Replication")]
+        assert len(rows) == 3
+        assert "| Service | default/web | Synced | ✅ Healthy |" not in text
+        assert "… and 2 more objects" in text
+
     def test_table_cells_are_escaped(self) -> None:
         report = StatusReport(generated_at="t", message="a | b\nc")
         assert "| Message | a \\| b c |" in render_status_markdown(report)
