@@ -140,22 +140,32 @@ def _live_normal(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[st
     spec = normal.get("spec")
     want_spec = desired.get("spec") or {}
     if isinstance(spec, dict):
-        if kind == "Pod" and "nodeName" in spec and "nodeName" not in want_spec:
-            normal["spec"] = spec = {k: v for k, v in spec.items() if k != "nodeName"}
+        if kind == "Pod":
+            normal["spec"] = spec = _as_desired(spec, want_spec, "nodeName")
         if kind == "Service":
-            if "clusterIP" in spec and "clusterIP" not in want_spec:
-                normal["spec"] = spec = {k: v for k, v in spec.items() if k != "clusterIP"}
+            normal["spec"] = spec = _as_desired(spec, want_spec, "clusterIP")
             want_ports = want_spec.get("ports") or []
             ports = spec.get("ports")
-            if ports and any("nodePort" in p for p in ports):
-                fixed = []
-                for i, port in enumerate(ports):
-                    want = want_ports[i] if i < len(want_ports) else {}
-                    if "nodePort" in port and "nodePort" not in want:
-                        port = {k: v for k, v in port.items() if k != "nodePort"}
-                    fixed.append(port)
-                normal["spec"] = {**spec, "ports": fixed}
+            if ports and any(p.get("nodePort") for p in ports):
+                normal["spec"] = {
+                    **spec,
+                    "ports": [
+                        _as_desired(port, want_ports[i] if i < len(want_ports) else {}, "nodePort")
+                        for i, port in enumerate(ports)
+                    ],
+                }
     return normal
+
+
+def _as_desired(live: dict[str, Any], want: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``live`` with the system-filled field ``name`` as git has it, when git
+    leaves it empty (absent, 0 or "")."""
+    if want.get(name) or name not in live:
+        return live
+    out = {k: v for k, v in live.items() if k != name}
+    if name in want:
+        out[name] = want[name]
+    return out
 
 
 def hash_normal(normal: Mapping[str, Any]) -> str:
@@ -424,10 +434,10 @@ def _update_wire(d: Desired, live: Live, revision: str) -> dict[str, Any]:
     spec = wire.get("spec")
     live_spec = live.wire.get("spec") or {}
     if isinstance(spec, dict):
-        if d.kind == "Pod" and "nodeName" not in spec and live_spec.get("nodeName"):
+        if d.kind == "Pod" and not spec.get("nodeName") and live_spec.get("nodeName"):
             wire["spec"] = spec = {**spec, "nodeName": live_spec["nodeName"]}
         if d.kind == "Service":
-            if "clusterIP" not in spec and live_spec.get("clusterIP"):
+            if not spec.get("clusterIP") and live_spec.get("clusterIP"):
                 wire["spec"] = spec = {**spec, "clusterIP": live_spec["clusterIP"]}
             live_ports = live_spec.get("ports") or []
             ports = spec.get("ports") or []
@@ -435,7 +445,7 @@ def _update_wire(d: Desired, live: Live, revision: str) -> dict[str, Any]:
                 fixed = []
                 for i, port in enumerate(ports):
                     old = live_ports[i] if i < len(live_ports) else {}
-                    if "nodePort" not in port and old.get("nodePort"):
+                    if not port.get("nodePort") and old.get("nodePort"):
                         port = {**port, "nodePort": old["nodePort"]}
                     fixed.append(port)
                 wire["spec"] = {**spec, "ports": fixed}
