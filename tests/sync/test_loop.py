@@ -28,7 +28,7 @@ from gitkube.api.keys import SYNC_HISTORY_KEY, SYNC_STATE_KEY
 from gitkube.api.objects import Node, NodeCondition, ObjectMeta, Pod, ReplicationController, Service
 from gitkube.store.base import Compare, Op, Put, Store, TxnResult
 from gitkube.store.objects import ObjectStore
-from gitkube.sync.loop import SyncLoop, SyncResult, resume, suspend
+from gitkube.sync.loop import SyncResult, resume, suspend
 from gitkube.sync.state import SyncState, history_from_json
 from tests.fixtures.git import GitRemote
 from tests.sync.conftest import make_loop, pod_yaml, rc_yaml, service_yaml

@@ -77,7 +77,8 @@ def apply(live: dict[str, Live], plan: SyncPlan, *, revision: int = 100) -> dict
         wire["metadata"].update(uid="u-" + c.name, generation=1, creationTimestamp="t")
         out[c.key] = Live.from_wire(wire, key=c.key, mod_revision=revision)
     for u in plan.updates:
-        out[u.key] = Live.from_wire(json.loads(json.dumps(u.wire)), key=u.key, mod_revision=revision)
+        wire = json.loads(json.dumps(u.wire))
+        out[u.key] = Live.from_wire(wire, key=u.key, mod_revision=revision)
     for p in plan.deletes:
         del out[p.key]
     return out
@@ -252,7 +253,7 @@ def test_a_node_manifest_sets_labels_and_unschedulable_only() -> None:
     from_git.spec.unschedulable = True
     from_git.status.capacity = {"cpu": "99"}  # ignored: the agent owns status
     plan, after = sync([M("nodes.yaml", from_git)], live_of(registered))
-    [update] = plan.updates
+    assert len(plan.updates) == 1
     wire = after[registered.key].wire
     assert wire["metadata"]["labels"] == {"kubernetes.io/hostname": "n1", "disk": "ssd"}
     assert wire["spec"]["unschedulable"] is True
@@ -343,7 +344,7 @@ def test_after_applying_a_plan_planning_again_is_empty(
     for path, obj in desired:
         unique[obj.key] = M(path, obj)
     state = {lv.key: lv for lv in live}
-    plan, after = sync(list(unique.values()), state, prune=prune, self_heal=self_heal)
+    _, after = sync(list(unique.values()), state, prune=prune, self_heal=self_heal)
     again = plan_sync(
         list(unique.values()), list(after.values()), revision="c2", prune=prune, self_heal=True
     )

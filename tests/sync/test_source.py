@@ -206,8 +206,10 @@ async def test_an_unreachable_remote_is_a_source_error_without_credentials(
     [
         ("https://user:pa55@host/r.git", "https://user:***@host/r.git"),
         ("https://ghp_TOKEN@github.com/o/r", "https://***@github.com/o/r"),
-        ("fatal: unable to access 'https://x:y@h/r/': refused", "fatal: unable to access "
-         "'https://x:***@h/r/': refused"),  # fmt: skip
+        (
+            "fatal: unable to access 'https://x:y@h/r/': refused",
+            "fatal: unable to access 'https://x:***@h/r/': refused",
+        ),
         ("ssh://git@host/r.git", "ssh://git@host/r.git"),
         ("git@github.com:o/r.git", "git@github.com:o/r.git"),
         ("/srv/git/r.git", "/srv/git/r.git"),
