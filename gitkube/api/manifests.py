@@ -303,6 +303,16 @@ def parse_documents(
     bad = _check_bytes(data, max_bytes=max_bytes)
     if bad is not None:
         return [], [bad]
+    if path.endswith(".json"):
+        # YAML reads more than JSON ({"kind": } is valid YAML): a .json file must be JSON.
+        try:
+            json.loads(data)
+        except json.JSONDecodeError as exc:
+            return [], [
+                ParseProblem(exc.lineno, 1, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            ]
+        except RecursionError:
+            return [], [ParseProblem(0, 1, "invalid JSON: nested too deeply")]
     deep = _too_deep_flow(data)
     if deep:
         return [], [ParseProblem(deep, 0, f"nested deeper than {MAX_FLOW_DEPTH} levels")]
@@ -317,7 +327,7 @@ def parse_documents(
         except StopIteration:
             break
         except yaml.YAMLError as exc:
-            if path.endswith(".json") and not documents:
+            if path.endswith(".json"):
                 return _parse_json(data)
             problems.append(_yaml_problem(exc, index + 1))
             break
