@@ -26,10 +26,12 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,6 +94,8 @@ _LOG_INSERT = (
     "INSERT INTO log (revision, type, key, value, create_revision, version, lease, "
     "prev_mod_revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: how many queued writes share one commit
+_WRITE_BATCH = 256
 #: how many events one read of the log hands a watch
 _WATCH_BATCH = 1000
 
@@ -204,6 +208,9 @@ class SQLiteStore:
         self._changed: asyncio.Future[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._closed = False
+        self._queue_lock = threading.Lock()
+        self._write_queue: list[tuple[Callable[[_Write], Any], asyncio.Future[Any]]] = []
+        self._drain_scheduled = False
 
     @classmethod
     async def open(cls, path: Path, **options: Any) -> SQLiteStore:
@@ -235,10 +242,8 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"store {self.url}: {exc}") from exc
         except sqlite3.Error as exc:
-            raise StoreError(f"store {self.url}: {exc}") from exc
+            raise self._translate(exc) from exc
         except RuntimeError as exc:  # the executor was shut down by close()
             if self._closed:
                 raise StoreUnavailable(f"the store {self.url} is closed") from exc
@@ -246,7 +251,8 @@ class SQLiteStore:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        assert self._conn is not None, "SQLiteStore used before open()"
+        if self._conn is None:
+            raise StoreUnavailable(f"the store {self.url} is not open")
         return self._conn
 
     @staticmethod
@@ -254,22 +260,109 @@ class SQLiteStore:
         row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return int(row[0])
 
-    def _write(self, body: Callable[[_Write], T]) -> tuple[T, int]:
-        """Run ``body`` in one write transaction; the revision moves once if it changed."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+    async def _submit_write(self, body: Callable[[_Write], T]) -> tuple[T, int]:
+        """Run ``body`` as one write (one revision if it changed anything).
+
+        Writes queue up while the SQL thread is busy and are then committed
+        together, each in its own savepoint at its own revision: concurrent
+        writers share one commit and one thread hand-off (group commit).
+        """
+        if self._closed:
+            raise StoreUnavailable(f"the store {self.url} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._queue_lock:
+            self._write_queue.append((body, future))
+            schedule = not self._drain_scheduled
+            self._drain_scheduled = True
+        if schedule:
+            try:
+                self._executor.submit(self._drain, loop)
+            except RuntimeError as exc:  # shut down by close()
+                raise StoreUnavailable(f"the store {self.url} is closed") from exc
+        result: tuple[T, int] = await future
+        return result
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._queue_lock:
+            batch, self._write_queue = (
+                self._write_queue[:_WRITE_BATCH],
+                self._write_queue[_WRITE_BATCH:],
+            )
+        outcomes = self._write_batch(batch)
+        with self._queue_lock:
+            if self._write_queue:
+                try:
+                    # behind whatever reads queued up meanwhile
+                    self._executor.submit(self._drain, loop)
+                except RuntimeError:  # shut down by close(): fail what is left
+                    closed = StoreUnavailable(f"the store {self.url} is closed")
+                    outcomes += [(f, None, closed) for _, f in self._write_queue]
+                    self._write_queue = []
+                    self._drain_scheduled = False
+            else:
+                self._drain_scheduled = False
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(self._deliver, outcomes)
+
+    def _write_batch(
+        self, batch: list[tuple[Callable[[_Write], Any], asyncio.Future[Any]]]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            revision = self._meta(conn, "revision")
-            write = _Write(conn, revision + 1)
-            result = body(write)
-            if write.changed:
-                revision += 1
-                conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return result, revision
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                revision = self._meta(conn, "revision")
+                # alone, a write needs no savepoint: its failure rolls everything back
+                alone = len(batch) == 1
+                for body, future in batch:
+                    if not alone:
+                        conn.execute("SAVEPOINT one_write")
+                    write = _Write(conn, revision + 1)
+                    try:
+                        result = body(write)
+                        if write.changed:
+                            revision += 1
+                            conn.execute(
+                                "UPDATE meta SET value = ? WHERE name = 'revision'", (revision,)
+                            )
+                        if not alone:
+                            conn.execute("RELEASE one_write")
+                        outcomes.append((future, (result, revision), None))
+                    except Exception as exc:
+                        if alone:
+                            raise
+                        conn.execute("ROLLBACK TO one_write")
+                        conn.execute("RELEASE one_write")
+                        outcomes.append((future, None, exc))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:
+            # nothing of the batch was committed
+            return [(future, None, exc) for _, future in batch]
+        return outcomes
+
+    def _deliver(
+        self, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+    ) -> None:
+        for future, result, error in outcomes:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(self._translate(error))
+
+    def _translate(self, error: BaseException) -> BaseException:
+        if isinstance(error, sqlite3.OperationalError):
+            return StoreUnavailable(f"store {self.url}: {error}")
+        if isinstance(error, sqlite3.Error):
+            return StoreError(f"store {self.url}: {error}")
+        return error
 
     def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` on one consistent snapshot."""
@@ -325,12 +418,12 @@ class SQLiteStore:
     # ------------------------------------------------------------ writes
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
-        _, revision = await self._call(self._write, lambda w: w.put(key, value, lease))
+        _, revision = await self._submit_write(lambda w: w.put(key, value, lease))
         self._wrote(revision)
         return revision
 
     async def delete(self, key: str) -> bool:
-        count, revision = await self._call(self._write, lambda w: w.delete(key))
+        count, revision = await self._submit_write(lambda w: w.delete(key))
         self._wrote(revision)
         return count > 0
 
@@ -341,8 +434,8 @@ class SQLiteStore:
         failure: Sequence[Op] = (),
     ) -> TxnResult:
         check_txn(compares, success, failure, max_ops=self.max_txn_ops)
-        (succeeded, gets), revision = await self._call(
-            self._write, lambda w: self._txn(w, compares, success, failure)
+        (succeeded, gets), revision = await self._submit_write(
+            lambda w: self._txn(w, compares, success, failure)
         )
         self._wrote(revision)
         return TxnResult(succeeded, revision, gets)
@@ -464,7 +557,7 @@ class SQLiteStore:
         return lease
 
     async def refresh_lease(self, lease: int) -> int:
-        ttl, revision = await self._call(self._write, lambda w: self._refresh(w, lease))
+        ttl, revision = await self._submit_write(lambda w: self._refresh(w, lease))
         self._wrote(revision)
         if ttl is None:
             raise NotFound(f"lease {lease} not found (it lapsed or was revoked)")
@@ -486,7 +579,7 @@ class SQLiteStore:
 
     async def revoke_lease(self, lease: int) -> None:
         """Revoke ``lease`` and delete its keys; revoking an unknown lease does nothing."""
-        _, revision = await self._call(self._write, lambda w: w.delete_lease_keys(lease))
+        _, revision = await self._submit_write(lambda w: w.delete_lease_keys(lease))
         self._wrote(revision)
 
     async def expire_leases(self) -> int:
@@ -500,13 +593,11 @@ class SQLiteStore:
             ]
         )
         for lease in expired:
-            _, revision = await self._call(
-                self._write, lambda w, lease=lease: self._expire(w, lease)
-            )
+            _, revision = await self._submit_write(partial(self._expire, lease=lease))
             self._wrote(revision)
         return len(expired)
 
-    def _expire(self, write: _Write, lease: int) -> None:
+    def _expire(self, write: _Write, *, lease: int) -> None:
         # another process may have refreshed or expired it since it was listed
         row = write.conn.execute("SELECT expires_at FROM leases WHERE id = ?", (lease,)).fetchone()
         if row is not None and row[0] <= time.time():
@@ -573,9 +664,10 @@ class SQLiteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         loop = asyncio.get_running_loop()
+        self._closed = True
         if self._conn is not None:
             await loop.run_in_executor(self._executor, self._conn.close)
-        self._closed = True
+            self._conn = None
         # wake the watches, which end with StoreUnavailable
         if self._changed is not None and not self._changed.done():
             self._changed.set_result(None)

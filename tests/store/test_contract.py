@@ -182,6 +182,18 @@ async def test_txn_may_not_put_one_key_twice(store: Store) -> None:
         await store.txn([], [Put("/t/d", b"1"), Put("/t/d", b"2")])
 
 
+async def test_concurrent_writes_get_one_revision_each_and_fail_alone(store: Store) -> None:
+    before = await store.revision()
+    writes = [store.put(f"/t/c/{i}", b"v") for i in range(40)]
+    writes.insert(20, store.put("/t/c/bad", b"", lease=55555))
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    failed = results.pop(20)
+    assert isinstance(failed, NotFound)
+    assert sorted(results) == list(range(before + 1, before + 41))  # type: ignore[type-var]
+    kvs, _ = await store.range("/t/c/")
+    assert len(kvs) == 40 and await store.get("/t/c/bad") is None
+
+
 async def test_empty_txn_moves_no_revision(store: Store) -> None:
     before = await store.revision()
     result = await store.txn([], [])
