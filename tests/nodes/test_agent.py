@@ -51,10 +51,11 @@ from gitkube.nodes.runtime.base import Runtime
 from gitkube.nodes.runtime.process import ProcessRuntime
 from gitkube.store.factory import open_store
 from gitkube.store.objects import ObjectStore, now_iso
-from tests.fixtures.require import missing
+from tests.fixtures.docker import TEST_IMAGE
 
-IMAGE = "gitkube-test/busybox:latest"
-NODE = "n1"
+IMAGE = TEST_IMAGE
+#: unique per test process: two test runs on one Docker engine must not see each other
+NODE = f"n1-{uuid.uuid4().hex[:8]}"
 #: a container that runs until SIGTERM
 SERVE = "trap 'exit 0' TERM; while true; do sleep 0.05; done"
 
@@ -72,16 +73,9 @@ def agent_settings() -> AgentSettings:
 async def make_runtime_of(kind: str, state_dir: Path) -> Runtime:
     if kind == "process":
         return ProcessRuntime(node_name=NODE, state_dir=state_dir)
-    from gitkube.nodes.runtime import docker_available
-
-    if not await asyncio.to_thread(docker_available):
-        missing("a Docker engine", "start dockerd (see COMMON.md)")
     from gitkube.nodes.runtime.docker import DockerRuntime
 
-    runtime = await asyncio.to_thread(DockerRuntime.connect, node_name=NODE, pull_timeout=3.0)
-    if not await runtime._image_present(IMAGE):
-        missing(f"the image {IMAGE}", "run scripts/make-test-image.sh")
-    return runtime
+    return await asyncio.to_thread(DockerRuntime.connect, node_name=NODE, pull_timeout=3.0)
 
 
 async def wipe(runtime: Runtime) -> None:
@@ -164,6 +158,8 @@ class Harness:
 @pytest.fixture(params=["process", "docker"])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     kind = request.param
+    if kind == "docker":
+        request.getfixturevalue("test_image")  # the engine and the local busybox image
     state_dir = tmp_path / "node"
     runtime = await make_runtime_of(kind, state_dir)
     await wipe(runtime)
