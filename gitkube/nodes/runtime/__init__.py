@@ -8,6 +8,8 @@ used, and ``shim.py`` never imports this package.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,18 +52,22 @@ def __getattr__(name: str) -> Any:
 
 
 def docker_available(*, base_url: str | None = None, timeout: float = 2.0) -> bool:
-    """True when a Docker engine answers a ping within ``timeout`` seconds."""
+    """True when a Docker engine answers ``GET /_ping`` within ``timeout`` seconds.
+
+    A plain socket for ``unix://`` and ``tcp://`` engines (the SDK's client
+    leaks its socket when the engine is absent, and negotiates a version
+    first); the SDK for other schemes (ssh, TLS)."""
+    url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    tls = bool(os.environ.get("DOCKER_TLS_VERIFY")) and base_url is None
+    if url.startswith(("unix://", "tcp://")) and not tls:
+        return _ping_socket(url, timeout)
     try:
         import docker
-        import docker.errors
     except ImportError:
         return False
     try:
-        if base_url:
-            client = docker.DockerClient(base_url=base_url, timeout=max(1, int(timeout)))
-        else:
-            client = docker.from_env(timeout=max(1, int(timeout)))
-    except docker.errors.DockerException:
+        client = docker.DockerClient(base_url=url, timeout=max(1, int(timeout)))
+    except Exception:
         return False
     try:
         return bool(client.ping())
@@ -69,6 +75,24 @@ def docker_available(*, base_url: str | None = None, timeout: float = 2.0) -> bo
         return False
     finally:
         client.close()
+
+
+def _ping_socket(url: str, timeout: float) -> bool:
+    if url.startswith("unix://"):
+        family, address = socket.AF_UNIX, url[len("unix://") :]
+        target: str | tuple[str, int] = address
+    else:
+        host, _, port = url[len("tcp://") :].partition(":")
+        family, target = socket.AF_INET, (host, int(port.split("/")[0] or 2375))
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(target)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            response = sock.recv(64)
+    except (OSError, ValueError):
+        return False
+    return response.startswith(b"HTTP/1.") and response[9:12] == b"200"
 
 
 async def make_runtime(

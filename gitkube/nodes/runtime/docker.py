@@ -459,7 +459,8 @@ class DockerRuntime:
     async def start_container(
         self, pod: Pod, sandbox: Sandbox, container: Container, *, attempt: int
     ) -> RuntimeContainer:
-        await self.ensure_image(container.image)
+        if not container.image:
+            raise ContainerStartError("InvalidImageName", "the container has no image")
         env = container_environment(container, port_environment(container, {}))
         command, args = container_argv(container, env)
         labels = self._labels(pod) | {
@@ -489,8 +490,14 @@ class DockerRuntime:
                 return container_id, {"error": exc}
             return container_id, {}
 
+        # create first: when the image is present (the common case) that is
+        # one request fewer than looking it up, and no lock across pods
         try:
-            container_id, outcome = await self._call(create_and_start)
+            try:
+                container_id, outcome = await self._call(create_and_start)
+            except docker.errors.ImageNotFound:
+                await self.ensure_image(container.image)
+                container_id, outcome = await self._call(create_and_start)
         except docker.errors.ImageNotFound as exc:
             raise ContainerStartError("ErrImagePull", _docker_message(exc)) from exc
         except docker.errors.APIError as exc:

@@ -1,0 +1,206 @@
+"""What only the Docker runtime does, on the real engine:
+
+- kubelet's labels and the node's name on the sandbox and the containers
+- the pod's containers join the sandbox's network namespace (localhost is shared)
+- command/args/env/workingDir and cpu/memory limits map to the container config
+- a missing image is ErrImagePull, quickly, and nothing is left behind
+- the sandbox image is built locally when absent
+- a leftover container of the same name (an interrupted start) is replaced
+- Docker timestamps
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import docker
+import pytest
+
+from gitkube.api.objects import (
+    Container,
+    ContainerPort,
+    EnvVar,
+    ObjectMeta,
+    Pod,
+    PodSpec,
+    ResourceRequirements,
+)
+from gitkube.nodes.runtime.base import (
+    LABEL_ATTEMPT,
+    LABEL_CONTAINER_NAME,
+    LABEL_NODE,
+    LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE,
+    LABEL_POD_UID,
+    LABEL_SANDBOX,
+    LABEL_SANDBOX_ID,
+    ContainerStartError,
+)
+from gitkube.nodes.runtime.docker import DockerRuntime, container_name, parse_docker_time
+
+
+@pytest.fixture
+async def runtime(
+    docker_client: docker.DockerClient, test_image: str
+) -> AsyncIterator[DockerRuntime]:
+    rt = DockerRuntime.connect(node_name=f"test-{uuid.uuid4().hex[:8]}", pull_timeout=3)
+    try:
+        yield rt
+    finally:
+        for c in await rt.list_containers():
+            await rt.remove_container(c.id)
+        for s in await rt.list_sandboxes():
+            await rt.remove_sandbox(s.id)
+        await rt.close()
+
+
+def make_pod(*containers: Container, name: str = "web", namespace: str = "prod") -> Pod:
+    return Pod(
+        metadata=ObjectMeta(name=name, namespace=namespace, uid=uuid.uuid4().hex),
+        spec=PodSpec(containers=list(containers)),
+    )
+
+
+async def test_labels_on_sandbox_and_containers(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, test_image: str
+) -> None:
+    pod = make_pod(Container(name="main", image=test_image, command=["sleep", "30"]))
+    sandbox = await runtime.start_sandbox(pod, node_address="127.0.0.1")
+    started = await runtime.start_container(pod, sandbox, pod.spec.containers[0], attempt=2)
+    identity = {
+        LABEL_POD_NAME: "web",
+        LABEL_POD_NAMESPACE: "prod",
+        LABEL_POD_UID: pod.metadata.uid,
+        LABEL_NODE: runtime.node_name,
+    }
+    sandbox_labels = docker_client.api.inspect_container(sandbox.id)["Config"]["Labels"]
+    assert sandbox_labels.items() >= (identity | {LABEL_SANDBOX: "true"}).items()
+    info = docker_client.api.inspect_container(started.id)
+    assert (
+        info["Config"]["Labels"].items()
+        >= (
+            identity
+            | {LABEL_CONTAINER_NAME: "main", LABEL_ATTEMPT: "2", LABEL_SANDBOX_ID: sandbox.id}
+        ).items()
+    )
+    assert info["HostConfig"]["NetworkMode"] == f"container:{sandbox.id}"
+    assert info["Name"] == "/" + container_name(pod, "main", 2)
+
+
+async def test_containers_of_a_pod_share_the_sandbox_network(
+    runtime: DockerRuntime, test_image: str
+) -> None:
+    server = Container(
+        name="server",
+        image=test_image,
+        command=["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"],
+    )
+    client = Container(
+        name="client",
+        image=test_image,
+        command=[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do "
+            "wget -q -O - http://127.0.0.1:8080/index.html && exit 0; sleep 0.2; done; exit 1",
+        ],
+    )
+    pod = make_pod(server, client)
+    sandbox = await runtime.start_sandbox(pod, node_address="127.0.0.1")
+    assert sandbox.ip  # the pod's own address on the bridge
+    await runtime.start_container(pod, sandbox, server, attempt=0)
+    fetched = await runtime.start_container(pod, sandbox, client, attempt=0)
+    deadline = time.monotonic() + 10
+    while True:
+        (state,) = [c for c in await runtime.list_containers() if c.id == fetched.id]
+        if state.state == "exited" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert state.exit_code == 0
+    output = b"".join([chunk async for chunk in runtime.logs(fetched.id)])
+    assert output == b"gitkube test image\n"
+
+
+async def test_spec_maps_to_the_container_config(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, test_image: str
+) -> None:
+    container = Container(
+        name="mapped",
+        image=test_image,
+        command=["sh", "-c"],
+        args=["echo $(WHO); sleep 30"],
+        env=[EnvVar("WHO", "world")],
+        working_dir="/tmp",
+        resources=ResourceRequirements(
+            limits={"cpu": "500m", "memory": "64Mi"}, requests={"cpu": "250m"}
+        ),
+        ports=[ContainerPort(container_port=8080)],
+    )
+    pod = make_pod(container)
+    sandbox = await runtime.start_sandbox(pod, node_address="127.0.0.1")
+    started = await runtime.start_container(pod, sandbox, container, attempt=0)
+    info = docker_client.api.inspect_container(started.id)
+    assert info["Config"]["Entrypoint"] == ["sh", "-c"]
+    assert info["Config"]["Cmd"] == ["echo world; sleep 30"]
+    assert "WHO=world" in info["Config"]["Env"]
+    assert "PORT=8080" in info["Config"]["Env"]
+    assert info["Config"]["WorkingDir"] == "/tmp"
+    assert info["HostConfig"]["NanoCpus"] == 500_000_000
+    assert info["HostConfig"]["Memory"] == 64 * 2**20
+    assert info["HostConfig"]["CpuShares"] == 256
+    bindings = docker_client.api.inspect_container(sandbox.id)["HostConfig"]["PortBindings"]
+    assert bindings["8080/tcp"][0]["HostIp"] == "127.0.0.1"
+
+
+async def test_missing_image_is_err_image_pull_quickly(runtime: DockerRuntime) -> None:
+    pod = make_pod(Container(name="x", image="gitkube-test/does-not-exist:1", command=["true"]))
+    sandbox = await runtime.start_sandbox(pod, node_address="127.0.0.1")
+    began = time.monotonic()
+    with pytest.raises(ContainerStartError) as caught:
+        await runtime.start_container(pod, sandbox, pod.spec.containers[0], attempt=0)
+    assert time.monotonic() - began < runtime.pull_timeout + 2
+    assert caught.value.reason == "ErrImagePull"
+    assert "gitkube-test/does-not-exist:1" in caught.value.message
+    assert await runtime.list_containers() == []
+
+
+async def test_sandbox_image_is_built_when_absent(
+    docker_client: docker.DockerClient, test_image: str
+) -> None:
+    image = f"gitkube-test/pause-{uuid.uuid4().hex[:8]}:latest"
+    rt = DockerRuntime.connect(node_name=f"test-{uuid.uuid4().hex[:8]}")
+    rt.sandbox_image = image  # built like the default, under a throwaway name
+    try:
+        pod = make_pod(Container(name="c", image=test_image, command=["true"]))
+        sandbox = await rt.start_sandbox(pod, node_address="127.0.0.1")
+        assert docker_client.images.get(image)
+        began = time.monotonic()
+        await rt.remove_sandbox(sandbox.id)  # the pause exits on SIGTERM
+        assert time.monotonic() - began < 5
+    finally:
+        for s in await rt.list_sandboxes():
+            await rt.remove_sandbox(s.id)
+        await rt.close()
+        docker_client.images.remove(image, force=True)
+
+
+async def test_a_leftover_of_the_same_name_is_replaced(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, test_image: str
+) -> None:
+    container = Container(name="again", image=test_image, command=["sleep", "30"])
+    pod = make_pod(container)
+    sandbox = await runtime.start_sandbox(pod, node_address="127.0.0.1")
+    first = await runtime.start_container(pod, sandbox, container, attempt=0)
+    second = await runtime.start_container(pod, sandbox, container, attempt=0)
+    assert first.id != second.id
+    assert [c.id for c in await runtime.list_containers()] == [second.id]
+
+
+def test_docker_times() -> None:
+    assert parse_docker_time("0001-01-01T00:00:00Z") is None
+    assert parse_docker_time("") is None
+    assert parse_docker_time("2024-01-02T03:04:05.123456789Z") == pytest.approx(1704164645.123456)
+    assert parse_docker_time("2024-01-02T04:04:05+01:00") == pytest.approx(1704164645)
