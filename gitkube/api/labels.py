@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -29,3 +33,39 @@ def parse_labels(text: str) -> dict[str, str]:
             raise ValueError(f"label {item!r} is not of the form key=value")
         out[key.strip()] = value.strip()
     return out
+
+
+def check_label_key(value: str) -> str | None:
+    """A qualified name: optional DNS-subdomain prefix and '/', then a name of at most 63."""
+    prefix, slash, name = value.rpartition("/")
+    if slash:
+        if not prefix:
+            return f"label key {value!r} has an empty prefix before '/'"
+        if len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix):
+            return (
+                f"label key {value!r}: prefix {prefix!r} must be a DNS-1123 subdomain "
+                "(lowercase letters, digits, '-' and '.')"
+            )
+    if not name:
+        return f"label key {value!r} has an empty name"
+    if len(name) > 63:
+        return f"label key {value!r}: the name part is longer than 63 characters"
+    if not _QUALIFIED_NAME.match(name):
+        return (
+            f"label key {value!r}: the name part must be letters, digits, '-', '_' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    return None
+
+
+def check_label_value(value: str) -> str | None:
+    if value == "":
+        return None
+    if len(value) > 63:
+        return f"label value {value!r} is longer than 63 characters"
+    if not _QUALIFIED_NAME.match(value):
+        return (
+            f"label value {value!r} must be letters, digits, '-', '_' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    return None

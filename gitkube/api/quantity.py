@@ -37,14 +37,33 @@ class QuantityError(ValueError):
     pass
 
 
+#: Kubernetes keeps quantities in 64 bits; anything larger is a typo
+MAX_QUANTITY = Decimal(2**63 - 1)
+
+
 def parse_quantity(value: str | int | float) -> Decimal:
-    """The value of a quantity in base units (cores, bytes)."""
-    if isinstance(value, bool):
+    """The value of a quantity in base units (cores, bytes).
+
+    Raises QuantityError for anything else: text that is not a quantity,
+    negative, NaN or infinite values, and values beyond 2^63.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise QuantityError(f"quantity must be a string or number, not {value!r}")
     if isinstance(value, int | float):
-        return Decimal(str(value))
-    text = str(value).strip()
-    match = _QUANTITY.match(text)
+        number = Decimal(str(value))
+        if not number.is_finite():
+            raise QuantityError(f"invalid quantity {value!r}: must be a finite number")
+    else:
+        number = _parse_text(value)
+    if number < 0:
+        raise QuantityError(f"invalid quantity {value!r}: must not be negative")
+    if number > MAX_QUANTITY:
+        raise QuantityError(f"invalid quantity {value!r}: too large")
+    return number
+
+
+def _parse_text(value: str) -> Decimal:
+    match = _QUANTITY.match(value.strip())
     if not match:
         raise QuantityError(
             f"invalid quantity {value!r}: expected a number with an optional suffix "
@@ -55,11 +74,11 @@ def parse_quantity(value: str | int | float) -> Decimal:
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only numbers
         raise QuantityError(f"invalid quantity {value!r}") from exc
     if match["exp"]:
-        number = number * (Decimal(10) ** int(match["exp"][1:]))
-    number = number * _SUFFIXES[match["suffix"] or ""]
-    if number < 0:
-        raise QuantityError(f"invalid quantity {value!r}: must not be negative")
-    return number
+        exponent = int(match["exp"][1:])
+        if abs(exponent) > 30:  # 1e999999999 would overflow Decimal
+            raise QuantityError(f"invalid quantity {value!r}: exponent out of range")
+        number = number.scaleb(exponent)
+    return number * _SUFFIXES[match["suffix"] or ""]
 
 
 def parse_cpu(value: str | int | float) -> int:

@@ -28,6 +28,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from gitkube.api.labels import check_label_key, check_label_value
 from gitkube.api.quantity import QuantityError, parse_quantity
 
 Path = tuple[str | int, ...]
@@ -55,7 +56,6 @@ class SchemaCompileError(Exception):
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _IANA_SVC_NAME = re.compile(r"^[-a-z0-9]+$")
 _C_IDENTIFIER = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
@@ -99,42 +99,6 @@ def check_iana_svc_name(value: str) -> str | None:
         problem = "no '--' and no '-' at either end"
     if problem:
         return f"{value!r} is not a valid port name: {problem}"
-    return None
-
-
-def check_label_key(value: str) -> str | None:
-    """A qualified name: optional DNS-subdomain prefix and '/', then a name of at most 63."""
-    prefix, slash, name = value.rpartition("/")
-    if slash:
-        if not prefix:
-            return f"label key {value!r} has an empty prefix before '/'"
-        if check_dns1123_subdomain(prefix):
-            return (
-                f"label key {value!r}: prefix {prefix!r} must be a DNS-1123 subdomain "
-                "(lowercase letters, digits, '-' and '.')"
-            )
-    if not name:
-        return f"label key {value!r} has an empty name"
-    if len(name) > 63:
-        return f"label key {value!r}: the name part is longer than 63 characters"
-    if not _QUALIFIED_NAME.match(name):
-        return (
-            f"label key {value!r}: the name part must be letters, digits, '-', '_' and '.', "
-            "starting and ending with a letter or digit"
-        )
-    return None
-
-
-def check_label_value(value: str) -> str | None:
-    if value == "":
-        return None
-    if len(value) > 63:
-        return f"label value {value!r} is longer than 63 characters"
-    if not _QUALIFIED_NAME.match(value):
-        return (
-            f"label value {value!r} must be letters, digits, '-', '_' and '.', "
-            "starting and ending with a letter or digit"
-        )
     return None
 
 
