@@ -18,6 +18,7 @@ status; with a NAME, the object itself. Reads the store only.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Annotated, Any
 
 import typer
 
+from gitkube.api.keys import object_key, resource_prefix
 from gitkube.api.objects import (
     ApiObject,
     Endpoints,
@@ -47,7 +49,8 @@ from gitkube.cli.app import (
     run_async,
 )
 from gitkube.cli.status_cmd import format_columns, open_existing_store
-from gitkube.store.objects import ObjectStore
+from gitkube.store.base import KeyValue
+from gitkube.store.objects import ObjectStore, decode
 from gitkube.sync.report import age_seconds, human_duration
 
 #: resource -> (class, aliases)
@@ -307,12 +310,21 @@ def render_table(
     return format_columns(headers, rows) + "\n"
 
 
-def as_list(items: Sequence[ApiObject], *, revision: int) -> dict[str, Any]:
+def wire_form(kv: KeyValue) -> dict[str, Any]:
+    """An object as stored (the v1 wire form, status included) with its
+    resourceVersion; decoding into dataclasses and back would cost ten times
+    more for the same content."""
+    data: dict[str, Any] = json.loads(kv.value)
+    data.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
+    return data
+
+
+def as_list(items: Sequence[dict[str, Any]], *, revision: int) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "List",
         "metadata": {"resourceVersion": str(revision)},
-        "items": [obj.to_dict() for obj in items],
+        "items": list(items),
     }
 
 
@@ -321,26 +333,25 @@ def as_list(items: Sequence[ApiObject], *, revision: int) -> dict[str, Any]:
 
 @dataclass
 class _Result:
-    items: list[ApiObject]
+    kvs: list[KeyValue]
     revision: int
     pods: list[Pod]
 
 
 async def _read(
-    url: str, cls: type[ApiObject], *, namespace: str | None, name: str | None
+    url: str, cls: type[ApiObject], *, namespace: str | None, name: str | None, with_pods: bool
 ) -> _Result:
     store = await open_existing_store(url)
     try:
-        objects = ObjectStore(store)
         ns = namespace if cls.NAMESPACED else None
         if name is not None:
-            obj = await objects.get(cls, ns or "", name)
-            return _Result([obj] if obj else [], await store.revision(), [])
-        items, revision = await objects.list(cls, ns)
+            kv = await store.get(object_key(cls.RESOURCE, ns or "", name))
+            return _Result([kv] if kv else [], await store.revision(), [])
+        kvs, revision = await store.range(resource_prefix(cls.RESOURCE, ns))
         pods: list[Pod] = []
-        if cls is Node:
-            pods, _ = await objects.list(Pod)
-        return _Result(list(items), revision, pods)
+        if with_pods:
+            pods, _ = await ObjectStore(store).list(Pod)
+        return _Result(kvs, revision, pods)
     finally:
         await store.close()
 
@@ -366,27 +377,26 @@ def get_command(
         fail("a resource cannot be retrieved by name across all namespaces", code=2)
     ns: str | None = None if all_namespaces else namespace
     url = resolve_store(store)
-    result = run_async(lambda: _read(url, cls, namespace=ns, name=name))
+    structured = output in (OutputFormat.json, OutputFormat.yaml)
+    with_pods = cls is Node and not structured
+    result = run_async(lambda: _read(url, cls, namespace=ns, name=name, with_pods=with_pods))
     resource = cls.RESOURCE
-    if name is not None and not result.items:
+    if name is not None and not result.kvs:
         where = f' in namespace "{namespace}"' if cls.NAMESPACED else ""
         fail(f'{resource} "{name}" not found{where}', code=1)
-    if output in (OutputFormat.json, OutputFormat.yaml):
-        data = (
-            result.items[0].to_dict()
-            if name is not None
-            else as_list(result.items, revision=result.revision)
-        )
+    if structured:
+        items = [wire_form(kv) for kv in result.kvs]
+        data = items[0] if name is not None else as_list(items, revision=result.revision)
         print_data(data, output)
         return
-    if not result.items:
+    if not result.kvs:
         where = f" in {namespace} namespace" if cls.NAMESPACED and ns is not None else ""
         err_console.print(f"No resources found{where}.", highlight=False)
         return
     sys.stdout.write(
         render_table(
             cls,
-            result.items,
+            [decode(cls, kv) for kv in result.kvs],
             now=datetime.now(UTC),
             wide=output == OutputFormat.wide,
             all_namespaces=all_namespaces,

@@ -34,6 +34,8 @@ from gitkube.api.keys import (
     SYNC_CONTROL_KEY,
     SYNC_HISTORY_KEY,
     SYNC_STATE_KEY,
+    parse_key,
+    resource_prefix,
 )
 from gitkube.api.objects import (
     KINDS,
@@ -45,8 +47,8 @@ from gitkube.api.objects import (
     Service,
 )
 from gitkube.api.serde import camel
-from gitkube.store.base import KeyValue
-from gitkube.store.objects import ObjectStore
+from gitkube.store.base import KeyValue, Store
+from gitkube.store.objects import ObjectStore, decode
 from gitkube.sync.health import HEALTHY, UNKNOWN, assess_health, ready_endpoint_count, worst
 from gitkube.sync.state import (
     ObjectSyncStatus,
@@ -485,6 +487,37 @@ def _load(what: str, kv: KeyValue | None, parse: Any) -> Any:
         return None
 
 
+async def _read_live(store: Store, state: SyncState | None) -> list[ApiObject]:
+    """The live objects a report needs, decoded; at 10,000 objects decoding
+    is most of the cost, so only the declared objects (or, without a
+    per-object record, the ones the sync created), the Endpoints of declared
+    Services and the nodes are decoded."""
+    declared = (
+        {(o.kind, o.namespace or "default", o.name) for o in state.objects} if state else set()
+    )
+    services = {(ns, name) for kind, ns, name in declared if kind == "Service"}
+    live: list[ApiObject] = []
+    for cls in KINDS.values():
+        kvs, _ = await store.range(resource_prefix(cls.RESOURCE))
+        for kv in kvs:
+            _, namespace, name = parse_key(kv.key)
+            if cls is Node:
+                wanted = True
+            elif cls is Endpoints:
+                wanted = (namespace, name) in services or not declared
+            elif declared:
+                wanted = (cls.KIND, namespace, name) in declared
+            else:
+                wanted = _MANAGED_MARK in kv.value
+            if wanted:
+                live.append(decode(cls, kv))
+    return live
+
+
+#: a cheap test before decoding: only objects carrying it can be managed
+_MANAGED_MARK = ann.MANAGED_BY.encode()
+
+
 async def build_status_report(objects: ObjectStore, *, now: datetime | None = None) -> StatusReport:
     """The status report, read from the store only."""
     store = objects.store
@@ -501,10 +534,7 @@ async def build_status_report(objects: ObjectStore, *, now: datetime | None = No
     )
     control = _parse_control(await store.get(SYNC_CONTROL_KEY))
     proxy_kvs, _ = await store.range(PROXY_STATUS_PREFIX)
-    live: list[ApiObject] = []
-    for cls in KINDS.values():
-        items, _ = await objects.list(cls)
-        live.extend(items)
+    live = await _read_live(store, state)
     snapshot = ClusterSnapshot.of(live, proxy_errors=parse_proxy_errors(proxy_kvs))
     return compose_status_report(
         state,
