@@ -22,6 +22,15 @@ from gitkube.api.objects import (
     object_from_dict,
 )
 from gitkube.api.quantity import parse_cpu, parse_memory, parse_quantity
+from gitkube.api.validation import (
+    IgnoredField,
+    Manifest,
+    ManifestError,
+    ValidationReport,
+    find_duplicates,
+    load_manifests,
+    validate_paths,
+)
 
 __all__ = [
     "KINDS",
@@ -31,6 +40,9 @@ __all__ = [
     "ContainerPort",
     "ContainerStatus",
     "Endpoints",
+    "IgnoredField",
+    "Manifest",
+    "ManifestError",
     "Node",
     "ObjectMeta",
     "OwnerReference",
@@ -40,7 +52,10 @@ __all__ = [
     "ReplicationController",
     "Service",
     "ServicePort",
+    "ValidationReport",
+    "find_duplicates",
     "format_labels",
+    "load_manifests",
     "object_from_dict",
     "object_key",
     "parse_cpu",
@@ -50,4 +65,5 @@ __all__ = [
     "parse_quantity",
     "resource_prefix",
     "selector_matches",
+    "validate_paths",
 ]
