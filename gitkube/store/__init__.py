@@ -11,6 +11,7 @@ from gitkube.store.base import (
     TxnResult,
     WatchEvent,
 )
+from gitkube.store.factory import open_store
 from gitkube.store.objects import ObjectEvent, ObjectStore
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "Store",
     "TxnResult",
     "WatchEvent",
+    "open_store",
 ]

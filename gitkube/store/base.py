@@ -11,6 +11,22 @@
 
 Values are bytes; ``ObjectStore`` (in ``gitkube.store.objects``) maps API
 objects to keys and JSON on top of this.
+
+Details both backends share (the contract suite in tests/store checks them):
+
+- the first revision of an empty store is 1; a write that changes nothing
+  (deleting a missing key, a read-only branch) does not move it;
+- a transaction has at most 128 compares and 128 operations per branch
+  (etcd's ``--max-txn-ops``) and may not write one key twice; a larger one
+  raises ``TxnTooLarge`` (``gitkube.store._common``) rather than being split;
+- a watch with ``start_revision <= 0`` starts after the current revision;
+  ``prev_kv`` is set on DELETE events (the deleted value), not on PUTs;
+- a lease's TTL is at least 1 second; revoking an unknown lease does nothing;
+  ``put`` with an unknown lease raises ``NotFound``;
+- ``compact`` at or below the compacted revision does nothing; beyond the
+  current revision it raises ``StoreError``.
+
+Open a store with ``gitkube.store.factory.open_store(url)``.
 """
 
 from __future__ import annotations

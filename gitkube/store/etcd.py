@@ -324,6 +324,7 @@ class EtcdStore:
                             yield WatchEvent("PUT", _kv(event.kv))
                         next_revision = event.kv.mod_revision + 1
                 # the server ended the stream without an error: start it again
+                await asyncio.sleep(self.watch_retry)
             except rpc.AioRpcError as exc:
                 error = _translate(exc, f"watch {prefix}")
                 if not isinstance(error, StoreUnavailable):
