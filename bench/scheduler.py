@@ -9,7 +9,7 @@ Case 2 (end to end): 1,000 pods onto 100 nodes through the embedded SQLite
 store — the scheduler loop lists pods and nodes and writes every binding
 with a compare-and-swap.
 
-    python bench/scheduler.py [--pods 10000 --nodes 5000] [--skip-e2e]
+    python bench/scheduler.py [--case all|pure|e2e] [--pods 10000 --nodes 5000]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import random
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -196,16 +197,25 @@ async def _bench_e2e(pod_count: int, node_count: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--case", choices=("all", "pure", "e2e"), default="all")
     parser.add_argument("--pods", type=int, default=10_000)
     parser.add_argument("--nodes", type=int, default=5_000)
     parser.add_argument("--e2e-pods", type=int, default=1_000)
     parser.add_argument("--e2e-nodes", type=int, default=100)
-    parser.add_argument("--skip-e2e", action="store_true")
     args = parser.parse_args()
-    if not args.skip_e2e:
+    if args.case == "pure":
+        bench_pure(args.pods, args.nodes)
+    elif args.case == "e2e":
         asyncio.run(_bench_e2e(args.e2e_pods, args.e2e_nodes))
-        print()
-    bench_pure(args.pods, args.nodes)
+    else:
+        # each case in its own process, so peak RSS is the case's own; the pure
+        # case runs last, so the last line of the run is pods_per_second=N
+        common = [f"--pods={args.pods}", f"--nodes={args.nodes}"]
+        common += [f"--e2e-pods={args.e2e_pods}", f"--e2e-nodes={args.e2e_nodes}"]
+        for case in ("e2e", "pure"):
+            subprocess.run([sys.executable, __file__, f"--case={case}", *common], check=True)
+            if case == "e2e":
+                print(flush=True)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 from gitkube.api.objects import Node, Pod
 
@@ -212,14 +213,28 @@ def rejections(pod: PodRequest, node: NodeState) -> tuple[str, ...]:
 
 def least_allocated(pod: PodRequest, node: NodeState) -> int:
     """0-100: the mean free fraction of cpu and memory after placing ``pod``."""
-    score = 0
-    if node.allocatable_cpu:
-        free = node.allocatable_cpu - node.requested_cpu - pod.cpu
-        score += free * MAX_NODE_SCORE // node.allocatable_cpu
-    if node.allocatable_memory:
-        free = node.allocatable_memory - node.requested_memory - pod.memory
-        score += free * MAX_NODE_SCORE // node.allocatable_memory
-    return score // 2
+    return least_allocated_scores(pod, [node])[0]
+
+
+def least_allocated_scores(pod: PodRequest, nodes: Sequence[NodeState]) -> list[int]:
+    """``least_allocated`` of each node, computed in bulk (it is the hot spot)."""
+    cpu, memory, top = pod.cpu, pod.memory, MAX_NODE_SCORE
+    return [
+        (
+            (
+                (n.allocatable_cpu - n.requested_cpu - cpu) * top // n.allocatable_cpu
+                if n.allocatable_cpu
+                else 0
+            )
+            + (
+                (n.allocatable_memory - n.requested_memory - memory) * top // n.allocatable_memory
+                if n.allocatable_memory
+                else 0
+            )
+        )
+        // 2
+        for n in nodes
+    ]
 
 
 def spread_scores(pod: PodRequest, nodes: Sequence[NodeState]) -> list[int]:
@@ -245,9 +260,10 @@ SPREAD_WEIGHT = 2
 def score_nodes(pod: PodRequest, nodes: Sequence[NodeState]) -> list[int]:
     """The weighted total score of each feasible node."""
     spread = spread_scores(pod, nodes)
+    least = least_allocated_scores(pod, nodes)
     return [
-        LEAST_ALLOCATED_WEIGHT * least_allocated(pod, node) + SPREAD_WEIGHT * s
-        for node, s in zip(nodes, spread, strict=True)
+        LEAST_ALLOCATED_WEIGHT * la + SPREAD_WEIGHT * sp
+        for la, sp in zip(least, spread, strict=True)
     ]
 
 
@@ -349,35 +365,62 @@ class _Pass:
         feasible: list[NodeState] = []
         rejected: Counter[str] | None = None
         to_find = self.to_find
-        processed = 0
+        found = 0
         last = -1
-        for k in range(total):
-            pos = positions[(offset + k) % total]
+        # from where the previous pod's search stopped, round the candidates once
+        cpu, memory, ports, controller = pod.cpu, pod.memory, pod.host_ports, pod.controller
+        top = MAX_NODE_SCORE
+        least: list[int] = []  # least_allocated of each feasible node
+        siblings: list[int] = []  # pods of the same controller on each feasible node
+        for pos in chain(positions[offset:], positions[:offset]):
             node = nodes[pos]
-            processed += 1
             last = pos
-            # NodeResourcesFit and NodePorts, the filters that change as pods bind
-            reasons = resources_fit(pod, node) or host_ports_free(pod, node)
-            if reasons:
-                if rejected is None:
-                    rejected = Counter()
-                rejected.update(reasons)
+            # NodeResourcesFit and NodePorts, the filters that change as pods bind.
+            # Their condition and the scores are spelled out here because these
+            # lines run millions of times; ``resources_fit``/``host_ports_free``
+            # give the reasons and ``score_nodes`` is the reference the property
+            # tests hold every choice to.
+            ac, am = node.allocatable_cpu, node.allocatable_memory
+            free_cpu, free_memory = (
+                ac - node.requested_cpu - cpu,
+                am - node.requested_memory - memory,
+            )
+            if (
+                node.pod_count < node.allocatable_pods
+                and free_cpu >= 0
+                and free_memory >= 0
+                and (not ports or node.host_ports.isdisjoint(ports))
+            ):
+                feasible.append(node)
+                least.append(
+                    ((free_cpu * top // ac if ac else 0) + (free_memory * top // am if am else 0))
+                    // 2
+                )
+                if controller:
+                    siblings.append(node.controller_pods.get(controller, 0))
+                found += 1
+                if found >= to_find:
+                    break
                 continue
-            feasible.append(node)
-            if len(feasible) >= to_find:
-                break
-        if processed:
+            if rejected is None:
+                rejected = Counter()
+            rejected.update(resources_fit(pod, node) or host_ports_free(pod, node))
+        if last >= 0:
             self.next_start = (last + 1) % len(nodes)
         if not feasible:
             counts = Counter(static_rejected)
             if rejected:
                 counts.update(rejected)
             return counts
-        if len(feasible) == 1:
-            return feasible[0]
-        scores = score_nodes(pod, feasible)
-        best = max(range(len(feasible)), key=scores.__getitem__)
-        return feasible[best]
+        most = max(siblings) if siblings else 0
+        if most:
+            totals = [
+                LEAST_ALLOCATED_WEIGHT * la + SPREAD_WEIGHT * (top * (most - c) // most)
+                for la, c in zip(least, siblings, strict=True)
+            ]
+        else:  # spread is 100 everywhere: least allocated decides
+            totals = least
+        return feasible[totals.index(max(totals))]
 
 
 def schedule(

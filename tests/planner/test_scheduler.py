@@ -32,6 +32,7 @@ from gitkube.planner.scheduler import (
     num_feasible_nodes_to_find,
     rejections,
     schedule,
+    score_nodes,
 )
 from tests.planner.builders import node, pod
 
@@ -221,6 +222,12 @@ def _replay(pending: list[Pod], nodes: list[Node], bound: list[Pod], plan) -> di
         if p.key in plan.bindings:
             state = states[plan.bindings[p.key]]
             assert rejections(request, state) == (), (p.key, state.name)
+            # the choice has the best score (few nodes: every feasible one is scored)
+            feasible = [s for s in states.values() if not rejections(request, s)]
+            scores = dict(
+                zip([s.name for s in feasible], score_nodes(request, feasible), strict=True)
+            )
+            assert scores[state.name] == max(scores.values())
             state.add(request)
         else:
             assert p.key in unschedulable
