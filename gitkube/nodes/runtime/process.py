@@ -3,7 +3,8 @@ without a Docker engine (the default when none answers).
 
 - The container's ``command`` + ``args`` run with the pod's env and
   ``workingDir`` (default: a scratch directory of the pod under the state
-  dir; the user's home with ``run_as``); the image is recorded, not used.
+  dir; with ``run_as`` the user's home, or / when it has none); the image
+  is recorded, not used.
 - Each containerPort gets a host port on the node address (``hostPort`` when
   given, else a free one), handed over as ``PORT`` (the first port) and
   ``PORT_<NAME>`` (named ports) — see ``envvars``.
@@ -279,7 +280,7 @@ class ProcessRuntime:
         if container.working_dir:
             cwd = container.working_dir
         elif self._user is not None:
-            cwd = self._user.pw_dir
+            cwd = self._user.pw_dir if Path(self._user.pw_dir).is_dir() else "/"
         else:
             cwd = str(self._sandboxes_dir / sandbox.id / "work")
         if not Path(cwd).is_dir():
