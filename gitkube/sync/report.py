@@ -21,10 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from gitkube.api import annotations as ann
 from gitkube.api.keys import (
@@ -66,6 +68,26 @@ DELIVERY_LOG_LENGTH = 50
 STATUS_FILE_API_VERSION = "gitkube.io/v1"
 
 ObjectId = tuple[str, str, str]  # kind, namespace, name
+
+
+# ---------------------------------------------------------------- credentials
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str, *urls: str) -> str:
+    """``text`` with the user:password part of every URL removed, and any
+    secret from ``urls`` masked wherever else it appears."""
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            continue
+        for secret in (parts.password, parts.username):
+            if secret and len(secret) >= 3:
+                text = text.replace(secret, "***")
+    return _USERINFO.sub(lambda m: m["scheme"], text)
 
 
 # ---------------------------------------------------------------- time
@@ -383,7 +405,7 @@ def compose_status_report(
     if state is None:
         report.message = "no sync has run yet"
     else:
-        report.repo, report.ref, report.path = state.repo, state.ref, state.path
+        report.repo, report.ref, report.path = redact(state.repo), state.ref, state.path
         report.revision = state.revision
         report.synced_at = state.synced_at
         report.age_seconds = age_seconds(state.synced_at, now)

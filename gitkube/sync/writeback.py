@@ -34,7 +34,6 @@ from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import git
 from git.objects.fun import tree_to_stream
@@ -49,6 +48,7 @@ from gitkube.sync.report import (
     WritebackOutcome,
     build_status_report,
     format_time,
+    redact,
     status_fingerprint,
 )
 
@@ -66,26 +66,6 @@ _REMOTE_TIP_REF = "refs/gitkube/status-remote"
 
 class StatusWriteError(SourceError):
     """The status branch could not be written: the remote refused or is unreachable."""
-
-
-# ---------------------------------------------------------------- credentials
-
-
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-
-
-def redact(text: str, *urls: str) -> str:
-    """``text`` with the user:password part of every URL removed, and any
-    secret from ``urls`` masked wherever else it appears."""
-    for url in urls:
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            continue
-        for secret in (parts.password, parts.username):
-            if secret and len(secret) >= 3:
-                text = text.replace(secret, "***")
-    return _USERINFO.sub(lambda m: m["scheme"], text)
 
 
 # ---------------------------------------------------------------- branch names
@@ -294,6 +274,8 @@ class StatusWriter:
         self.actor = git.Actor(author_name, author_email)
         #: the fingerprint at the tip of the remote branch, as far as we know
         self._known_fingerprint: str | None = None
+        #: one write at a time through the cache repository
+        self._lock = asyncio.Lock()
 
     @property
     def display_url(self) -> str:
@@ -313,7 +295,8 @@ class StatusWriter:
             fingerprint=fingerprint,
             message=commit_message(report),
         )
-        return await asyncio.to_thread(self._write_blocking, files)
+        async with self._lock:
+            return await asyncio.to_thread(self._write_blocking, files)
 
     # ------------------------------------------------------------ worker thread
 

@@ -145,6 +145,15 @@ class TestReportFromTheStore:
         found = by_name((await build_status_report(objects, now=NOW)).to_dict()["objects"])
         assert {o["sync"] for o in found.values()} == {"Unknown"}
 
+    async def test_credentials_in_the_repository_url_are_not_shown(
+        self, objects: ObjectStore
+    ) -> None:
+        state = SyncState(repo="https://bot:t0ken-123@git.example.invalid/c.git", phase="Synced")
+        await objects.store.put(SYNC_STATE_KEY, state.to_json())
+        report = await build_status_report(objects, now=NOW)
+        assert report.repo == "https://git.example.invalid/c.git"
+        assert "t0ken" not in json.dumps(report.to_dict())
+
     async def test_an_unreadable_state_key_is_ignored(self, objects: ObjectStore) -> None:
         await objects.store.put(SYNC_STATE_KEY, b"{not json")
         assert (await build_status_report(objects, now=NOW)).phase == "Unknown"
