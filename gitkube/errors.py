@@ -7,7 +7,8 @@
     │   ├── StoreUnavailable        the store cannot be reached; retry with back-off
     │   ├── Conflict                a compare-and-swap lost; re-read and plan again
     │   ├── NotFound                the key does not exist
-    │   └── Compacted               a watch asked for a revision that is gone; re-list
+    │   ├── Compacted               a watch asked for a revision that is gone; re-list
+    │   └── TxnTooLarge             a transaction has more operations than the store takes
     ├── SourceError                 git: fetch, ref or remote failure; retry with back-off
     └── RuntimeErrorBase            a container runtime failure
         └── ImagePullError          the image is not present and cannot be pulled
@@ -50,6 +51,10 @@ class Compacted(StoreError):
     def __init__(self, message: str, *, compact_revision: int = 0) -> None:
         super().__init__(message)
         self.compact_revision = compact_revision
+
+
+class TxnTooLarge(StoreError):
+    """A transaction exceeds the store's operation limit; write fewer objects per transaction."""
 
 
 class SourceError(GitkubeError):

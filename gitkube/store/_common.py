@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gitkube.errors import StoreError
+from gitkube.errors import StoreError, TxnTooLarge
 from gitkube.store.base import Compare, Delete, Op, Put
+
+__all__ = ["DEFAULT_MAX_TXN_OPS", "TxnTooLarge", "check_txn", "prefix_end"]
 
 #: etcd's default ``--max-txn-ops``: compares, success and failure are each limited.
 DEFAULT_MAX_TXN_OPS = 128
-
-
-class TxnTooLarge(StoreError):
-    """A transaction has more operations than the store accepts; split it."""
 
 
 def prefix_end(prefix: bytes) -> bytes:

@@ -18,7 +18,7 @@ Details both backends share (the contract suite in tests/store checks them):
   (deleting a missing key, a read-only branch) does not move it;
 - a transaction has at most 128 compares and 128 operations per branch
   (etcd's ``--max-txn-ops``) and may not write one key twice; a larger one
-  raises ``TxnTooLarge`` (``gitkube.store._common``) rather than being split;
+  raises ``gitkube.errors.TxnTooLarge`` rather than being split;
 - a watch with ``start_revision <= 0`` starts after the current revision;
   ``prev_kv`` is set on DELETE events (the deleted value), not on PUTs;
 - a lease's TTL is at least 1 second; revoking an unknown lease does nothing;

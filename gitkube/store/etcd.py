@@ -42,8 +42,9 @@ from gitkube.errors import (
     NotFound,
     StoreError,
     StoreUnavailable,
+    TxnTooLarge,
 )
-from gitkube.store._common import DEFAULT_MAX_TXN_OPS, TxnTooLarge, check_txn, prefix_end
+from gitkube.store._common import DEFAULT_MAX_TXN_OPS, check_txn, prefix_end
 from gitkube.store.base import (
     Compare,
     Delete,

@@ -17,8 +17,7 @@ import asyncio
 
 import pytest
 
-from gitkube.errors import Compacted, NotFound, StoreError, StoreUnavailable
-from gitkube.store._common import TxnTooLarge
+from gitkube.errors import Compacted, NotFound, StoreError, StoreUnavailable, TxnTooLarge
 from gitkube.store.base import Compare, Delete, Get, Put, Store
 
 from .conftest import eventually, take, watching

@@ -17,8 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from gitkube.errors import Compacted, StoreUnavailable
-from gitkube.store._common import TxnTooLarge
+from gitkube.errors import Compacted, StoreUnavailable, TxnTooLarge
 from gitkube.store.base import Put, WatchEvent
 from gitkube.store.etcd import EtcdStore
 from tests.fixtures.etcd import EtcdServer, free_port
