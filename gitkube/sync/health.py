@@ -157,13 +157,14 @@ def pod_health(pod: Pod) -> Health:
 
 def replication_controller_health(rc: ReplicationController) -> Health:
     status, desired = rc.status, rc.spec.replicas
-    for cond in status.conditions:
-        failing = (cond.type in RC_FAILURE_CONDITIONS and cond.status == "True") or (
-            cond.type == "Progressing" and cond.status == "False"
-        )
-        if failing:
-            why = cond.message or cond.reason or cond.type
-            return Health(DEGRADED, f"{cond.reason}: {why}" if cond.reason != why else why)
+    # a failure condition says more than a stalled Progressing one, so it wins
+    failing = [
+        c for c in status.conditions if c.type in RC_FAILURE_CONDITIONS and c.status == "True"
+    ] + [c for c in status.conditions if c.type == "Progressing" and c.status == "False"]
+    if failing:
+        cond = failing[0]
+        why = cond.message or cond.reason or cond.type
+        return Health(DEGRADED, f"{cond.reason}: {why}" if cond.reason not in ("", why) else why)
     if rc.metadata.generation and status.observed_generation < rc.metadata.generation:
         return Health(
             PROGRESSING,

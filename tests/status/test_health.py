@@ -214,6 +214,24 @@ class TestReplicationControllerHealth:
             "RolloutStalled: new pods never became ready; old pods keep serving"
         )
 
+    def test_the_degraded_condition_wins_over_a_stalled_progressing_one(self) -> None:
+        # as gitkube.planner.replication writes a stopped rollout
+        stalled = ReplicationControllerCondition(
+            type="Progressing",
+            status="False",
+            reason="ProgressDeadlineExceeded",
+            message="updated 1 of 3, ready 2 of 3: no progress for 600s",
+        )
+        degraded = ReplicationControllerCondition(
+            type="Degraded",
+            status="True",
+            reason="ProgressDeadlineExceeded",
+            message="rollout stopped: the new template has 1 of 1 pods not ready after 600s",
+        )
+        health = assess_health(rc(ready=2, current=3, conditions=[stalled, degraded]))
+        assert health.status == "Degraded"
+        assert health.message.startswith("ProgressDeadlineExceeded: rollout stopped")
+
     def test_replica_failure_is_degraded(self) -> None:
         cond = ReplicationControllerCondition(
             type="ReplicaFailure", status="True", message="pods cannot be created"
