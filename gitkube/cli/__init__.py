@@ -9,6 +9,7 @@ from gitkube.cli import (
     agent_cmd,  # noqa: F401
     get_cmd,  # noqa: F401
     logs_cmd,  # noqa: F401
+    operator_cmd,  # noqa: F401
     proxy_cmd,  # noqa: F401
     status_cmd,  # noqa: F401
     sync_cmd,  # noqa: F401

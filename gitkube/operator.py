@@ -1,0 +1,440 @@
+"""The operator: every loop of gitkube wired into one process.
+
+- ``role="run"``: the sync loop, the controllers (scheduler, replication,
+  node lifecycle, endpoints), N local agents, the service proxy and the HTTP
+  server: the whole system on one machine.
+- ``role="master"``: the sync loop, the controllers and the HTTP server, for
+  a cluster whose agents run on other machines (``gitkube agent``). Several
+  masters may run; one leads through a store lease, and only the leader syncs
+  and runs controllers. Webhooks reaching a follower are handed to the leader
+  through the store (``SYNC_REQUEST_KEY``).
+
+Components never call each other: they meet in the store. A clean stop
+(SIGTERM, Ctrl-C) leaves pods running; the next start adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, Literal
+
+from gitkube.api.keys import DELIVERIES_KEY, SYSTEM
+from gitkube.api.objects import Pod
+from gitkube.config import Settings
+from gitkube.election import LeaderElection
+from gitkube.errors import ConfigError, GitkubeError
+from gitkube.hooks import ensure_notify_token
+from gitkube.server.http import DeliveryLog, HttpServer
+from gitkube.server.metrics import Metrics
+from gitkube.store.base import Store
+from gitkube.store.objects import ObjectStore
+
+log = logging.getLogger("gitkube.operator")
+
+#: a webhook received by a master that does not lead, for the leader to act on
+SYNC_REQUEST_KEY = SYSTEM + "sync/request"
+
+Role = Literal["run", "master"]
+Task = Callable[[asyncio.Event], Coroutine[Any, Any, object]]
+
+
+def node_names(settings: Settings) -> list[str]:
+    base = settings.node or socket.gethostname()
+    if settings.nodes <= 1:
+        return [base]
+    return [f"{base}-{i}" for i in range(1, settings.nodes + 1)]
+
+
+def local_git_dir(repo: str) -> Path | None:
+    """The git directory of a repository on this machine, if ``repo`` is one."""
+    path = Path(repo.removeprefix("file://")).expanduser()
+    if not path.exists():
+        return None
+    if (path / "HEAD").is_file() and (path / "refs").is_dir():
+        return path.resolve()
+    if (path / ".git" / "HEAD").is_file():
+        return (path / ".git").resolve()
+    return None
+
+
+class RefWatcher:
+    """Triggers a sync when the tracked branch of a local repository moves
+    (watchdog on its refs); the status branch never triggers."""
+
+    def __init__(self, git_dir: Path, branch: str, status_branch: str, trigger: Callable[[], None]):
+        self.git_dir = git_dir
+        self.branch = branch
+        self.status_branch = status_branch
+        self.trigger = trigger
+        self._observer: Any = None
+
+    def relevant(self, path: str) -> bool:
+        rel = os.path.relpath(path, self.git_dir).replace(os.sep, "/").removesuffix(".lock")
+        if rel == "packed-refs":
+            return True
+        return rel == f"refs/heads/{self.branch}"
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                paths = [str(event.src_path), str(getattr(event, "dest_path", "") or "")]
+                if any(p and watcher.relevant(p) for p in paths):
+                    loop.call_soon_threadsafe(watcher.trigger)
+
+        observer = Observer()
+        observer.schedule(Handler(), str(self.git_dir), recursive=False)
+        refs = self.git_dir / "refs" / "heads"
+        refs.mkdir(parents=True, exist_ok=True)
+        observer.schedule(Handler(), str(refs), recursive=True)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+
+class Operator:
+    def __init__(self, settings: Settings, *, role: Role = "run", identity: str = "") -> None:
+        if not settings.repo:
+            raise ConfigError("no repository: pass --repo URL or set GITKUBE_REPO")
+        if settings.nodes < 0:
+            raise ConfigError("--nodes must be 0 or more")
+        self.settings = settings
+        self.role = role
+        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.state_dir = Path(settings.state_dir).expanduser().resolve()
+        self.metrics = Metrics()
+        self.store: Store | None = None
+        self.objects: ObjectStore | None = None
+        self.sync: Any = None
+        self.http: HttpServer | None = None
+        self.election: LeaderElection | None = None
+        self.agents: list[Any] = []
+        self.synced_once = asyncio.Event()
+        self._runtimes: list[Any] = []
+
+    # ------------------------------------------------------------ wiring
+
+    async def _build(self) -> None:
+        from gitkube.store.factory import open_store
+        from gitkube.sync.loop import SyncLoop, SyncSettings
+        from gitkube.sync.source import GitSource
+
+        s = self.settings
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await open_store(s.store_url())
+        self.objects = ObjectStore(self.store)
+        source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
+        writeback = None
+        if s.writeback:
+            from gitkube.sync.writeback import StatusWriteback, StatusWriter
+
+            writer = StatusWriter(
+                s.repo,
+                branch=s.status_branch,
+                cache_dir=self.state_dir / "status-git",
+                synced_branch=s.branch,
+            )
+            writeback = StatusWriteback(writer, self.objects)
+
+        async def after_sync(result: Any) -> None:
+            self.metrics.syncs.labels(outcome=result.outcome).inc()
+            self.metrics.sync_duration.observe(result.duration_seconds)
+            if result.outcome in ("Succeeded", "Unchanged"):
+                self.metrics.last_synced.set(time.time())
+                self.synced_once.set()
+            if writeback is not None and result.outcome != "Unchanged":
+                await writeback(result)
+
+        self.sync = SyncLoop(
+            self.objects,
+            source,
+            SyncSettings(
+                prune=s.prune, self_heal=s.self_heal, interval_seconds=s.interval_seconds()
+            ),
+            after_sync=after_sync,
+        )
+
+    def _controllers(self) -> list[tuple[str, Task]]:
+        from gitkube.planner import (
+            NodeLifecycleController,
+            NodeLifecycleControllerSettings,
+            ReplicationManager,
+            SchedulerLoop,
+        )
+        from gitkube.services.controller import EndpointsController
+
+        assert self.objects is not None
+        s = self.settings
+        scheduler = SchedulerLoop(
+            self.objects,
+            on_scheduled=lambda _key, latency: self.metrics.scheduling_latency.observe(latency),
+        )
+        lifecycle = NodeLifecycleController(
+            self.objects,
+            NodeLifecycleControllerSettings(
+                grace_period_seconds=s.node_grace_seconds(),
+                eviction_timeout_seconds=s.eviction_timeout_seconds(),
+                monitor_period_seconds=min(5.0, s.node_grace_seconds() / 4),
+            ),
+        )
+        return [
+            ("sync", self.sync.run),
+            ("scheduler", scheduler.run),
+            ("replication", ReplicationManager(self.objects).run),
+            ("node-lifecycle", lifecycle.run),
+            ("endpoints", EndpointsController(self.objects).run),
+        ]
+
+    async def _local_agents(self) -> list[tuple[str, Task]]:
+        from gitkube.nodes.agent import Agent, AgentSettings
+        from gitkube.nodes.registration import NodeSettings, parse_labels
+        from gitkube.nodes.runtime import make_runtime
+        from gitkube.services.proxy import ServiceProxy
+
+        assert self.objects is not None
+        s = self.settings
+        tasks: list[tuple[str, Task]] = []
+        names = node_names(s)
+        for name in names:
+            node_dir = self.state_dir / f"node-{name}"
+            runtime = await make_runtime(
+                s.runtime,
+                node_name=name,
+                state_dir=node_dir,
+                node_address=s.address,
+                run_as=s.run_as or None,
+            )
+            self._runtimes.append(runtime)
+            agent = Agent(
+                self.objects,
+                runtime,
+                node=NodeSettings(
+                    name=name,
+                    address=s.address,
+                    labels=parse_labels(s.labels),
+                    runtime_name=runtime.name,
+                    state_dir=str(node_dir) if runtime.name == "process" else "",
+                ),
+                settings=AgentSettings(heartbeat_ttl=max(1, round(s.node_grace_seconds() / 3))),
+            )
+            self.agents.append(agent)
+            tasks.append((f"agent {name}", agent.run))
+        if names:
+            proxy = ServiceProxy(self.objects, address=s.proxy_address, node_name=names[0])
+            tasks.append(("proxy", proxy.run))
+        return tasks
+
+    async def _http(self, stop: asyncio.Event) -> None:
+        from gitkube.sync.report import build_status_report
+
+        assert self.objects is not None and self.store is not None
+        s = self.settings
+        store = self.store
+
+        async def persist(items: list[dict[str, Any]]) -> None:
+            await store.put(DELIVERIES_KEY, json.dumps(items).encode())
+
+        async def status() -> dict[str, Any]:
+            assert self.objects is not None
+            report = await build_status_report(self.objects)
+            data = report.to_dict()
+            data["role"] = self.role
+            if self.election is not None:
+                data["leader"] = await self.election.leader()
+            return data
+
+        self.http = HttpServer(
+            metrics=self.metrics,
+            branch=s.branch,
+            on_push=self._on_push,
+            status=status,
+            secret=s.read_webhook_secret(),
+            allow_unsigned=s.allow_unsigned_webhooks,
+            notify_token=ensure_notify_token(self.state_dir),
+            deliveries=DeliveryLog(persist),
+            ready=self._ready,
+            before_metrics=self._refresh_metrics,
+        )
+        host, port = s.listen_host_port()
+        try:
+            await self.http.start(host, port)
+        except OSError as exc:
+            raise ConfigError(
+                f"--listen {s.listen}: {exc.strerror or exc}; is another gitkube running? "
+                "choose another address with --listen HOST:PORT"
+            ) from exc
+        log.info("HTTP on http://%s:%d (webhooks under /hooks/)", host, self.http.port)
+        try:
+            await stop.wait()
+        finally:
+            await self.http.stop()
+
+    def _ready(self) -> bool:
+        if self.role == "master" and self.election is not None:
+            return True  # a follower is ready to take over
+        return self.synced_once.is_set()
+
+    def _on_push(self, revision: str | None) -> None:
+        leading = self.election is None or self.election.leading.is_set()
+        if leading and self.sync is not None:
+            self.sync.trigger(revision)
+        if self.election is not None and self.store is not None:
+            store = self.store
+            payload = json.dumps({"revision": revision or "", "time": time.time()}).encode()
+            task = asyncio.get_running_loop().create_task(store.put(SYNC_REQUEST_KEY, payload))
+            task.add_done_callback(_log_failure)
+
+    async def _follow_sync_requests(self, stop: asyncio.Event) -> None:
+        """Leader side of webhooks that reached another master."""
+        assert self.store is not None
+        while not stop.is_set():
+            try:
+                start = await self.store.revision() + 1
+                async for event in self.store.watch(SYNC_REQUEST_KEY, start_revision=start):
+                    if event.type == "PUT" and self.sync is not None:
+                        data = json.loads(event.kv.value or b"{}")
+                        self.sync.trigger(data.get("revision") or None)
+            except GitkubeError as exc:
+                log.debug("sync request watch: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    async def _refresh_metrics(self) -> None:
+        from gitkube.sync.report import build_status_report
+
+        assert self.objects is not None
+        report = await build_status_report(self.objects)
+        self.metrics.objects.clear()
+        counts: dict[tuple[str, str], int] = {}
+        for obj in report.objects:
+            key = (obj.kind, obj.health)
+            counts[key] = counts.get(key, 0) + 1
+        for (kind, health), n in counts.items():
+            self.metrics.objects.labels(kind=kind, health=health).set(n)
+        pods, _ = await self.objects.list(Pod)
+        phases: dict[str, int] = dict.fromkeys(
+            ("Pending", "Running", "Succeeded", "Failed", "Unknown"), 0
+        )
+        for pod in pods:
+            phases[pod.status.phase or "Unknown"] = phases.get(pod.status.phase or "Unknown", 0) + 1
+        for phase, n in phases.items():
+            self.metrics.pods.labels(phase=phase).set(n)
+
+    # ------------------------------------------------------------ running
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._build()
+        assert self.store is not None
+        loop = asyncio.get_running_loop()
+        watcher = None
+        git_dir = local_git_dir(self.settings.repo)
+        if git_dir is not None:
+            watcher = RefWatcher(
+                git_dir, self.settings.branch, self.settings.status_branch, self.sync.trigger
+            )
+            watcher.start(loop)
+            log.info("watching %s for pushes to %s", git_dir, self.settings.branch)
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(self._http(stop), name="http"),
+        ]
+        try:
+            if self.role == "run":
+                for name, fn in [*self._controllers(), *await self._local_agents()]:
+                    tasks.append(asyncio.create_task(fn(stop), name=name))
+            else:
+                self.election = LeaderElection(
+                    self.store, self.identity, ttl=self.settings.leader_ttl
+                )
+                tasks.append(asyncio.create_task(self._lead(stop), name="leader"))
+            log.info(
+                "gitkube %s: %s from %s (%s), store %s",
+                self.role,
+                self.settings.path or "/",
+                self.sync.source.display_url,
+                self.settings.branch,
+                self.store.url,
+            )
+            done, _ = await asyncio.wait(
+                [asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_EXCEPTION
+            )
+            for task in done:
+                if task in tasks and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            stop.set()
+            if watcher is not None:
+                watcher.stop()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for task, result in zip(tasks, results, strict=True):
+                if isinstance(result, Exception) and not isinstance(result, ConfigError):
+                    log.error("%s ended with %r", task.get_name(), result)
+            for runtime in self._runtimes:
+                with contextlib.suppress(Exception):
+                    await runtime.close()
+            if self.sync is not None:
+                with contextlib.suppress(Exception):
+                    await self.sync.source.close()
+            await self.store.close()
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        """Run the sync and the controllers while this master leads."""
+        assert self.election is not None
+        election = asyncio.create_task(self.election.run(stop), name="election")
+        try:
+            while not stop.is_set():
+                await _first(stop.wait(), self.election.leading.wait())
+                if stop.is_set():
+                    break
+                self.metrics.leader.set(1)
+                log.info("%s leads: syncing and running controllers", self.identity)
+                term_stop = asyncio.Event()
+                term = [
+                    asyncio.create_task(fn(term_stop), name=name)
+                    for name, fn in [
+                        *self._controllers(),
+                        ("sync-requests", self._follow_sync_requests),
+                    ]
+                ]
+                await _first(stop.wait(), self.election.lost.wait())
+                term_stop.set()
+                await asyncio.gather(*term, return_exceptions=True)
+                self.metrics.leader.set(0)
+                if not stop.is_set():
+                    log.warning("%s lost leadership; waiting to lead again", self.identity)
+        finally:
+            await self.election.resign()
+            election.cancel()
+            await asyncio.gather(election, return_exceptions=True)
+
+
+async def _first(*aws: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not record a sync request: %s", task.exception())
