@@ -105,7 +105,9 @@ class NodeLifecycleController:
                 result.updated.append(node.name)
                 cond = node.status.condition("Ready")
                 log.info(
-                    "node %s: Ready=%s (%s)", node.name, cond.status if cond else "?",
+                    "node %s: Ready=%s (%s)",
+                    node.name,
+                    cond.status if cond else "?",
                     cond.message if cond else "",
                 )
             except Conflict:
