@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitkube.api.objects import KINDS
 from gitkube.errors import Conflict
 from gitkube.store.base import Compare, Delete, Op, Put
 from gitkube.store.objects import ObjectStore, now_iso
@@ -62,14 +61,28 @@ def create_ops(create: Create, *, now: str) -> tuple[Compare, Put, dict[str, Any
     return Compare(create.key, 0), Put(create.key, _encode(wire)), wire
 
 
-def update_ops(objects: ObjectStore, update: Update) -> tuple[Compare, Put, dict[str, Any]]:
-    """The guarded put of ``ObjectStore.update_ops`` (which keeps uid and
-    creationTimestamp and counts ``generation``)."""
-    obj = KINDS[update.kind].from_dict(update.wire)
-    obj.metadata.resource_version = str(update.live.resource_version)
-    previous = update.live.to_object()
-    compare, put = objects.update_ops(obj, previous)
-    return compare, put, json.loads(put.value)
+def update_ops(update: Update) -> tuple[Compare, Put, dict[str, Any]]:
+    """What ``ObjectStore.update_ops`` does (keep uid and creationTimestamp,
+    count ``generation`` when the spec changes; guard on the mod_revision the
+    plan read), on the wire dicts: no typed round trip."""
+    wire = dict(update.wire)
+    meta = dict(wire.get("metadata") or {})
+    live = update.live.wire
+    live_meta = live.get("metadata") or {}
+    for key in ("uid", "creationTimestamp"):
+        if not meta.get(key) and live_meta.get(key):
+            meta[key] = live_meta[key]
+    generation = int(live_meta.get("generation") or 1)
+    if _spec_of(wire) != _spec_of(live):
+        generation += 1
+    meta["generation"] = generation
+    meta.pop("resourceVersion", None)
+    wire["metadata"] = meta
+    return Compare(update.key, update.live.resource_version), Put(update.key, _encode(wire)), wire
+
+
+def _spec_of(wire: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in wire.items() if k not in ("metadata", "status")}
 
 
 def delete_ops(prune: Prune) -> tuple[Compare, Delete]:
@@ -137,7 +150,7 @@ async def apply_plan(
         compare, put, wire = create_ops(create, now=now)
         await add(compare, put, "create", create.key, wire)
     for update in plan.updates:
-        compare, put, wire = update_ops(objects, update)
+        compare, put, wire = update_ops(update)
         await add(compare, put, "update", update.key, wire)
     for prune in plan.deletes:
         compare, delete = delete_ops(prune)

@@ -32,6 +32,7 @@ Applying a plan and planning again yields an empty plan.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -44,6 +45,7 @@ import yaml
 from gitkube.api import annotations as ann
 from gitkube.api.keys import object_key
 from gitkube.api.objects import KINDS, ApiObject
+from gitkube.api.serde import _fields as serde_fields
 
 #: metadata fields the system owns; never a difference, kept from the live object
 SYSTEM_METADATA = (
@@ -168,6 +170,40 @@ def _as_desired(live: dict[str, Any], want: Mapping[str, Any], name: str) -> dic
     return out
 
 
+_FIELDS: dict[type, list[tuple[str, str]]] = {}
+
+
+def wire_of(obj: ApiObject) -> dict[str, Any]:
+    """``obj.to_dict()``, the same dict, about three times faster (a sync
+    converts every desired object once): field lists are looked up per type
+    instead of asking ``is_dataclass`` of every value."""
+    data = _wire(obj)
+    data["apiVersion"] = obj.api_version
+    data["kind"] = obj.KIND
+    data.setdefault("metadata", {})
+    return data
+
+
+def _wire(value: Any) -> Any:
+    kind = type(value)
+    plan = _FIELDS.get(kind)
+    if plan is None:
+        if kind is list:
+            return [_wire(v) for v in value]
+        if kind is dict:
+            return {k: _wire(v) for k, v in value.items()}
+        if not dataclasses.is_dataclass(kind):
+            return value
+        plan = _FIELDS[kind] = [(name, wire) for name, wire, _ in serde_fields(kind)]
+    out: dict[str, Any] = {}
+    for name, wire in plan:
+        item = _wire(getattr(value, name))
+        if item is None or item == "" or item == [] or item == {}:
+            continue
+        out[wire] = item
+    return out
+
+
 def hash_normal(normal: Mapping[str, Any]) -> str:
     """A stable hash of a normal form (the ``DESIRED_HASH`` annotation)."""
     text = json.dumps(normal, sort_keys=True, separators=(",", ":"))
@@ -207,7 +243,7 @@ class Desired:
     namespace: str
     name: str
     key: str
-    #: the full wire dict of the typed object (defaults filled in)
+    #: the wire dict of the typed object (defaults filled in; no status)
     wire: dict[str, Any]
     normal: dict[str, Any]
     hash: str
@@ -217,16 +253,16 @@ class Desired:
         if isinstance(manifest, Desired):
             return manifest
         obj = manifest.obj
-        wire = obj.to_dict()
-        wire["metadata"] = _drop_system_metadata(wire.get("metadata", {}))
-        normal = normalise(wire)
+        normal = normalise(wire_of(obj))
         return cls(
             path=manifest.path,
             kind=obj.KIND,
             namespace=obj.namespace,
             name=obj.name,
             key=obj.key,
-            wire=wire,
+            # what a create writes: the status is left out, as a decode fills in
+            # the same defaults; one dict for both saves memory at 10,000 objects
+            wire=normal,
             normal=normal,
             hash=hash_normal(normal),
         )
@@ -353,6 +389,8 @@ class SyncPlan:
     #: gitkube's objects that git no longer declares, kept because prune is off
     orphans: list[Prune] = field(default_factory=list)
     unchanged: int = 0
+    #: key -> (mod_revision, desired hash) of live objects found equal to git
+    verified: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -459,12 +497,18 @@ def plan_sync(
     revision: str = "",
     prune: bool = True,
     self_heal: bool = True,
+    verified: Mapping[str, tuple[int, str]] | None = None,
 ) -> SyncPlan:
     """What to write so the store holds what git declares (see the module docstring).
 
     ``desired`` must be free of duplicates (``find_duplicates`` reports them);
     the last of two objects with one key wins here. ``revision`` is the commit
     recorded as the source of created and updated objects.
+
+    ``verified`` (key -> (mod_revision, desired hash)) names live objects
+    already found equal to a desired form: one that still has that
+    mod_revision and hash is unchanged without comparing it again (the sync
+    loop passes ``SyncPlan.verified`` of its previous pass, plus its writes).
     """
     want: dict[str, Desired] = {}
     for item in desired:
@@ -482,6 +526,12 @@ def plan_sync(
             wire = _create_wire(d, revision)
             plan.creates.append(Create(key, d.kind, d.namespace, d.name, d.path, wire, d.normal))
             continue
+        if verified is not None:
+            seen = verified.get(key)
+            if seen is not None and seen == (lv.resource_version, d.hash):
+                plan.unchanged += 1
+                plan.verified[key] = seen
+                continue
         live_normal = _live_normal(lv.wire, d.normal)
         annotations = lv.annotations
         differs = live_normal != d.normal
@@ -502,6 +552,7 @@ def plan_sync(
             reason, drift = "changed outside git (self-heal)", True
         else:
             plan.unchanged += 1
+            plan.verified[key] = (lv.resource_version, d.hash)
             continue
         fields = tuple(changed_fields(live_normal, d.normal)) if differs else ()
         plan.updates.append(

@@ -350,7 +350,8 @@ class GitSource:
     def _has_commit(self, commit: str) -> bool:
         repo = self._open()
         try:
-            return bool(repo.odb.has_object(bytes.fromhex(commit)))
+            # GitCmdObjectDB.has_object sees loose objects only; info() asks git
+            return bool(repo.odb.info(bytes.fromhex(commit)).type == b"commit")
         except (ValueError, git.GitError):
             return False
 
