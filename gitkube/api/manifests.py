@@ -234,7 +234,11 @@ class _Builder:
                     f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
                 )
                 continue
-            out[key] = self.build(value_node, (*path, key), depth + 1)
+            if type(value_node) is ScalarNode and value_node.tag == _STR:
+                self.budget -= 1  # the common case, without a call
+                out[key] = value_node.value
+            else:
+                out[key] = self.build(value_node, (*path, key), depth + 1)
         # Merge keys (<<): explicit keys win, then earlier sources over later.
         for source in merges:
             sources = source.value if isinstance(source, SequenceNode) else [source]
@@ -407,6 +411,8 @@ class FoundFiles:
     files: list[Path] = field(default_factory=list)
     #: symlinks met inside directories: not followed
     skipped: list[Path] = field(default_factory=list)
+    #: directories that could not be listed, and why
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def find_manifest_files(paths: list[Path]) -> FoundFiles:
@@ -428,23 +434,27 @@ def find_manifest_files(paths: list[Path]) -> FoundFiles:
         if not root.is_dir():
             add(root)
             continue
-        for file in _walk(root, found.skipped):
+        for file in _walk(root, found):
             if is_manifest_path(str(file.relative_to(root))):
                 add(file)
     return found
 
 
-def _walk(root: Path, skipped: list[Path]) -> Iterator[Path]:
-    with os.scandir(root) as entries:
-        ordered = sorted(entries, key=lambda e: e.name)
+def _walk(root: Path, found: FoundFiles) -> Iterator[Path]:
+    try:
+        with os.scandir(root) as entries:
+            ordered = sorted(entries, key=lambda e: e.name)
+    except OSError as exc:
+        found.unreadable.append((root, exc.strerror or str(exc)))
+        return
     for entry in ordered:
         path = Path(entry.path)
         if entry.is_symlink():
             if entry.name.lower().endswith(MANIFEST_SUFFIXES) or entry.is_dir():
-                skipped.append(path)
+                found.skipped.append(path)
             continue
         if entry.is_dir(follow_symlinks=False):
             if not entry.name.startswith("."):
-                yield from _walk(path, skipped)
+                yield from _walk(path, found)
         elif entry.is_file(follow_symlinks=False):
             yield path

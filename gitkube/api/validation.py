@@ -634,6 +634,8 @@ def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     """
     found = find_manifest_files(paths)
     report = ValidationReport(skipped=[str(p) for p in found.skipped])
+    for folder, why in found.unreadable:
+        report.errors.append(ManifestError(str(folder), 0, 0, "", "", "", f"cannot list: {why}"))
     for file in found.files:
         name = str(file)
         report.files.append(name)
