@@ -19,12 +19,27 @@ edge, so callers never see them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class GitkubeError(Exception):
     """Base of every error gitkube raises on purpose."""
 
     #: True when trying the same thing later may succeed.
     retryable: bool = False
+
+
+class ValidationError(GitkubeError):
+    """Manifests are invalid. ``errors`` holds ``gitkube.api.validation.ManifestError``
+    items (typed loosely here: this module imports nothing of gitkube)."""
+
+    def __init__(self, message: str, *, errors: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+
+    def __str__(self) -> str:
+        lines = [super().__str__(), *(str(error) for error in self.errors)]
+        return "\n".join(lines)
 
 
 class ConfigError(GitkubeError):
