@@ -5,6 +5,7 @@
   replicas ready/desired for RCs, endpoints for Services, proxy errors;
 - nodes, the sync history (last 10), webhook deliveries;
 - an empty store, suspension, objects found only by their annotations;
+- the same report from a real etcd as from SQLite;
 - the fingerprint: blind to times, sensitive to the outcome;
 - kubectl's age format.
 """
@@ -12,10 +13,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from gitkube.api.keys import SYNC_CONTROL_KEY, SYNC_STATE_KEY
 from gitkube.api.objects import Pod, ReplicationController
+from gitkube.store.factory import open_store
 from gitkube.store.objects import ObjectStore
 from gitkube.sync.report import build_status_report, human_duration
 from gitkube.sync.state import SyncControl, SyncState
@@ -157,6 +163,25 @@ class TestReportFromTheStore:
     async def test_an_unreadable_state_key_is_ignored(self, objects: ObjectStore) -> None:
         await objects.store.put(SYNC_STATE_KEY, b"{not json")
         assert (await build_status_report(objects, now=NOW)).phase == "Unknown"
+
+
+class TestOnEtcd:
+    @pytest.mark.etcd
+    async def test_the_same_report_from_etcd(
+        self, objects: ObjectStore, etcd_factory: Callable[[], Any]
+    ) -> None:
+        server = etcd_factory()
+        etcd = await open_store(server.url)
+        try:
+            on_etcd = ObjectStore(etcd)
+            await fill_cluster(objects)
+            await fill_cluster(on_etcd)
+            from_sqlite = (await build_status_report(objects, now=NOW)).to_dict()
+            from_etcd = (await build_status_report(on_etcd, now=NOW)).to_dict()
+            assert from_etcd == from_sqlite
+            assert from_etcd["health"]["status"] == "Degraded"
+        finally:
+            await etcd.close()
 
 
 class TestFingerprint:
