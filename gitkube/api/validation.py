@@ -41,6 +41,7 @@ from gitkube.api.schema import (
     Sink,
     check_dns1035_label,
     check_dns1123_subdomain,
+    describe,
     kind_checks,
 )
 
@@ -175,7 +176,7 @@ def validate_document(data: Any) -> tuple[list[tuple[FieldPath, str]], list[tupl
     """
     sink = Sink()
     if not isinstance(data, dict):
-        what = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        what = describe(data)
         hint = " (put one object per document, separated by ---)" if isinstance(data, list) else ""
         sink.errors.append(
             ((), f"a manifest must be a mapping with apiVersion and kind, not {what}{hint}")

@@ -44,7 +44,7 @@ def test_a_document_that_is_not_a_mapping_is_an_error_at_its_line() -> None:
     assert errors(text) == [
         "m.yaml:10: a manifest must be a mapping with apiVersion and kind, not a list "
         "(put one object per document, separated by ---)",
-        "m.yaml:13: a manifest must be a mapping with apiVersion and kind, not a str",
+        "m.yaml:13: a manifest must be a mapping with apiVersion and kind, not a string ('just text')",
     ]
     manifests, _, _ = load(text)
     assert [m.obj.name for m in manifests] == ["web"]
