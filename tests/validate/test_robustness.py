@@ -81,7 +81,7 @@ def test_random_bytes(data: bytes) -> None:
     _check(load_manifests(data, "m.json"))
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     st.sampled_from(["Pod", "ReplicationController", "Service", "Endpoints", "Node"]),
     st.dictionaries(st.sampled_from(FIELDS), values, max_size=6),
