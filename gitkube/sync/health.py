@@ -152,6 +152,30 @@ def pod_health(pod: Pod) -> Health:
     return Health(UNKNOWN, status.message or f"phase {phase or 'unset'}")
 
 
+def pod_problem(pod: Pod) -> str:
+    """Why ``pod`` is not serving, in a few stable words ("" when it is
+    healthy): the scheduler's reason, a container's waiting reason, the
+    failure. Stable so that a report changes only when the problem does
+    (back-off durations and restart counts are left out)."""
+    health = pod_health(pod)
+    if health.status == HEALTHY:
+        return ""
+    status = pod.status
+    scheduled = status.condition("PodScheduled")
+    if status.phase == "Pending" and scheduled is not None and scheduled.status == "False":
+        return health.message
+    reasons = [
+        f"{cs.name}: {cs.state.waiting.reason}"
+        for cs in status.container_statuses
+        if cs.state.waiting is not None and cs.state.waiting.reason
+    ]
+    if reasons:
+        return ", ".join(reasons)
+    if health.status == DEGRADED:
+        return health.message
+    return f"{status.phase or 'Unknown'}, not ready"
+
+
 # ---------------------------------------------------------------- replication controllers
 
 

@@ -51,7 +51,14 @@ from gitkube.api.objects import (
 from gitkube.api.serde import camel
 from gitkube.store.base import KeyValue, Store
 from gitkube.store.objects import ObjectStore, decode
-from gitkube.sync.health import HEALTHY, UNKNOWN, assess_health, ready_endpoint_count, worst
+from gitkube.sync.health import (
+    HEALTHY,
+    UNKNOWN,
+    assess_health,
+    pod_problem,
+    ready_endpoint_count,
+    worst,
+)
 from gitkube.sync.state import (
     ObjectSyncStatus,
     SyncControl,
@@ -316,6 +323,8 @@ class ClusterSnapshot:
     endpoints: dict[tuple[str, str], Endpoints] = field(default_factory=dict)
     #: (namespace, name) of a Service -> problems the proxy recorded for it
     proxy_errors: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    #: (namespace, name) of a ReplicationController -> its pods (those decoded)
+    controlled_pods: dict[tuple[str, str], list[Pod]] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -328,6 +337,10 @@ class ClusterSnapshot:
         for obj in items:
             if isinstance(obj, Endpoints):
                 snap.endpoints[(obj.namespace, obj.name)] = obj
+            if isinstance(obj, Pod):
+                ref = obj.metadata.controller_ref()
+                if ref is not None and ref.kind == ReplicationController.KIND:
+                    snap.controlled_pods.setdefault((obj.namespace, ref.name), []).append(obj)
             snap.objects[(obj.KIND, obj.namespace, obj.name)] = obj
         return snap
 
@@ -358,12 +371,27 @@ def object_report(
     if declared.kind == "ReplicationController" and isinstance(live, ReplicationController):
         report.replicas_ready = live.status.ready_replicas
         report.replicas_desired = live.spec.replicas
+        if health.status != HEALTHY:
+            why = _pod_problems(snapshot.controlled_pods.get((namespace, declared.name), []))
+            report.message = "; ".join(m for m in (report.message, why) if m)
     if declared.kind == "Service" and isinstance(live, Service):
         report.endpoints = ready_endpoint_count(endpoints)
     if isinstance(live, Pod) and live.spec.containers and not report.message:
         ready = sum(1 for cs in live.status.container_statuses if cs.ready)
         report.message = f"{ready}/{len(live.spec.containers)} containers ready"
     return report
+
+
+#: pods of a controller whose problems are spelled out in its message
+POD_PROBLEMS_SHOWN = 3
+
+
+def _pod_problems(pods: Sequence[Pod]) -> str:
+    problems = [(p.name, pod_problem(p)) for p in sorted(pods, key=lambda p: p.name)]
+    problems = [(name, why) for name, why in problems if why]
+    text = "; ".join(f"pod {name}: {why}" for name, why in problems[:POD_PROBLEMS_SHOWN])
+    more = len(problems) - POD_PROBLEMS_SHOWN
+    return text + (f" (and {more} more pods)" if more > 0 else "")
 
 
 def _declared_objects(state: SyncState | None, snapshot: ClusterSnapshot) -> list[ObjectSyncStatus]:
@@ -527,6 +555,8 @@ async def _read_live(store: Store, state: SyncState | None) -> list[ApiObject]:
                 wanted = True
             elif cls is Endpoints:
                 wanted = (namespace, name) in services or not declared
+            elif cls is Pod and _may_be_unhealthy(kv.value):
+                wanted = True  # its problem may explain its controller's health
             elif declared:
                 wanted = (cls.KIND, namespace, name) in declared
             else:
@@ -538,6 +568,17 @@ async def _read_live(store: Store, state: SyncState | None) -> list[ApiObject]:
 
 #: a cheap test before decoding: only objects carrying it can be managed
 _MANAGED_MARK = ann.MANAGED_BY.encode()
+
+
+def _may_be_unhealthy(value: bytes) -> bool:
+    """A cheap test on a stored pod (``ObjectStore.encode``'s compact JSON):
+    False only for pods that are Running with nothing not ready, the bulk of a
+    healthy cluster, which need not be decoded."""
+    return (
+        b'"phase":"Running"' not in value
+        or b'"ready":false' in value
+        or (b'"status":"False"' in value)
+    )
 
 
 async def build_status_report(objects: ObjectStore, *, now: datetime | None = None) -> StatusReport:

@@ -25,6 +25,7 @@ from gitkube.api.objects import (
     Node,
     NodeCondition,
     ObjectMeta,
+    OwnerReference,
     Pod,
     PodCondition,
     PodSpec,
@@ -158,9 +159,13 @@ async def fill_cluster(objects: ObjectStore) -> None:
     await objects.update(web)
 
     for i, ready in enumerate((True, True, False)):
-        await objects.create(
-            running_pod(f"web-{i}", ready=ready, restarts=i, ip=f"10.1.0.{i + 10}")
-        )
+        pod = running_pod(f"web-{i}", ready=ready, restarts=i, ip=f"10.1.0.{i + 10}")
+        pod.metadata.owner_references = [
+            OwnerReference(
+                kind="ReplicationController", name="web", uid=web.metadata.uid, controller=True
+            )
+        ]
+        await objects.create(pod)
 
     svc = Service(
         metadata=ObjectMeta(name="web"),

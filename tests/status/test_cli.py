@@ -121,6 +121,11 @@ class TestStatus:
             "2/3",
             "2/3",
             "replicas",
+            "ready;",
+            "pod",
+            "web-2:",
+            "Running,",
+            "not",
             "ready",
         ]
         assert (

@@ -8,6 +8,7 @@ Missing out.
 - services: ready endpoints, none, only not-ready ones, headless, a proxy
   error, a failure condition;
 - nodes: Ready, NotReady, never reported, cordoned;
+- the short reason given for a controller's unhealthy pod;
 - an object declared in git but absent is Missing; the worst of a set.
 """
 
@@ -39,7 +40,7 @@ from gitkube.api.objects import (
     ServicePort,
     ServiceSpec,
 )
-from gitkube.sync.health import assess_health, worst
+from gitkube.sync.health import assess_health, pod_problem, worst
 
 
 def pod(
@@ -163,6 +164,34 @@ class TestPodHealth:
 
     def test_unknown_phase_is_unknown(self) -> None:
         assert assess_health(pod("Unknown", ready=False)).status == "Unknown"
+
+
+class TestPodProblem:
+    """The short, stable reason a controller's report gives for one of its pods."""
+
+    def test_a_healthy_pod_has_none(self) -> None:
+        assert pod_problem(pod()) == ""
+
+    def test_unschedulable_gives_the_scheduler_message(self) -> None:
+        why = "0/2 nodes are available: 2 Insufficient cpu."
+        p = pod(
+            "Pending",
+            ready=False,
+            node="",
+            conditions=[PodCondition(type="PodScheduled", status="False", message=why)],
+        )
+        assert pod_problem(p) == f"Unschedulable: {why}"
+
+    def test_a_waiting_reason_leaves_out_the_back_off_time(self) -> None:
+        p = pod(ready=False, waiting="CrashLoopBackOff", waiting_message="back-off 5m0s")
+        assert pod_problem(p) == "web: CrashLoopBackOff"
+
+    def test_running_not_ready(self) -> None:
+        assert pod_problem(pod(ready=False)) == "Running, not ready"
+
+    def test_failed_gives_the_failure(self) -> None:
+        p = pod("Failed", ready=False, terminated=ContainerStateTerminated(exit_code=2))
+        assert pod_problem(p) == "container web failed with exit code 2"
 
 
 def rc(

@@ -75,6 +75,8 @@ class TestReportFromTheStore:
         }
         rc = found[("ReplicationController", "web")]
         assert (rc["health"], rc["replicas"]) == ("Progressing", {"ready": 2, "desired": 3})
+        # why: the pods it controls that are not serving
+        assert rc["message"] == "2/3 replicas ready; pod web-2: Running, not ready"
         web = found[("Service", "web")]
         assert (web["health"], web["endpoints"]) == ("Healthy", 2)
         db = found[("Service", "db")]

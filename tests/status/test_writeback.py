@@ -317,7 +317,7 @@ class TestStatusMarkdown:
         assert "| Kind | Name | Sync | Health | Replicas (ready/desired) | Endpoints " in text
         assert (
             "| ReplicationController | default/web | Synced | ⏳ Progressing | 2/3 |   "
-            "| apps/web.yaml | 2/3 replicas ready |" in text
+            "| apps/web.yaml | 2/3 replicas ready; pod web-2: Running, not ready |" in text
         )
         assert "| Service | default/web | Synced | ✅ Healthy |   | 2 | apps/web.yaml |" in text
         assert "| Service | default/cache | OutOfSync | ❓ Missing |" in text
