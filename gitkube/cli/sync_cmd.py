@@ -133,6 +133,8 @@ def _writeback(
     hook = StatusWriteback(writer, objects)
 
     async def after_sync(result: SyncResult) -> None:
+        if result.outcome == "Unchanged":
+            return
         outcome = await hook.write_status()
         if outcome.outcome == "Failed":
             err_console.print(
@@ -193,9 +195,10 @@ def sync(
                 running.add_signal_handler(sig, stop.set)
 
             async def show(result: SyncResult) -> None:
-                _print_result(result, output)
-                if after is not None and result.outcome != "Unchanged":
-                    await after(result)
+                if result.outcome != "Unchanged":
+                    _print_result(result, output)
+                    if after is not None:
+                        await after(result)
 
             loop.after_sync = show
             await loop.run(stop)

@@ -29,6 +29,10 @@ loop's own writes left it, nobody else wrote, and the mirror is used instead
 of a range: an incremental sync then costs the changed files, not the
 repository.
 
+``after_sync`` (e.g. the status write-back) is called after every pass with
+its result, "Unchanged" ones included; it decides what is worth doing, and
+an exception from it is logged, never raised.
+
 ``trigger()`` coalesces any number of requests (webhooks, a watched local
 repository, polls) into one pending sync of the newest revision; ``run()``
 drives passes on triggers and on the poll interval.
@@ -314,33 +318,45 @@ class SyncLoop:
         store_revision = await store.revision()
         quiet = self._quiet is not None and self._quiet[1] == store_revision
         if quiet and self._suspended:
-            return SyncResult("Suspended", message="sync is suspended")
+            result = SyncResult("Suspended", message="sync is suspended")
+            await self._after(result)
+            return result
         if not quiet:
             control = await self._read_control()
             if control.suspended:
-                return await self._record_suspended(control, started, started_at)
+                result = await self._record_suspended(control, started, started_at)
+                await self._after(result)
+                return result
             self._suspended = False
 
         try:
             commit = await self.source.fetch()
         except SourceError as exc:
-            return await self._record_source_failure(exc, started, started_at)
+            result = await self._record_source_failure(exc, started, started_at)
+            await self._after(result)
+            return result
 
         if quiet and self._quiet is not None and self._quiet[0] == commit:
-            return SyncResult(
+            result = SyncResult(
                 "Unchanged",
                 revision=commit,
                 duration_seconds=time.perf_counter() - started,
                 message="nothing changed",
             )
-
-        result = await self._sync(commit, started_at=started_at, started=started)
-        if self.after_sync is not None and result.outcome != "Unchanged":
-            try:
-                await self.after_sync(result)
-            except Exception as exc:  # the hook must never stop syncing
-                log.error("after-sync hook failed: %s", self.source.redact(repr(exc)))
+        else:
+            result = await self._sync(commit, started_at=started_at, started=started)
+        await self._after(result)
         return result
+
+    async def _after(self, result: SyncResult) -> None:
+        """The ``after_sync`` hook, after every pass (an "Unchanged" one too:
+        the hook decides what is worth doing); it never stops syncing."""
+        if self.after_sync is None:
+            return
+        try:
+            await self.after_sync(result)
+        except Exception as exc:
+            log.error("after-sync hook failed: %s", self.source.redact(repr(exc)))
 
     async def preview(self) -> SyncResult:
         """What a sync would do now, writing nothing (``gitkube diff``):
