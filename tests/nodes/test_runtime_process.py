@@ -5,6 +5,7 @@
   runtime watched is known afterwards
 - a supervisor that died without a record: the group is killed, the
   container reported as ContainerStatusUnknown (137), nothing orphaned
+- a container whose state is deleted is ended by its supervisor
 - a container's children die with it (the whole group is stopped)
 - hostPort already in use is an error; allocated ports differ between pods
 - run_as: the process runs as that user (root only)
@@ -17,6 +18,7 @@ import asyncio
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import time
@@ -130,6 +132,17 @@ async def test_children_left_behind_by_an_exited_command_are_killed(
         await asyncio.sleep(0.02)
     work = runtime.state_dir / "sandboxes" / started.sandbox_id / "work"
     await wait_gone(int((work / "bg.pid").read_text()))
+
+
+async def test_deleting_the_state_of_a_running_container_ends_it(
+    runtime: ProcessRuntime,
+) -> None:
+    (started,) = await run(runtime, sh("c", "exec sleep 60"))
+    supervisor = int(read_state(runtime, started.id, "shim.json")["pid"])  # type: ignore[call-overload]
+    child = int(read_state(runtime, started.id, "state.json")["pid"])  # type: ignore[call-overload]
+    shutil.rmtree(runtime.state_dir / "containers" / started.id)
+    await wait_gone(child, timeout=6)
+    await wait_gone(supervisor, timeout=6)
 
 
 async def test_allocated_ports_differ_and_a_used_host_port_is_refused(

@@ -5,7 +5,9 @@ It detaches (double fork, new session), so it outlives the agent that started
 it and is never the agent's zombie; starts the container's command in a
 process group of its own, with its output appended to the container's log;
 waits for it; kills whatever is left in the group (no orphans); and records
-the exit code and finish time. An agent that restarts reads these files to
+the exit code and finish time. When CONTAINER_DIR is deleted under it (the
+node's state removed, so no agent can adopt the container), it kills the
+group. An agent that restarts reads these files to
 adopt the running containers and learn how the others ended.
 
 Files in CONTAINER_DIR (each written whole, by rename):
@@ -35,6 +37,8 @@ SPEC = "spec.json"
 SHIM = "shim.json"
 STATE = "state.json"
 EXIT = "exit.json"
+#: how often the supervisor checks that its container directory still exists
+ORPHAN_CHECK_SECONDS = 2.0
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -90,6 +94,8 @@ def supervise(directory: Path) -> int:
             "extra_groups": os.getgrouplist(pw.pw_name, pw.pw_gid),
         }
 
+    # SIGCHLD stays pending for sigtimedwait (the child gets an empty mask)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
     with open(spec["log"], "ab", buffering=0) as log:
         try:
             child = subprocess.Popen(
@@ -115,21 +121,27 @@ def supervise(directory: Path) -> int:
             {"pid": child.pid, "create_time": create_time(child.pid), "started_at": started_at},
         )
         # wait without reaping, so the group id cannot be reused while the
-        # rest of the group is killed
+        # rest of the group is killed; a container directory that is deleted
+        # (the node's state removed) means nobody can adopt the container any
+        # more: end it rather than leave an orphan
         while True:
             try:
-                os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
-                break
+                if os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG):
+                    break
             except ChildProcessError:
                 break
-            except InterruptedError:
-                continue
+            if not directory.is_dir():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, signal.SIGKILL)
+            signal.sigtimedwait([signal.SIGCHLD], ORPHAN_CHECK_SECONDS)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signal.SIGKILL)
         returncode = child.wait()
         finished_at = time.time()
     signum = -returncode if returncode < 0 else 0
     exit_code = 128 + signum if signum else returncode
+    if not directory.is_dir():  # removed: nobody to tell
+        return 0
     write_json(
         directory / EXIT,
         {
@@ -147,6 +159,7 @@ def supervise(directory: Path) -> int:
 def _restore_default_signals() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def main(argv: list[str]) -> int:
@@ -170,7 +183,7 @@ def main(argv: list[str]) -> int:
         code = supervise(directory)
     except BaseException as exc:  # recorded, so the runtime can report it
         print(f"shim failed: {exc!r}", file=sys.stderr)
-        if not (directory / EXIT).exists():
+        if directory.is_dir() and not (directory / EXIT).exists():
             write_json(
                 directory / EXIT,
                 {
