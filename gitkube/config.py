@@ -69,6 +69,9 @@ class Settings:
     allow_unsigned_webhooks: bool = _setting(
         False, "accept webhooks without a secret configured (unsafe)", kind="bool"
     )
+    watch: bool = _setting(
+        True, "sync when the refs of a repository on this machine change", kind="bool"
+    )
     status_branch: str = _setting("gitkube/status", "branch the status commits go to")
     writeback: bool = _setting(True, "commit status to the status branch", kind="bool")
     prune: bool = _setting(True, "delete objects git no longer declares", kind="bool")

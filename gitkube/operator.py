@@ -48,7 +48,9 @@ Task = Callable[[asyncio.Event], Coroutine[Any, Any, object]]
 
 def node_names(settings: Settings) -> list[str]:
     base = settings.node or socket.gethostname()
-    if settings.nodes <= 1:
+    if settings.nodes <= 0:
+        return []
+    if settings.nodes == 1:
         return [base]
     return [f"{base}-{i}" for i in range(1, settings.nodes + 1)]
 
@@ -128,6 +130,8 @@ class Operator:
         self.election: LeaderElection | None = None
         self.agents: list[Any] = []
         self.synced_once = asyncio.Event()
+        #: the last revision a sync finished with (a webhook for it needs no new sync)
+        self.done_revision = ""
         self._runtimes: list[Any] = []
 
     # ------------------------------------------------------------ wiring
@@ -155,6 +159,8 @@ class Operator:
             writeback = StatusWriteback(writer, self.objects)
 
         async def after_sync(result: Any) -> None:
+            if result.revision and not result.retryable:
+                self.done_revision = result.revision
             self.metrics.syncs.labels(outcome=result.outcome).inc()
             self.metrics.sync_duration.observe(result.duration_seconds)
             if result.outcome in ("Succeeded", "Unchanged"):
@@ -293,8 +299,12 @@ class Operator:
         return self.synced_once.is_set()
 
     def _on_push(self, revision: str | None) -> None:
+        if revision and revision == self.done_revision:
+            log.debug("push of %s: already synced", revision[:12])
+            return  # already synced: a burst of deliveries of one push is one sync
         leading = self.election is None or self.election.leading.is_set()
         if leading and self.sync is not None:
+            log.debug("push of %s: sync triggered", (revision or "?")[:12])
             self.sync.trigger(revision)
         if self.election is not None and self.store is not None:
             store = self.store
@@ -345,7 +355,7 @@ class Operator:
         assert self.store is not None
         loop = asyncio.get_running_loop()
         watcher = None
-        git_dir = local_git_dir(self.settings.repo)
+        git_dir = local_git_dir(self.settings.repo) if self.settings.watch else None
         if git_dir is not None:
             watcher = RefWatcher(
                 git_dir, self.settings.branch, self.settings.status_branch, self.sync.trigger
