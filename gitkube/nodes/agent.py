@@ -217,6 +217,9 @@ class Agent:
 
     async def reconcile_once(self) -> AgentPass:
         report = AgentPass()
+        # pods with work in flight now are skipped: what is listed below may not show
+        # its effects yet (a worker finishing during the listing would be planned twice)
+        busy = {uid for uid, task in self._workers.items() if not task.done()}
         node, (pods, _) = await asyncio.gather(
             self.objects.get(Node, "", self.node_name), self.objects.list(Pod)
         )
@@ -243,7 +246,7 @@ class Agent:
         for uid in sorted(uids):
             pod: Pod | None = mine.get(uid)
             worker = self._workers.get(uid)
-            if worker is not None and not worker.done():
+            if uid in busy or (worker is not None and not worker.done()):
                 report.busy.append(_pod_name(pod) if pod else uid)
                 continue
             sbs = sandboxes_by_uid.get(uid, [])
