@@ -8,7 +8,8 @@
   fields the system fills in (nodeName, clusterIP) and a new commit that does
   not change an object are not differences;
 - Node manifests only set labels and unschedulable, keeping the agent's status;
-- property: after applying a plan, planning again yields an empty plan.
+- property: after applying a plan, planning again yields an empty plan;
+- the fast wire form (wire_of) is exactly ApiObject.to_dict().
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from gitkube.api.objects import (
     ServicePort,
     ServiceSpec,
 )
-from gitkube.sync.diff import Live, SyncPlan, plan_sync, render_diff
+from gitkube.sync.diff import Live, SyncPlan, plan_sync, render_diff, wire_of
 
 
 @dataclass
@@ -352,3 +353,11 @@ def test_after_applying_a_plan_planning_again_is_empty(
     assert not again.drifted
     for key in unique:
         assert key in after
+
+
+@settings(max_examples=100, deadline=None)
+@given(obj=objects(), live=lives())
+def test_wire_of_is_to_dict(obj: ApiObject, live: Live) -> None:
+    assert wire_of(obj) == obj.to_dict()
+    typed = live.to_object()
+    assert wire_of(typed) == typed.to_dict()
