@@ -129,7 +129,7 @@ def test_pre_receive_rejects_invalid_manifests(repos: tuple[Path, Path], tmp_pat
     push = git("push", "origin", "main", cwd=work)
     assert push.returncode != 0
     assert "push rejected" in push.stderr
-    assert "k8s/pod.yaml:10" in push.stderr and "imagee" in push.stderr
+    assert "k8s/pod.yaml:9" in push.stderr and "imagee" in push.stderr
     assert git("rev-parse", "--verify", "-q", "refs/heads/main", cwd=bare).returncode != 0
 
     (work / "k8s" / "pod.yaml").write_text(VALID)
