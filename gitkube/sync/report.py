@@ -547,14 +547,17 @@ async def _read_live(store: Store, state: SyncState | None) -> list[ApiObject]:
     )
     services = {(ns, name) for kind, ns, name in declared if kind == "Service"}
     live: list[ApiObject] = []
-    for cls in KINDS.values():
+    # Services before Endpoints: without a declared list, the Endpoints wanted
+    # are those of the managed Services found
+    order: list[type[ApiObject]] = [Pod, ReplicationController, Service, Endpoints, Node]
+    for cls in order + [c for c in KINDS.values() if c not in order]:
         kvs, _ = await store.range(resource_prefix(cls.RESOURCE))
         for kv in kvs:
             _, namespace, name = parse_key(kv.key)
             if cls is Node:
                 wanted = True
             elif cls is Endpoints:
-                wanted = (namespace, name) in services or not declared
+                wanted = (namespace, name) in services
             elif cls is Pod and _may_be_unhealthy(kv.value):
                 wanted = True  # its problem may explain its controller's health
             elif declared:
@@ -562,7 +565,10 @@ async def _read_live(store: Store, state: SyncState | None) -> list[ApiObject]:
             else:
                 wanted = _MANAGED_MARK in kv.value
             if wanted:
-                live.append(decode(cls, kv))
+                obj = decode(cls, kv)
+                live.append(obj)
+                if cls is Service and not declared and _is_managed(obj):
+                    services.add((namespace, name))
     return live
 
 
