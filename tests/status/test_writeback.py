@@ -143,6 +143,14 @@ class TestCommitsOnTheStatusBranch:
         assert tip(remote, "ops/cluster-status") == sha
         assert tip(remote, BRANCH) == ""
 
+    async def test_a_local_path_remote(
+        self, remote: Path, tmp_path: Path, objects: ObjectStore
+    ) -> None:
+        await fill_cluster(objects)
+        writer = StatusWriter(str(remote), cache_dir=tmp_path / "c", synced_branch="main")
+        sha = await writer.write(await report_at(objects))
+        assert sha is not None and tip(remote, BRANCH) == sha
+
 
 class TestNeverTheSyncedBranch:
     @pytest.mark.parametrize("branch", ["main", "refs/heads/main", " main "])
