@@ -82,7 +82,11 @@ async def test_the_supervisor_records_an_exit_nobody_watched(
     runtime: ProcessRuntime, tmp_path: Path
 ) -> None:
     (started,) = await run(runtime, sh("c", "sleep 0.3; exit 9"))
-    await asyncio.sleep(1.0)  # no runtime call while it ends
+    record = runtime.state_dir / "containers" / started.id / "exit.json"
+    deadline = time.monotonic() + 10
+    while not record.exists():  # no runtime call while it ends
+        assert time.monotonic() < deadline, "the supervisor recorded no exit"
+        await asyncio.sleep(0.05)
     fresh = ProcessRuntime(node_name="n1", state_dir=tmp_path / "node")
     (listed,) = await fresh.list_containers()
     assert (listed.id, listed.state, listed.exit_code, listed.reason) == (
