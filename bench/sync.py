@@ -142,7 +142,7 @@ def touch_files(work: Path, files: int, count: int, round_: int) -> None:
     for n in range(count):
         k = (n * 97 + round_) % files
         path = work / "apps" / f"group-{k // 100:02}" / f"app-{k:04}.yaml"
-        path.write_text(file_text(k, files, image=f"redis:7.{round_}"))
+        path.write_text(file_text(k, files, image=f"redis:7.{round_}-{os.getpid()}"))
     git("commit", "--quiet", "-am", f"touch {count} files", cwd=work)
     git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=work)
 
