@@ -220,7 +220,7 @@ async def main() -> None:
         t0 = time.perf_counter()
         first = await writer.write(report)
         print(
-            f"write-back, first commit:     {time.perf_counter() - t0:.3f}s ({first and first[:12]})"
+            f"write-back, first commit:     {time.perf_counter() - t0:.3f}s ({(first or '')[:12]})"
         )
         t0 = time.perf_counter()
         assert await writer.write(report) is None
@@ -231,10 +231,8 @@ async def main() -> None:
         await objects.update(rc)
         changed = await build_status_report(objects)
         t0 = time.perf_counter()
-        second = await writer.write(changed)
-        print(
-            f"write-back, changed outcome:  {time.perf_counter() - t0:.3f}s ({second and second[:12]})"
-        )
+        second = await writer.write(changed) or ""
+        print(f"write-back, changed outcome:  {time.perf_counter() - t0:.3f}s ({second[:12]})")
         fresh = StatusWriter(f"file://{remote}", cache_dir=root / "cache2", synced_branch="main")
         t0 = time.perf_counter()
         assert await fresh.write(changed) is None
