@@ -80,14 +80,19 @@ async def make_runtime_of(kind: str, state_dir: Path) -> Runtime:
 
 async def wipe(runtime: Runtime) -> None:
     """Remove every sandbox and container the runtime has for this node."""
-    for rc in await runtime.list_containers():
+
+    async def remove(cid: str) -> None:
         with contextlib.suppress(Exception):
-            await runtime.stop_container(rc.id, grace_seconds=0)
+            await runtime.stop_container(cid, grace_seconds=0)
         with contextlib.suppress(Exception):
-            await runtime.remove_container(rc.id)
-    for sandbox in await runtime.list_sandboxes():
+            await runtime.remove_container(cid)
+
+    async def remove_sandbox(sid: str) -> None:
         with contextlib.suppress(Exception):
-            await runtime.remove_sandbox(sandbox.id)
+            await runtime.remove_sandbox(sid)
+
+    await asyncio.gather(*(remove(rc.id) for rc in await runtime.list_containers()))
+    await asyncio.gather(*(remove_sandbox(s.id) for s in await runtime.list_sandboxes()))
 
 
 @dataclass
@@ -552,9 +557,8 @@ class TestAgentRestart:
 
 
 class TestStartFailures:
+    @pytest.mark.parametrize("harness", ["docker"], indirect=True)  # images: Docker only
     async def test_missing_image(self, harness: Harness) -> None:
-        if harness.kind != "docker":
-            pytest.skip("images are not used by the process runtime")
         pod = make_pod("noimage")
         pod.spec.containers[0].image = "gitkube-test/does-not-exist:1"
         start = await harness.objects.store.revision() + 1
