@@ -8,17 +8,21 @@
 - watch: history from a revision, live events, prefix filtering, DELETE
   events with the previous value, start at "now", compaction;
 - leases: grant/refresh/revoke, keys vanish with their lease (with DELETE
-  events), expiry after the TTL.
+  events), expiry after the TTL;
+- random histories: after a seeded random run of puts, deletes and
+  transactions, range equals a plain-dict model, and replaying the watch
+  from the first revision rebuilds the same state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
 from gitkube.errors import Compacted, NotFound, StoreError, StoreUnavailable, TxnTooLarge
-from gitkube.store.base import Compare, Delete, Get, Put, Store
+from gitkube.store.base import Compare, Delete, Get, Op, Put, Store
 
 from .conftest import eventually, take, watching
 
@@ -362,6 +366,68 @@ async def test_refreshing_keeps_a_lease_alive(store: Store) -> None:
 
 async def _absent(store: Store, key: str) -> bool:
     return await store.get(key) is None
+
+
+# ---------------------------------------------------------------- random histories
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_random_history_matches_a_model_and_its_watch_replay(
+    store: Store, seed: int
+) -> None:
+    rng = random.Random(seed)
+    keys = [f"/m/{a}/{b}" for a in "xyz" for b in range(4)]
+    model: dict[str, tuple[bytes, int]] = {}  # key -> (value, mod_revision)
+    start = await store.revision() + 1
+    for step in range(60):
+        choice = rng.random()
+        value = f"{seed}-{step}".encode()
+        if choice < 0.4:
+            key = rng.choice(keys)
+            model[key] = (value, await store.put(key, value))
+        elif choice < 0.55:
+            key = rng.choice(keys)
+            existed = await store.delete(key)
+            assert existed == (model.pop(key, None) is not None)
+        else:
+            # a guarded multi-key transaction; its compares hold or not per the model
+            chosen = rng.sample(keys, 3)
+            compares = [
+                Compare(k, model[k][1] if k in model and rng.random() < 0.8 else 0) for k in chosen
+            ]
+            ops: list[Op] = [Put(chosen[0], value), Put(chosen[1], value + b"!")]
+            if rng.random() < 0.3:
+                # a prefix delete may not cover a key the same transaction puts
+                doomed = "/m/" + chosen[2].split("/")[2] + "/"
+                ops = [op for op in ops if not op.key.startswith(doomed)]
+                ops.append(Delete(doomed, prefix=True))
+            expected = all(
+                (model[c.key][1] if c.key in model else 0) == c.mod_revision for c in compares
+            )
+            result = await store.txn(compares, ops)
+            assert result.succeeded == expected
+            if expected:
+                for op in ops:
+                    if isinstance(op, Put):
+                        model[op.key] = (op.value, result.revision)
+                    elif isinstance(op, Delete):
+                        for k in [k for k in model if k.startswith(op.key)]:
+                            del model[k]
+
+    kvs, _ = await store.range("/m/")
+    assert {kv.key: (kv.value, kv.mod_revision) for kv in kvs} == model
+
+    await store.put("/m/~end", b"")
+    replayed: dict[str, tuple[bytes, int]] = {}
+    async with asyncio.timeout(10), watching(store, "/m/", start_revision=start) as events:
+        async for event in events:
+            if event.kv.key == "/m/~end":
+                break
+            if event.type == "PUT":
+                replayed[event.kv.key] = (event.kv.value, event.kv.mod_revision)
+            else:
+                replayed.pop(event.kv.key, None)
+    assert replayed == model
 
 
 # ---------------------------------------------------------------- closing

@@ -1,5 +1,6 @@
 """What only the embedded SQLite store has to show.
 
+- a watch wakes at once for a write of its own process (no polling);
 - several processes share one file: a watch sees writes of another process,
   another process reads what this one wrote;
 - two stores on one file (as two processes would be) see each other's
@@ -48,6 +49,21 @@ async def run_python_async(code: str) -> str:
 
 
 # ---------------------------------------------------------------- processes
+
+
+async def test_a_watch_wakes_at_once_for_its_own_process(tmp_path: Path) -> None:
+    # polling so slow that only the in-process notification can deliver in time
+    store = await SQLiteStore.open(tmp_path / "state.db", poll_interval=30)
+    try:
+        start = await store.revision() + 1
+        async with watching(store, "/n/", start_revision=start) as events:
+            waiter = asyncio.ensure_future(take(events, 2, timeout=1))
+            await asyncio.sleep(0.05)
+            await store.put("/n/a", b"")
+            await store.txn([], [Put("/n/b", b"")])
+            assert [e.kv.key for e in await waiter] == ["/n/a", "/n/b"]
+    finally:
+        await store.close()
 
 
 async def test_a_watch_sees_writes_of_another_process(tmp_path: Path) -> None:
