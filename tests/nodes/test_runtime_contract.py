@@ -563,3 +563,12 @@ def test_docker_available_is_false_for_a_dead_socket(tmp_path: Path) -> None:
     from gitkube.nodes.runtime import docker_available
 
     assert docker_available(base_url=f"unix://{tmp_path}/none.sock", timeout=1) is False
+
+
+async def test_run_as_is_for_the_process_runtime_only(tmp_path: Path, docker_client: Any) -> None:
+    from gitkube.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="process runtime only"):
+        await make_runtime("docker", node_name="n", state_dir=tmp_path, run_as="nobody")
+    runtime = await make_runtime("auto", node_name="n", state_dir=tmp_path, run_as="nobody")
+    await runtime.close()

@@ -101,8 +101,7 @@ async def test_a_lost_supervisor_is_settled_without_orphans(runtime: ProcessRunt
     (started,) = await run(runtime, sh("c", "sleep 60 & sleep 60; wait"))
     supervisor = int(read_state(runtime, started.id, "shim.json")["pid"])  # type: ignore[call-overload]
     child = int(read_state(runtime, started.id, "state.json")["pid"])  # type: ignore[call-overload]
-    group = [p.pid for p in psutil.process_iter() if _pgid(p.pid) == child]
-    assert len(group) >= 3  # sh and its two sleeps
+    group = await wait_group(child, 3)  # sh and its two sleeps
     os.kill(supervisor, signal.SIGKILL)
     await wait_gone(supervisor)
     (listed,) = await runtime.list_containers()
@@ -118,9 +117,7 @@ async def test_a_lost_supervisor_is_settled_without_orphans(runtime: ProcessRunt
 async def test_stop_ends_the_whole_process_group(runtime: ProcessRuntime) -> None:
     (started,) = await run(runtime, sh("c", "sleep 60 & sleep 60 & wait"))
     child = int(read_state(runtime, started.id, "state.json")["pid"])  # type: ignore[call-overload]
-    await asyncio.sleep(0.2)
-    group = [p.pid for p in psutil.process_iter() if _pgid(p.pid) == child]
-    assert len(group) >= 3
+    group = await wait_group(child, 3)
     await runtime.stop_container(started.id, grace_seconds=2)
     for pid in group:
         await wait_gone(pid)
@@ -208,6 +205,17 @@ async def test_run_as_starts_the_process_as_that_user(tmp_path: Path) -> None:
 def test_run_as_an_unknown_user_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no user named"):
         ProcessRuntime(node_name="n1", state_dir=tmp_path, run_as="no-such-user-here")
+
+
+async def wait_group(pgid: int, size: int, timeout: float = 10) -> list[int]:
+    """The pids of process group ``pgid`` once it has ``size`` members."""
+    deadline = time.monotonic() + timeout
+    while True:
+        group = [p.pid for p in psutil.process_iter() if _pgid(p.pid) == pgid]
+        if len(group) >= size:
+            return group
+        assert time.monotonic() < deadline, f"group {pgid} has {len(group)} processes"
+        await asyncio.sleep(0.05)
 
 
 def _pgid(pid: int) -> int:

@@ -110,11 +110,13 @@ async def make_runtime(
 
     ``node_address`` is accepted for symmetry with the agent's flags; the
     runtimes take it per sandbox (``start_sandbox(pod, node_address=...)``).
-    ``run_as`` applies to the process runtime only.
+    ``run_as`` applies to the process runtime only: with "docker" it is an
+    error, with "auto" it is ignored when Docker is picked.
     """
     del node_address
     if kind not in RUNTIME_KINDS:
         raise ConfigError(f"runtime {kind!r}: expected one of {', '.join(RUNTIME_KINDS)}")
+    explicit = kind
     if kind == "auto":
         available = await asyncio.to_thread(docker_available, base_url=docker_url)
         kind = "docker" if available else "process"
@@ -122,7 +124,7 @@ async def make_runtime(
         from gitkube.errors import RuntimeErrorBase
         from gitkube.nodes.runtime.docker import DockerRuntime
 
-        if run_as:
+        if run_as and explicit == "docker":
             raise ConfigError("--run-as applies to the process runtime only")
         try:
             return await asyncio.to_thread(
