@@ -41,6 +41,8 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import docker.utils
+import requests.exceptions
+import urllib3.exceptions
 
 from gitkube.api.objects import Container, Pod
 from gitkube.errors import RuntimeErrorBase
@@ -215,7 +217,14 @@ class DockerRuntime:
         if self._closed:
             raise RuntimeErrorBase("the Docker runtime is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(
+                self._executor, functools.partial(fn, *args, **kwargs)
+            )
+        except docker.errors.DockerException:
+            raise  # translated by the caller, which knows what failed
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise RuntimeErrorBase(f"the Docker engine did not answer: {exc}") from exc
 
     def _labels(self, pod: Pod) -> dict[str, str]:
         return {
