@@ -166,7 +166,9 @@ class Operator:
             if result.outcome in ("Succeeded", "Unchanged"):
                 self.metrics.last_synced.set(time.time())
                 self.synced_once.set()
-            if writeback is not None and result.outcome != "Unchanged":
+            if writeback is not None:
+                # every pass: health changes between commits reach git too; the
+                # writer commits only when the outcome (fingerprint) changed
                 await writeback(result)
 
         self.sync = SyncLoop(
