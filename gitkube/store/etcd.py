@@ -44,7 +44,7 @@ from gitkube.errors import (
     StoreUnavailable,
     TxnTooLarge,
 )
-from gitkube.store._common import DEFAULT_MAX_TXN_OPS, check_txn, prefix_end
+from gitkube.store._common import DEFAULT_MAX_TXN_OPS, check_txn, make_kv, prefix_end
 from gitkube.store.base import (
     Compare,
     Delete,
@@ -86,7 +86,7 @@ _UNAVAILABLE = (
 
 
 def _kv(kv: Any) -> KeyValue:
-    return KeyValue(
+    return make_kv(
         kv.key.decode(), kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease
     )
 

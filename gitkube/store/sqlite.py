@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gitkube.errors import Compacted, NotFound, StoreError, StoreUnavailable
-from gitkube.store._common import DEFAULT_MAX_TXN_OPS, check_txn, prefix_end
+from gitkube.store._common import DEFAULT_MAX_TXN_OPS, check_txn, make_kv, prefix_end
 from gitkube.store.base import (
     Compare,
     Delete,
@@ -101,7 +101,7 @@ _WATCH_BATCH = 1000
 
 
 def _kv(row: Sequence[Any]) -> KeyValue:
-    return KeyValue(bytes(row[0]).decode(), bytes(row[1]), row[2], row[3], row[4], row[5])
+    return make_kv(row[0].decode(), row[1], row[2], row[3], row[4], row[5])
 
 
 def _key_range(prefix: str) -> tuple[bytes, bytes]:
@@ -167,7 +167,7 @@ class _Write:
 
     def _log_deletes(self, rows: list[Any]) -> None:
         # etcd reports the keys of one delete in key order
-        rows.sort(key=lambda r: bytes(r[0]))
+        rows.sort(key=lambda r: r[0])
         self.conn.executemany(
             _LOG_INSERT,
             [(self.revision, _DELETE, r[0], r[1], r[2], r[4], r[5], r[3]) for r in rows],
@@ -517,13 +517,11 @@ class SQLiteStore:
         ).fetchall()
         events = []
         for seq, rev, kind, key, value, create_rev, version, lease, prev_mod in rows:
-            k = bytes(key).decode()
+            k = key.decode()
             if kind == _PUT:
-                events.append(
-                    WatchEvent("PUT", KeyValue(k, bytes(value), create_rev, rev, version, lease))
-                )
+                events.append(WatchEvent("PUT", make_kv(k, value, create_rev, rev, version, lease)))
             else:
-                prev = KeyValue(k, bytes(value), create_rev, prev_mod, version, lease)
+                prev = make_kv(k, value, create_rev, prev_mod, version, lease)
                 events.append(WatchEvent("DELETE", KeyValue(k, b"", 0, rev, 0, 0), prev))
             cursor.last_seq = seq
         if len(rows) == _WATCH_BATCH:
