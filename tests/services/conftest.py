@@ -19,13 +19,14 @@ from gitkube.store.objects import ObjectStore
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
-) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]] | None:
-    """The proxy runs on uvloop when installed and on asyncio otherwise: test both."""
-    if "proxy" not in item.path.name:
-        return None
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The proxy runs on uvloop when installed and on asyncio otherwise: its
+    tests run on both; the other tests here on asyncio alone."""
     factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
         "asyncio": asyncio.new_event_loop
     }
+    if "proxy" not in item.path.name:
+        return factories
     try:
         import uvloop
     except ImportError:  # pragma: no cover
