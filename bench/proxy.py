@@ -1,0 +1,369 @@
+"""Service proxy throughput and latency: gitkube proxy vs HAProxy vs no proxy.
+
+    python bench/proxy.py [--duration 10] [--threads 2] [--connections 50]
+
+Three identical HTTP endpoints on loopback (a minimal keep-alive responder on
+uvloop, one process each). In one run, wrk (``wrk -t2 -c50 -d10s --latency``)
+measures requests/s and p50/p99 latency
+
+- straight to one endpoint (the ceiling: no proxy),
+- through the gitkube proxy (``gitkube proxy`` in its own process, over a
+  SQLite store holding the Service and its Endpoints),
+- through HAProxy (mode tcp, balance roundrobin, the same three endpoints),
+
+and the CPU seconds each proxy process spends per 10,000 requests (psutil
+``cpu_times`` of the proxy process, children included). Ratios are to
+HAProxy measured in the same run. Goals: throughput >= 1.0x HAProxy, p99 no
+worse than HAProxy's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BODY = b"hello from endpoint\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+    + str(len(BODY)).encode()
+    + b"\r\nConnection: keep-alive\r\n\r\n"
+    + BODY
+)
+
+
+# ------------------------------------------------------------------ endpoint
+
+
+def serve_endpoint(port: int) -> None:
+    """A minimal HTTP/1.1 keep-alive responder: one fixed answer per request."""
+    import uvloop
+
+    class Responder(asyncio.Protocol):
+        __slots__ = ("buf", "transport")
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.buf = b""
+
+        def data_received(self, data: bytes) -> None:
+            buf = self.buf + data if self.buf else data
+            count = buf.count(b"\r\n\r\n")
+            if count:
+                self.transport.write(RESPONSE * count)  # type: ignore[attr-defined]
+                buf = buf[buf.rfind(b"\r\n\r\n") + 4 :]
+            self.buf = buf
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Responder, "127.0.0.1", port, backlog=1024)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        async with server:
+            await stop.wait()
+
+    uvloop.run(main())
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def wait_http(port: int, timeout: float = 15.0) -> None:
+    """Until a request through ``port`` gets an answer (the proxy has endpoints)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                if sock.recv(100).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"no HTTP answer through 127.0.0.1:{port} after {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system + times.children_user + times.children_system)
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_per_10k: float | None = None
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        raise ValueError(f"unexpected latency {text!r} in wrk output")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(name: str, port: int, args: argparse.Namespace, cpu_pid: int | None = None) -> Result:
+    before = cpu_seconds(cpu_pid) if cpu_pid else 0.0
+    cmd = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--latency",
+        f"http://127.0.0.1:{port}/",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    after = cpu_seconds(cpu_pid) if cpu_pid else 0.0
+    total = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    if not (total and rps and p50 and p99):
+        raise SystemExit(f"cannot read wrk output for {name}:\n{out}")
+    errors = 0
+    sock_err = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    if sock_err:
+        errors += sum(int(x) for x in sock_err.groups())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    requests = int(total.group(1))
+    result = Result(
+        name,
+        requests,
+        _ms(total.group(2) + total.group(3)) / 1000.0,
+        float(rps.group(1)),
+        _ms(p50.group(1)),
+        _ms(p99.group(1)),
+        errors,
+    )
+    if cpu_pid and requests:
+        result.cpu_per_10k = (after - before) / requests * 10_000
+    return result
+
+
+# ------------------------------------------------------------------ proxies
+
+
+async def _write_state(url: str, listen_port: int, targets: list[int]) -> None:
+    from gitkube.api.objects import (
+        EndpointAddress,
+        EndpointPort,
+        Endpoints,
+        EndpointSubset,
+        ObjectMeta,
+        Service,
+        ServicePort,
+        ServiceSpec,
+    )
+    from gitkube.store.factory import open_store
+    from gitkube.store.objects import ObjectStore
+
+    store = await open_store(url)
+    try:
+        objects = ObjectStore(store)
+        await objects.create(
+            Service(
+                metadata=ObjectMeta(name="bench"),
+                spec=ServiceSpec(
+                    selector={"app": "bench"},
+                    ports=[ServicePort(name="http", port=listen_port, target_port=8080)],
+                ),
+            )
+        )
+        await objects.create(
+            Endpoints(
+                metadata=ObjectMeta(name="bench"),
+                subsets=[
+                    EndpointSubset(
+                        addresses=[EndpointAddress(ip="127.0.0.1")],
+                        ports=[EndpointPort(name="http", port=port)],
+                    )
+                    for port in targets
+                ],
+            )
+        )
+    finally:
+        await store.close()
+
+
+def start_gitkube_proxy(workdir: Path, targets: list[int]) -> tuple[subprocess.Popen[bytes], int]:
+    url = f"sqlite:///{workdir}/state.db"
+    port = free_port()
+    asyncio.run(_write_state(url, port, targets))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gitkube", "proxy", "--store", url, "--node", "bench"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "gitkube-proxy.log", "wb"),  # noqa: SIM115
+    )
+    return proc, port
+
+
+def start_haproxy(workdir: Path, targets: list[int]) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    servers = "\n".join(f"    server e{i} 127.0.0.1:{target}" for i, target in enumerate(targets))
+    config = workdir / "haproxy.cfg"
+    config.write_text(
+        f"""global
+    maxconn 4096
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend endpoints
+
+backend endpoints
+    balance roundrobin
+{servers}
+"""
+    )
+    subprocess.run(["haproxy", "-c", "-q", "-f", str(config)], check=True)
+    proc = subprocess.Popen(
+        ["haproxy", "-db", "-f", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "haproxy.log", "wb"),  # noqa: SIM115
+    )
+    return proc, port
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--json", action="store_true", help="print results as JSON too")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_endpoint(args.serve)
+        return
+    for tool in ("wrk", "haproxy"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"`{tool}` is not installed (Debian package {tool})")
+
+    procs: list[subprocess.Popen[bytes]] = []
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="gitkube-bench-proxy-") as tmp:
+        workdir = Path(tmp)
+        try:
+            targets = [free_port() for _ in range(3)]
+            for port in targets:
+                procs.append(subprocess.Popen([sys.executable, __file__, "--serve", str(port)]))
+            for port in targets:
+                wait_port(port)
+
+            gk, gk_port = start_gitkube_proxy(workdir, targets)
+            procs.append(gk)
+            ha, ha_port = start_haproxy(workdir, targets)
+            procs.append(ha)
+            wait_http(gk_port)
+            wait_http(ha_port)
+
+            # a short warm-up of each path, then the measured runs
+            warm = argparse.Namespace(**{**vars(args), "duration": 1})
+            for port in (targets[0], gk_port, ha_port):
+                run_wrk("warm-up", port, warm)
+
+            results.append(run_wrk("direct (one endpoint)", targets[0], args))
+            results.append(run_wrk("gitkube proxy", gk_port, args, gk.pid))
+            results.append(run_wrk("haproxy", ha_port, args, ha.pid))
+        finally:
+            for proc in reversed(procs):
+                stop_process(proc)
+
+    haproxy = results[-1]
+    print(
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency; "
+        f"3 endpoints on loopback; {os.cpu_count()} CPUs"
+    )
+    header = f"{'path':<24}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
+    header += f"{'CPU s/10k req':>16}{'req/s vs HAProxy':>18}{'p99 vs HAProxy':>16}"
+    print(header)
+    for r in results:
+        cpu = f"{r.cpu_per_10k:.3f}" if r.cpu_per_10k is not None else "-"
+        print(
+            f"{r.name:<24}{r.rps:>12.0f}{r.p50_ms:>10.3f}{r.p99_ms:>10.3f}{r.errors:>8}"
+            f"{cpu:>16}{r.rps / haproxy.rps:>17.2f}x{r.p99_ms / haproxy.p99_ms:>15.2f}x"
+        )
+    gk_result = results[1]
+    if gk_result.cpu_per_10k and haproxy.cpu_per_10k:
+        print(
+            f"CPU per request, gitkube / HAProxy: "
+            f"{gk_result.cpu_per_10k / haproxy.cpu_per_10k:.2f}x"
+        )
+    throughput_ok = gk_result.rps >= haproxy.rps
+    p99_ok = gk_result.p99_ms <= haproxy.p99_ms
+    print(
+        f"goal throughput >= 1.0x HAProxy: {'met' if throughput_ok else 'NOT met'}; "
+        f"goal p99 <= HAProxy: {'met' if p99_ok else 'NOT met'}"
+    )
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()
