@@ -255,13 +255,16 @@ def start_gitkube_proxy(workdir: Path, targets: list[int]) -> tuple[subprocess.P
     return proc, port
 
 
-def start_haproxy(workdir: Path, targets: list[int]) -> tuple[subprocess.Popen[bytes], int]:
+def start_haproxy(
+    workdir: Path, targets: list[int], *, threads: int = 0
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     servers = "\n".join(f"    server e{i} 127.0.0.1:{target}" for i, target in enumerate(targets))
     config = workdir / "haproxy.cfg"
+    nbthread = f"\n    nbthread {threads}" if threads else ""
     config.write_text(
         f"""global
-    maxconn 4096
+    maxconn 4096{nbthread}
 
 defaults
     mode tcp
@@ -295,6 +298,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--haproxy-threads",
+        type=int,
+        default=0,
+        help="HAProxy nbthread (default: HAProxy's own, one per CPU; the gitkube proxy is "
+        "one event loop)",
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON too")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -318,7 +328,7 @@ def main() -> None:
 
             gk, gk_port = start_gitkube_proxy(workdir, targets)
             procs.append(gk)
-            ha, ha_port = start_haproxy(workdir, targets)
+            ha, ha_port = start_haproxy(workdir, targets, threads=args.haproxy_threads)
             procs.append(ha)
             wait_http(gk_port)
             wait_http(ha_port)
@@ -338,7 +348,8 @@ def main() -> None:
     haproxy = results[-1]
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency; "
-        f"3 endpoints on loopback; {os.cpu_count()} CPUs"
+        f"3 endpoints on loopback; {os.cpu_count()} CPUs; HAProxy nbthread "
+        f"{args.haproxy_threads or 'default'}; load average {os.getloadavg()[0]:.1f}"
     )
     header = f"{'path':<24}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
     header += f"{'CPU s/10k req':>16}{'req/s vs HAProxy':>18}{'p99 vs HAProxy':>16}"
