@@ -92,6 +92,9 @@ class RefWatcher:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
+                # reads (git fetch opening the ref) must not count: only writes
+                if event.event_type not in ("created", "modified", "moved", "deleted", "closed"):
+                    return
                 paths = [str(event.src_path), str(getattr(event, "dest_path", "") or "")]
                 if any(p and watcher.relevant(p) for p in paths):
                     loop.call_soon_threadsafe(watcher.trigger)

@@ -355,3 +355,47 @@ async def test_pods_survive_an_operator_restart(git_remote: GitRemote, state: Pa
         await eventually(gone, timeout=40, what="pods deleted")
     finally:
         await running.shutdown()
+
+
+async def _replicas_are(op: Operator, n: int) -> bool:
+    assert op.objects is not None
+    rc = await op.objects.get(ReplicationController, "default", "web")
+    return rc is not None and rc.spec.replicas == n
+
+
+@pytest.mark.parametrize("trigger", ["watch", "post-receive"])
+async def test_a_local_push_syncs_within_a_second(
+    git_remote: GitRemote, state: Path, trigger: str
+) -> None:
+    """No webhook and no polling (interval 60 s): the ref watcher, or the
+    post-receive hook from `gitkube install-hook`, starts the sync."""
+    from gitkube.hooks import TOKEN_FILE, install_hooks
+
+    git_remote.write("web.yaml", web_rc(0))
+    git_remote.commit_and_push("zero")
+    settings = settings_for(git_remote, state, nodes=0, writeback=False, watch=trigger == "watch")
+    running = await start(settings)
+    op = running.operator
+    try:
+        await eventually(lambda: _synced(op), what="first sync")
+        if trigger == "post-receive":
+            install_hooks(
+                git_remote.bare,
+                url=running.base,
+                token_file=state / TOKEN_FILE,
+                validate=False,
+                branch="main",
+            )
+        git_remote.write("web.yaml", web_rc(0).replace("replicas: 0", "replicas: 7"))
+        git_remote.commit()
+        pushed = time.monotonic()
+        await asyncio.to_thread(git_remote.push)
+        await eventually(lambda: _replicas_are(op, 7), timeout=5, what="the push synced")
+        assert time.monotonic() - pushed < 1.5
+        # the status branch moving never triggers a sync
+        passes = op.sync.passes
+        git("push", "--quiet", "origin", "HEAD:refs/heads/gitkube/status", cwd=git_remote.work)
+        await asyncio.sleep(1.0)
+        assert op.sync.passes == passes
+    finally:
+        await running.shutdown()
