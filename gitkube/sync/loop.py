@@ -530,7 +530,9 @@ class SyncLoop:
                 if change.status == "D":
                     self._index.pop(change.path, None)
                 else:
-                    self._index[change.path] = Entry(change.path, change.sha, change.mode)
+                    self._index[change.path] = Entry(
+                        change.path, change.sha, change.mode, self.source.path
+                    )
         else:
             snapshot = await self.source.snapshot(commit)
             self._index = snapshot.entries

@@ -106,11 +106,19 @@ class Entry:
     sha: str
     mode: str
 
+    #: the tracked sub-path ("" for the root); only what lies below it is judged
+    base: str = ""
+
     @property
     def is_manifest(self) -> bool:
-        return self.mode not in (MODE_SYMLINK, MODE_GITLINK) and self.path.endswith(
-            MANIFEST_SUFFIXES
-        )
+        # as `gitkube validate` decides: no hidden files or directories (.github/)
+        # below the tracked sub-path (which may itself be hidden, e.g. .deploy/)
+        if self.mode in (MODE_SYMLINK, MODE_GITLINK):
+            return False
+        rel = self.path[len(self.base) + 1 :] if self.base else self.path
+        if any(part.startswith(".") for part in rel.split("/")):
+            return False
+        return rel.lower().endswith(MANIFEST_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -380,7 +388,7 @@ class GitSource:
                 continue
             info, _, path = record.partition("\t")
             mode, _type, sha = info.split(" ")
-            snap.entries[path] = Entry(path, sha, mode)
+            snap.entries[path] = Entry(path, sha, mode, self.path)
         return snap
 
     def _changes(self, old: str, new: str) -> list[Change] | None:
