@@ -219,12 +219,14 @@ def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
 
 
 def kill_processes_under(path: Path) -> None:
-    """End every process whose command line names ``path`` (a test's state dir)."""
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    """End every process whose command line names ``path`` (a test's state dir) or
+    whose working directory is under it (the process runtime's pods)."""
+    root = str(path)
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
         try:
-            if proc.pid != os.getpid() and any(
-                str(path) in part for part in proc.info["cmdline"] or []
-            ):
+            named = any(root in part for part in proc.info["cmdline"] or [])
+            inside = (proc.info["cwd"] or "").startswith(root)
+            if proc.pid != os.getpid() and (named or inside):
                 proc.kill()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
