@@ -168,7 +168,8 @@ def _normal_subpath(path: str) -> str:
     return "/".join(parts)
 
 
-def _normal_url(url: str) -> str:
+def normal_url(url: str) -> str:
+    """A URL as given; a local path made absolute."""
     if "://" in url or re.match(r"^[^/\s]+@[^/\s]+:", url):
         return url
     # a local path (bare or not)
@@ -189,7 +190,7 @@ class GitSource:
     ) -> None:
         if not url:
             raise SourceError("no repository given")
-        self.url = _normal_url(url)
+        self.url = normal_url(url)
         self.ref = ref or "main"
         self.path = _normal_subpath(path)
         self.timeout_seconds = timeout_seconds

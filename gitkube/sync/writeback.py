@@ -51,6 +51,7 @@ from gitkube.sync.report import (
     redact,
     status_fingerprint,
 )
+from gitkube.sync.source import normal_url
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,8 @@ class StatusWriter:
             raise ConfigError("status write-back needs a remote repository URL")
         if max_attempts < 1:
             raise ConfigError("status write-back needs max_attempts >= 1")
-        self.remote_url = remote_url
+        # a relative local path must not be read relative to the cache repository
+        self.remote_url = normal_url(remote_url)
         self.branch = check_status_branch(branch, synced_branch=synced_branch)
         self.cache_dir = Path(cache_dir)
         self.max_attempts = max_attempts
