@@ -77,8 +77,15 @@ class Settings:
     prune: bool = _setting(True, "delete objects git no longer declares", kind="bool")
     self_heal: bool = _setting(True, "put back objects changed behind git's back", kind="bool")
     run_as: str = _setting("", "user the process runtime runs containers as")
+    cpu: str = _setting("", "agent: CPU capacity, e.g. 4 or 3500m (default: the host's)")
+    memory: str = _setting("", "agent: memory capacity, e.g. 8Gi (default: the host's)")
+    max_pods: int = _setting(110, "agent: pods this node accepts", kind="int")
+    proxy: bool = _setting(True, "agent: run the service proxy in the agent", kind="bool")
+    restart_backoff: str = _setting("10s", "agent: first container restart back-off (doubles)")
+    restart_backoff_max: str = _setting("5m", "agent: longest container restart back-off")
     node_grace: str = _setting("50s", "heartbeat lapse before a node is NotReady")
     eviction_timeout: str = _setting("300s", "NotReady time before a node's pods are evicted")
+    verbose: bool = _setting(False, "debug logging", kind="bool")
     leader_ttl: int = _setting(10, "leader election lease TTL in seconds (master)", kind="int")
 
     # ------------------------------------------------------------ derived

@@ -5,7 +5,7 @@ runtime until SIGTERM or Ctrl-C. Stopping the agent leaves its pods running;
 an agent started again on the same node adopts them.
 
 Settings come from flags, ``GITKUBE_*`` variables or ``--config`` (see
-``gitkube.config``); ``--cpu``, ``--memory`` and ``--max-pods`` are flags only.
+``gitkube.config``); every flag has its ``GITKUBE_*`` variable and config-file key.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def agent_command(
     memory: Annotated[
         str | None, typer.Option("--memory", help="memory capacity, e.g. 8Gi (default: host)")
     ] = None,
-    max_pods: Annotated[int, typer.Option("--max-pods", help="pods this node accepts")] = 110,
+    max_pods: Annotated[
+        int | None, typer.Option("--max-pods", help="pods this node accepts (110)")
+    ] = None,
     state_dir: Annotated[
         str | None,
         typer.Option("--state-dir", help="where the process runtime keeps its state and logs"),
@@ -61,8 +63,9 @@ def agent_command(
         typer.Option("--run-as", help="user the process runtime runs containers as"),
     ] = None,
     proxy: Annotated[
-        bool, typer.Option("--proxy/--no-proxy", help="run the service proxy in the agent")
-    ] = True,
+        bool | None,
+        typer.Option("--proxy/--no-proxy", help="run the service proxy in the agent (on)"),
+    ] = None,
     proxy_address: Annotated[
         str | None, typer.Option("--proxy-address", help="where the service proxy listens")
     ] = None,
@@ -74,11 +77,11 @@ def agent_command(
         ),
     ] = None,
     backoff: Annotated[
-        str, typer.Option("--restart-backoff", help="first restart back-off (doubles)")
-    ] = "10s",
+        str | None, typer.Option("--restart-backoff", help="first restart back-off, doubles (10s)")
+    ] = None,
     backoff_max: Annotated[
-        str, typer.Option("--restart-backoff-max", help="longest restart back-off")
-    ] = "5m",
+        str | None, typer.Option("--restart-backoff-max", help="longest restart back-off (5m)")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="settings file (YAML, keys as flag names)")
     ] = None,
@@ -94,18 +97,31 @@ def agent_command(
         "run_as": run_as,
         "proxy_address": proxy_address,
         "node_grace": node_grace,
+        "cpu": cpu,
+        "memory": memory,
+        "max_pods": max_pods,
+        "proxy": proxy,
+        "restart_backoff": backoff,
+        "restart_backoff_max": backoff_max,
     }
     try:
         settings, _ = resolve_settings(flags, config_file=config)
         options = _agent_options(
-            settings, cpu=cpu, memory=memory, max_pods=max_pods, backoff=(backoff, backoff_max)
+            settings,
+            cpu=settings.cpu or None,
+            memory=settings.memory or None,
+            max_pods=settings.max_pods,
+            backoff=(settings.restart_backoff, settings.restart_backoff_max),
         )
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    run_async(lambda: _run_agent(settings, proxy=proxy, **options))
+        logging.basicConfig(
+            level=logging.DEBUG if settings.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(message)s",
+        )
+    run_async(lambda: _run_agent(settings, proxy=settings.proxy, **options))
 
 
 def _agent_options(

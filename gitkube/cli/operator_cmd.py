@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
@@ -24,7 +25,10 @@ from gitkube.errors import ConfigError
 
 Opt = typer.Option
 
-Repo = Annotated[str | None, Opt("--repo", help="git repository URL or local path")]
+Repo = Annotated[
+    str | None,
+    Opt("--repo", help="git repository URL or local path (default: the current checkout)"),
+]
 Branch = Annotated[str | None, Opt("--branch", "--ref", help="branch, tag or commit (main)")]
 SubPath = Annotated[str | None, Opt("--path", help="sub-path holding the manifests")]
 Store = Annotated[
@@ -45,12 +49,33 @@ Prune = Annotated[bool | None, Opt("--prune/--no-prune", help="delete what git n
 SelfHeal = Annotated[
     bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
 ]
-Verbose = Annotated[bool, Opt("--verbose", "-v", help="debug logging")]
+Verbose = Annotated[bool | None, Opt("--verbose", "-v", help="debug logging")]
 
 
-def _settings(flags: dict[str, Any], config: Path | None) -> Settings:
+def _checkout_defaults(settings: Settings, sources: dict[str, str]) -> None:
+    """With no repository given, a command run inside a git checkout syncs that
+    checkout (its current branch), as docker-compose reads the current folder."""
+    if settings.repo:
+        return
+    top = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel", "--abbrev-ref", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = top.stdout.splitlines()
+    if top.returncode != 0 or len(lines) != 2:
+        return
+    settings.repo = lines[0]
+    if sources.get("branch") == "default" and lines[1] != "HEAD":
+        settings.branch = lines[1]
+
+
+def _settings(flags: dict[str, Any], config: Path | None, *, checkout: bool = False) -> Settings:
     try:
-        settings, _ = resolve_settings(flags, config_file=config)
+        settings, sources = resolve_settings(flags, config_file=config)
+        if checkout:
+            _checkout_defaults(settings, sources)
         settings.listen_host_port()
         settings.node_grace_seconds()
         settings.eviction_timeout_seconds()
@@ -121,13 +146,16 @@ def run_command(
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
     ] = None,
     config: Config = None,
-    verbose: Verbose = False,
+    verbose: Verbose = None,
 ) -> None:
-    """Run everything in one process: sync, controllers, local agents, proxy, HTTP."""
+    """Run everything in one process: sync, controllers, local agents, proxy, HTTP.
+
+    Without --repo, inside a git checkout, the checkout's current branch is synced.
+    """
     settings = _settings(
-        {k: v for k, v in locals().items() if k not in ("config", "verbose")}, config
+        {k: v for k, v in locals().items() if k != "config"}, config, checkout=True
     )
-    _logging(verbose)
+    _logging(settings.verbose)
     _serve(settings, "run")
 
 
@@ -151,19 +179,17 @@ def master_command(
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
     ] = None,
     config: Config = None,
-    verbose: Verbose = False,
+    verbose: Verbose = None,
 ) -> None:
     """Sync, controllers and HTTP for agents on other machines; one master leads."""
-    settings = _settings(
-        {k: v for k, v in locals().items() if k not in ("config", "verbose")}, config
-    )
+    settings = _settings({k: v for k, v in locals().items() if k != "config"}, config)
     if settings.store_url().startswith("sqlite:"):
         err_console.print(
             "[yellow]warning:[/yellow] master on the embedded SQLite store: agents on other "
             "machines cannot reach it; use --store etcd://…",
             highlight=False,
         )
-    _logging(verbose)
+    _logging(settings.verbose)
     _serve(settings, "master")
 
 
