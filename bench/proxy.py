@@ -1,32 +1,40 @@
 """Service proxy throughput and latency: gitkube proxy vs HAProxy vs no proxy.
 
     python bench/proxy.py [--duration 10] [--threads 2] [--connections 50]
+                          [--rounds 3] [--workers 0] [--haproxy-threads 0]
 
 Three identical HTTP endpoints on loopback (a minimal keep-alive responder on
 uvloop, one process each). In one run, wrk (``wrk -t2 -c50 -d10s --latency``)
 measures requests/s and p50/p99 latency
 
 - straight to one endpoint (the ceiling: no proxy),
-- through the gitkube proxy (``gitkube proxy`` in its own process, over a
-  SQLite store holding the Service and its Endpoints),
-- through HAProxy (mode tcp, balance roundrobin, the same three endpoints),
+- through the gitkube proxy (``gitkube proxy --workers N`` in its own
+  process group, over a SQLite store holding the Service and its Endpoints;
+  N defaults to the proxy's own default, one worker per CPU, at most 4),
+- through HAProxy (mode tcp, balance roundrobin, the same three endpoints;
+  nbthread defaults to HAProxy's own default, one thread per CPU),
 
-and the CPU seconds each proxy process spends per 10,000 requests (psutil
-``cpu_times`` of the proxy process, children included). Ratios are to
-HAProxy measured in the same run. Goals: throughput >= 1.0x HAProxy, p99 no
-worse than HAProxy's.
+and the CPU seconds each proxy spends per 10,000 requests (psutil
+``cpu_times`` summed over the proxy's process and all its children). The
+three paths are measured in turn, ``--rounds`` times (gitkube and HAProxy
+swap places every round), so that load from elsewhere on a shared machine
+falls on all of them; each round is printed, then the totals: requests/s
+over all rounds, median p50/p99. Ratios are to HAProxy in the same run.
+Goals: throughput >= 1.0x HAProxy, p99 no worse than HAProxy's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,6 +124,33 @@ def wait_http(port: int, timeout: float = 15.0) -> None:
     raise SystemExit(f"no HTTP answer through 127.0.0.1:{port} after {timeout}s")
 
 
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process group leader; check that its whole group is gone after."""
+    import psutil
+
+    members = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+    stop_process(proc)
+    deadline = time.monotonic() + 5
+    alive = members
+    while time.monotonic() < deadline:
+        alive = [pid for pid in members if _not_zombie(pid)]
+        if not alive:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    raise SystemExit(f"gitkube proxy left processes behind: {alive}")
+
+
+def _not_zombie(pid: int) -> bool:
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -127,10 +162,18 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and every live descendant (and their reaped children)."""
     import psutil
 
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system + times.children_user + times.children_system)
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return float(total)
 
 
 @dataclass
@@ -242,17 +285,42 @@ async def _write_state(url: str, listen_port: int, targets: list[int]) -> None:
         await store.close()
 
 
-def start_gitkube_proxy(workdir: Path, targets: list[int]) -> tuple[subprocess.Popen[bytes], int]:
+def start_gitkube_proxy(
+    workdir: Path, targets: list[int], *, workers: int = 0
+) -> tuple[subprocess.Popen[bytes], int]:
     url = f"sqlite:///{workdir}/state.db"
     port = free_port()
     asyncio.run(_write_state(url, port, targets))
+    cmd = [sys.executable, "-m", "gitkube", "proxy", "--store", url, "--node", "bench"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gitkube", "proxy", "--store", url, "--node", "bench"],
+        [*cmd, "--workers", str(workers)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=open(workdir / "gitkube-proxy.log", "wb"),  # noqa: SIM115
+        start_new_session=True,  # its own process group, workers included
     )
     return proc, port
+
+
+def wait_listeners(proc: subprocess.Popen[bytes], port: int, count: int) -> None:
+    """Until ``count`` sockets of the proxy's processes listen on ``port``."""
+    import psutil
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        found = 0
+        root = psutil.Process(proc.pid)
+        for p in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                found += sum(
+                    1
+                    for c in p.net_connections("tcp")
+                    if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                )
+        if found >= count:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"the gitkube proxy has not {count} listeners on {port} after 15s")
 
 
 def start_haproxy(
@@ -299,11 +367,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument(
+        "--rounds", type=int, default=3, help="measure the three paths in turn this many times"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="gitkube proxy --workers (default 0: the proxy's default, one per CPU, at most 4)",
+    )
+    parser.add_argument(
         "--haproxy-threads",
         type=int,
         default=0,
-        help="HAProxy nbthread (default: HAProxy's own, one per CPU; the gitkube proxy is "
-        "one event loop)",
+        help="HAProxy nbthread (default: HAProxy's own, one per CPU)",
     )
     parser.add_argument("--json", action="store_true", help="print results as JSON too")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -314,11 +390,16 @@ def main() -> None:
     for tool in ("wrk", "haproxy"):
         if shutil.which(tool) is None:
             raise SystemExit(f"`{tool}` is not installed (Debian package {tool})")
+    from gitkube.services.workers import default_workers
+
+    workers = args.workers or default_workers()
 
     procs: list[subprocess.Popen[bytes]] = []
-    results: list[Result] = []
+    rounds: list[dict[str, Result]] = []
+    loads: list[float] = []
     with tempfile.TemporaryDirectory(prefix="gitkube-bench-proxy-") as tmp:
         workdir = Path(tmp)
+        gk: subprocess.Popen[bytes] | None = None
         try:
             targets = [free_port() for _ in range(3)]
             for port in targets:
@@ -326,41 +407,55 @@ def main() -> None:
             for port in targets:
                 wait_port(port)
 
-            gk, gk_port = start_gitkube_proxy(workdir, targets)
-            procs.append(gk)
+            gk, gk_port = start_gitkube_proxy(workdir, targets, workers=workers)
             ha, ha_port = start_haproxy(workdir, targets, threads=args.haproxy_threads)
             procs.append(ha)
+            wait_listeners(gk, gk_port, workers)
             wait_http(gk_port)
             wait_http(ha_port)
 
-            # a short warm-up of each path, then the measured runs
+            # a short warm-up of each path, then the measured rounds
             warm = argparse.Namespace(**{**vars(args), "duration": 1})
             for port in (targets[0], gk_port, ha_port):
                 run_wrk("warm-up", port, warm)
 
-            results.append(run_wrk("direct (one endpoint)", targets[0], args))
-            results.append(run_wrk("gitkube proxy", gk_port, args, gk.pid))
-            results.append(run_wrk("haproxy", ha_port, args, ha.pid))
+            for number in range(args.rounds):
+                loads.append(os.getloadavg()[0])
+                results = {"direct": run_wrk("direct (one endpoint)", targets[0], args)}
+                order = ["gitkube", "haproxy"] if number % 2 == 0 else ["haproxy", "gitkube"]
+                for name in order:
+                    if name == "gitkube":
+                        results[name] = run_wrk("gitkube proxy", gk_port, args, gk.pid)
+                    else:
+                        results[name] = run_wrk("haproxy", ha_port, args, ha.pid)
+                rounds.append(results)
         finally:
+            if gk is not None:
+                stop_group(gk)
             for proc in reversed(procs):
                 stop_process(proc)
 
-    haproxy = results[-1]
     print(
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency; "
-        f"3 endpoints on loopback; {os.cpu_count()} CPUs; HAProxy nbthread "
-        f"{args.haproxy_threads or 'default'}; load average {os.getloadavg()[0]:.1f}"
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, "
+        f"{args.rounds} rounds; 3 endpoints on loopback; {os.cpu_count()} CPUs; "
+        f"gitkube proxy --workers {workers}; HAProxy nbthread "
+        f"{args.haproxy_threads or 'default'}; load average at round starts "
+        + " ".join(f"{x:.1f}" for x in loads)
     )
-    header = f"{'path':<24}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
-    header += f"{'CPU s/10k req':>16}{'req/s vs HAProxy':>18}{'p99 vs HAProxy':>16}"
-    print(header)
-    for r in results:
-        cpu = f"{r.cpu_per_10k:.3f}" if r.cpu_per_10k is not None else "-"
-        print(
-            f"{r.name:<24}{r.rps:>12.0f}{r.p50_ms:>10.3f}{r.p99_ms:>10.3f}{r.errors:>8}"
-            f"{cpu:>16}{r.rps / haproxy.rps:>17.2f}x{r.p99_ms / haproxy.p99_ms:>15.2f}x"
+    for number, results in enumerate(rounds, 1):
+        print(f"\nround {number}")
+        print_table([results["direct"], results["gitkube"], results["haproxy"]])
+    total = [
+        combine(name, [r[key] for r in rounds])
+        for key, name in (
+            ("direct", "direct (one endpoint)"),
+            ("gitkube", "gitkube proxy"),
+            ("haproxy", "haproxy"),
         )
-    gk_result = results[1]
+    ]
+    print(f"\nall {args.rounds} rounds (req/s over all requests; median p50/p99)")
+    print_table(total)
+    gk_result, haproxy = total[1], total[2]
     if gk_result.cpu_per_10k and haproxy.cpu_per_10k:
         print(
             f"CPU per request, gitkube / HAProxy: "
@@ -373,7 +468,36 @@ def main() -> None:
         f"goal p99 <= HAProxy: {'met' if p99_ok else 'NOT met'}"
     )
     if args.json:
-        print(json.dumps([r.__dict__ for r in results], indent=2))
+        print(json.dumps([{k: r.__dict__ for k, r in x.items()} for x in rounds], indent=2))
+
+
+def combine(name: str, results: list[Result]) -> Result:
+    requests = sum(r.requests for r in results)
+    seconds = sum(r.seconds for r in results)
+    cpu = [r.cpu_per_10k * r.requests for r in results if r.cpu_per_10k is not None]
+    return Result(
+        name,
+        requests,
+        seconds,
+        requests / seconds,
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.errors for r in results),
+        sum(cpu) / requests if cpu else None,
+    )
+
+
+def print_table(results: list[Result]) -> None:
+    haproxy = results[-1]
+    header = f"{'path':<24}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
+    header += f"{'CPU s/10k req':>16}{'req/s vs HAProxy':>18}{'p99 vs HAProxy':>16}"
+    print(header)
+    for r in results:
+        cpu = f"{r.cpu_per_10k:.3f}" if r.cpu_per_10k is not None else "-"
+        print(
+            f"{r.name:<24}{r.rps:>12.0f}{r.p50_ms:>10.3f}{r.p99_ms:>10.3f}{r.errors:>8}"
+            f"{cpu:>16}{r.rps / haproxy.rps:>17.2f}x{r.p99_ms / haproxy.p99_ms:>15.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""`gitkube proxy`: run the service proxy alone (agents and `gitkube run` host it too)."""
+"""`gitkube proxy`: run the service proxy alone (agents and `gitkube run` host it too).
+
+With ``--workers N`` (default: one per CPU, at most 4, on Linux) the command
+is a supervisor of N worker processes (``gitkube proxy --worker-index i``,
+hidden options), each a full proxy on uvloop sharing the Service ports with
+SO_REUSEPORT; see ``gitkube.services.workers``. ``--workers 1`` runs the
+proxy in this process, as agents and ``gitkube run`` do.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,12 @@ import asyncio
 import logging
 import signal
 import socket
+import sys
 from typing import Annotated
 
 import typer
 
-from gitkube.cli.app import StoreOpt, app, resolve_store, run_async
-from gitkube.errors import ConfigError
+from gitkube.cli.app import StoreOpt, app, fail, resolve_store, run_async
 
 
 @app.command("proxy")
@@ -34,41 +41,109 @@ def proxy_command(
     resync: Annotated[
         float, typer.Option("--resync", help="Seconds between full passes (besides events).")
     ] = 10.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            "-w",
+            help="Proxy processes sharing the ports (SO_REUSEPORT, Linux); 0 means one per "
+            "CPU, at most 4. Services with ClientIP affinity are served by worker 0 alone.",
+        ),
+    ] = 0,
+    worker_index: Annotated[int, typer.Option("--worker-index", hidden=True)] = -1,
+    parent_fd: Annotated[int, typer.Option("--parent-fd", hidden=True)] = -1,
 ) -> None:
     """Listen on every Service port and forward connections to ready endpoints."""
     from gitkube.services.proxy import install_uvloop
+    from gitkube.services.workers import default_workers, shared_ports_supported
 
     if connect_timeout <= 0 or resync <= 0:
         raise typer.BadParameter("--connect-timeout and --resync must be positive")
+    if workers < 0:
+        raise typer.BadParameter("--workers must be 0 (one per CPU) or more")
+    if workers > 1 and not shared_ports_supported():
+        raise typer.BadParameter("--workers above 1 needs Linux (SO_REUSEPORT)")
+    count = workers or default_workers()
+    if worker_index >= count:
+        raise typer.BadParameter("--worker-index must be below --workers")
+    url = resolve_store(store)
+    node = node or socket.gethostname()
+    _check_address(address)
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        prefix = f"[worker {worker_index}] " if worker_index >= 0 else ""
+        logging.basicConfig(
+            level=logging.INFO, format=f"%(asctime)s %(levelname)s {prefix}%(message)s"
+        )
+    if count > 1 and worker_index < 0:
+        _supervise(
+            count,
+            [
+                "--store", url, "--address", address, "--node", node,
+                "--connect-timeout", str(connect_timeout), "--resync", str(resync),
+            ],
+        )  # fmt: skip
+        return
     install_uvloop()
     run_async(
         lambda: _serve(
-            resolve_store(store),
+            url,
             address=address,
-            node=node or socket.gethostname(),
+            node=node,
             connect_timeout=connect_timeout,
             resync=resync,
+            worker=max(worker_index, 0),
+            workers=count,
+            parent_fd=parent_fd,
         )
     )
 
 
-async def _serve(
-    url: str, *, address: str, node: str, connect_timeout: float, resync: float
-) -> None:
-    from gitkube.services.proxy import ServiceProxy
-    from gitkube.store.factory import open_store
-    from gitkube.store.objects import ObjectStore
-
+def _check_address(address: str) -> None:
     try:
         socket.getaddrinfo(address, None, flags=socket.AI_NUMERICHOST)
     except socket.gaierror:
-        raise ConfigError(f"--address {address!r} is not an IP address") from None
+        fail(f"--address {address!r} is not an IP address")
+
+
+def _supervise(count: int, options: list[str]) -> None:
+    from gitkube.services.workers import Supervisor
+
+    def command(index: int, parent_fd: int) -> list[str]:
+        return [
+            sys.executable, "-m", "gitkube", "proxy", *options,
+            "--workers", str(count), "--worker-index", str(index),
+            "--parent-fd", str(parent_fd),
+        ]  # fmt: skip
+
+    logging.getLogger(__name__).info("proxy: %d workers", count)
+    status = Supervisor(command, count).run()
+    if status:
+        raise typer.Exit(status)
+
+
+async def _serve(
+    url: str,
+    *,
+    address: str,
+    node: str,
+    connect_timeout: float,
+    resync: float,
+    worker: int = 0,
+    workers: int = 1,
+    parent_fd: int = -1,
+) -> None:
+    from gitkube.services.proxy import ServiceProxy
+    from gitkube.services.workers import set_parent_death_signal, watch_parent
+    from gitkube.store.factory import open_store
+    from gitkube.store.objects import ObjectStore
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if parent_fd >= 0:
+        set_parent_death_signal(signal.SIGTERM)
+        watch_parent(loop, parent_fd, stop)  # also covers a parent gone before this
     store = await open_store(url)
     try:
         proxy = ServiceProxy(
@@ -77,9 +152,16 @@ async def _serve(
             node_name=node,
             connect_timeout=connect_timeout,
             resync_seconds=resync,
+            worker=worker,
+            workers=workers,
         )
         logging.getLogger(__name__).info(
-            "proxy on %s for node %s (store %s)", address, node, store.url
+            "proxy on %s for node %s (store %s, worker %d of %d)",
+            address,
+            node,
+            store.url,
+            worker,
+            workers,
         )
         await proxy.run(stop)
     finally:

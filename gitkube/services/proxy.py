@@ -16,6 +16,20 @@ and recorded in the store under
 ports), attached to a lease so that a proxy that dies takes its complaints
 with it; the key is deleted once the problem is gone. Other Services are not
 affected, and the next pass tries the port again.
+
+Several workers (``gitkube proxy --workers N``, see
+``gitkube.services.workers``) each run a ``ServiceProxy`` with their own
+``worker`` index, listening with SO_REUSEPORT on the same ports. Then:
+
+- **Affinity.** The kernel spreads connections by their 4-tuple, so one
+  client's connections would reach different workers, each with its own
+  affinity table. A Service with sessionAffinity ClientIP is therefore served
+  by worker 0 alone (the others do not listen on its ports): its pinning is
+  exactly that of a single proxy.
+- **Problems.** Every worker skips a port that another program holds, but
+  only worker 0 writes (and withdraws) the records in the store.
+- **Round-robin.** Each worker starts its rotation at its own index, so the
+  first connections of the workers do not all go to the first endpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import errno
 import json
 import logging
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +50,7 @@ from gitkube.errors import NotFound, StoreError
 from gitkube.loops import run_loop
 from gitkube.services.endpoints import endpoint_targets
 from gitkube.services.relay import Balancer, Relay
+from gitkube.services.workers import bind_shared, worker_group_pids
 from gitkube.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -133,7 +149,12 @@ class ServiceProxy:
         resync_seconds: float = 10.0,
         status_ttl: int = 30,
         backlog: int = 1024,
+        worker: int = 0,
+        workers: int = 1,
+        group: Callable[[], Iterable[int]] = worker_group_pids,
     ) -> None:
+        if not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} is not one of {workers} workers")
         self.objects = objects
         self.address = address
         self.node_name = node_name or socket.gethostname()
@@ -141,6 +162,10 @@ class ServiceProxy:
         self.resync_seconds = resync_seconds
         self.status_ttl = status_ttl
         self.backlog = backlog
+        self.worker = worker
+        self.workers = workers
+        #: the processes whose listeners this one may join (SO_REUSEPORT)
+        self.group = group
         self._listeners: dict[Bind, _Listener] = {}
         #: (namespace, name, port name) -> balancer, shared by port and nodePort
         self._balancers: dict[tuple[str, str, str], Balancer] = {}
@@ -181,13 +206,14 @@ class ServiceProxy:
                     )
                     continue
                 key = (service.namespace, service.name, sport.name)
+                affinity = _affinity_seconds(service)
                 balancer = self._balancers.get(key) or Balancer(
-                    f"{owner}:{sport.name or sport.port}"
+                    f"{owner}:{sport.name or sport.port}", start=self.worker
                 )
                 balancer.set_targets(
                     endpoint_targets(endpoints.get(key[:2]), sport.name, sport.protocol)
                 )
-                balancer.set_affinity(_affinity_seconds(service))
+                balancer.set_affinity(affinity)
                 balancer.expire(now)
                 balancers[key] = balancer
                 result.endpoints[f"{owner}:{sport.port}"] = len(balancer.targets)
@@ -220,6 +246,9 @@ class ServiceProxy:
                     _problem(ask.sport, f"port {ask.bind.port} is listed twice")
                 )
 
+        if self.worker:  # worker 0 alone serves affinity Services
+            wanted = {b: a for b, a in wanted.items() if not a.balancer.affinity_timeout}
+
         # Close what is no longer wanted (or moved to another Service/port).
         for bind, listener in list(self._listeners.items()):
             want = wanted.get(bind)
@@ -238,13 +267,7 @@ class ServiceProxy:
             balancer = ask.balancer
             relay = Relay(balancer, loop=loop, connect_timeout=self.connect_timeout)
             try:
-                server = await loop.create_server(
-                    relay.factory(),
-                    bind.host,
-                    bind.port,
-                    reuse_address=True,
-                    backlog=self.backlog,
-                )
+                server = await self._listen(loop, relay, bind)
             except OSError as exc:
                 problem = _problem(ask.sport, _describe_bind_error(bind, exc))
                 problem.port = bind.port
@@ -254,8 +277,23 @@ class ServiceProxy:
             result.opened.append(f"{bind.host}:{bind.port}")
             log.info("proxy: %s listening on %s:%d", balancer.name, bind.host, bind.port)
 
-        await self._report(result.problems)
+        if self.worker == 0:
+            await self._report(result.problems)
         return result
+
+    async def _listen(
+        self, loop: asyncio.AbstractEventLoop, relay: Relay, bind: Bind
+    ) -> asyncio.AbstractServer:
+        if self.workers == 1:
+            return await loop.create_server(
+                relay.factory(), bind.host, bind.port, reuse_address=True, backlog=self.backlog
+            )
+        sock = bind_shared(bind.host, bind.port, group=self.group)
+        try:
+            return await loop.create_server(relay.factory(), sock=sock, backlog=self.backlog)
+        except BaseException:
+            sock.close()
+            raise
 
     # ------------------------------------------------------------ status
 

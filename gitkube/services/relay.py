@@ -31,10 +31,11 @@ class Balancer:
 
     __slots__ = ("_next", "affinity", "affinity_timeout", "name", "targets")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, start: int = 0) -> None:
         self.name = name
         self.targets: list[Target] = []
-        self._next = 0
+        #: where the rotation starts (workers start at their own index)
+        self._next = start
         #: 0 disables affinity; otherwise seconds a client stays pinned
         self.affinity_timeout = 0.0
         #: client ip -> (target, last used, loop time)
@@ -95,18 +96,20 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
 
 
 class _Side(asyncio.Protocol):
-    """One socket of a relayed pair; ``peer`` is the other socket's side."""
+    """One socket of a relayed pair; ``peer`` is the other socket's side and
+    ``write`` its transport's write (bound once: the hot path is one call)."""
 
-    __slots__ = ("closed", "eof", "peer", "transport")
+    __slots__ = ("closed", "eof", "peer", "transport", "write")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer: _Side = None  # type: ignore[assignment]
+        self.write: Callable[[bytes], None] | None = None
         self.eof = False
         self.closed = False
 
     def data_received(self, data: bytes) -> None:
-        self.peer.transport.write(data)
+        self.write(data)  # type: ignore[misc]
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -148,6 +151,7 @@ class _Upstream(_Side):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.write = self.peer.transport.write
 
 
 class _Client(_Side):
@@ -171,12 +175,12 @@ class _Client(_Side):
         relay.loop.create_task(relay.connect(self))
 
     def data_received(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is None:
+        write = self.write
+        if write is None:  # no upstream yet
             self.pending.append(data)
             self.transport.pause_reading()
             return
-        peer.transport.write(data)
+        write(data)
 
     def eof_received(self) -> bool:
         if self.peer is None:
@@ -228,6 +232,7 @@ class Relay:
                 return
             _nodelay(transport)
             client.peer = upstream
+            client.write = transport.write
             balancer.connected(client_ip, target, loop.time())
             if client.pending:
                 transport.writelines(client.pending)
