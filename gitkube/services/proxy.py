@@ -179,6 +179,11 @@ class ServiceProxy:
         """Every socket listened on, and the Service port it serves."""
         return {bind: lst.relay.balancer.name for bind, lst in self._listeners.items()}
 
+    @property
+    def connections(self) -> int:
+        """Client connections accepted and not yet closed, over all listeners."""
+        return sum(len(lst.relay.active) for lst in self._listeners.values())
+
     def balancer(self, namespace: str, name: str, port_name: str = "") -> Balancer | None:
         return self._balancers.get((namespace, name, port_name))
 

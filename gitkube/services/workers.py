@@ -228,10 +228,10 @@ class _Worker:
 class Supervisor:
     """Runs ``command(index, parent_fd)`` for each worker index and keeps it running.
 
-    A worker that exits on its own is restarted after ``restart_delay``,
-    unless it failed within ``startup_seconds`` of starting (bad
-    configuration, store unreachable): then all stop and ``run`` returns that
-    exit status. SIGTERM and SIGINT stop the workers (SIGTERM, then SIGKILL
+    A worker that exits or is killed is restarted after ``restart_delay``,
+    unless it failed (exit status > 0) within ``startup_seconds`` of
+    starting (bad configuration, store unreachable): then all stop and
+    ``run`` returns that exit status. SIGTERM and SIGINT stop the workers (SIGTERM, then SIGKILL
     after ``stop_timeout``) and ``run`` returns 0.
     """
 
@@ -264,9 +264,9 @@ class Supervisor:
                     del self._running[index]
                     if self._stopping:
                         break
-                    if code != 0 and now - worker.started < self.startup_seconds:
+                    if code > 0 and now - worker.started < self.startup_seconds:
                         log.error("proxy worker %d failed at start (exit %d)", index, code)
-                        status = code if code > 0 else 1
+                        status = code
                         self._stopping = True
                         break
                     log.warning("proxy worker %d exited (%d); restarting", index, code)
