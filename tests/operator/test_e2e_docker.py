@@ -101,11 +101,11 @@ def node_name() -> str:
 def containers(docker_client: docker.DockerClient, node_name: str) -> Iterator[str]:
     """Finalizer: remove every container labelled with this test's node."""
     yield node_name
-    for container in docker_client.containers.list(
+    for entry in docker_client.api.containers(
         all=True, filters={"label": f"{LABEL_NODE}={node_name}"}
     ):
         with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True)
+            docker_client.api.remove_container(entry["Id"], force=True)
 
 
 @pytest.fixture
@@ -125,8 +125,9 @@ async def running_pods(op: Operator) -> list[Pod]:
     return [p for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
 
 
-def labelled(client: docker.DockerClient, node: str) -> list[Any]:
-    return list(client.containers.list(filters={"label": f"{LABEL_NODE}={node}"}))
+def labelled(client: docker.DockerClient, node: str) -> list[dict[str, Any]]:
+    """The running containers of ``node`` (no inspect: they may go at any moment)."""
+    return list(client.api.containers(filters={"label": f"{LABEL_NODE}={node}"}))
 
 
 @pytest.fixture
