@@ -7,7 +7,7 @@ In one process (two ``ServiceProxy`` workers side by side, asyncio and uvloop):
 - affinity: a ClientIP Service is served by worker 0 alone, and still pins
 - another program on the port (with or without SO_REUSEPORT): no worker joins
   it; worker 0 alone records the problem, a sibling never touches the record
-- the group rule: who listens on a port, read from /proc
+- the group rule: who listens on a port, read from /proc; the default worker count
 
 ``gitkube proxy --workers 2`` as a subprocess:
 - both worker processes hold relayed connections; all backends are reached
@@ -37,6 +37,7 @@ import pytest
 
 from gitkube.services.proxy import Bind, ServiceProxy, proxy_status_key
 from gitkube.services.workers import (
+    default_workers,
     listening_inodes,
     shared_ports_supported,
     socket_inodes,
@@ -450,3 +451,7 @@ def test_workers_failing_at_start_fail_the_command() -> None:
     )
     assert result.returncode == 1, result.stderr
     assert "unknown scheme" in result.stderr
+
+
+def test_default_workers_leave_a_cpu_to_the_rest() -> None:
+    assert [default_workers(n) for n in (1, 2, 3, 4, 5, 8, 64)] == [1, 1, 2, 3, 4, 4, 4]
