@@ -10,8 +10,7 @@ measures requests/s and p50/p99 latency
 - straight to one endpoint (the ceiling: no proxy),
 - through the gitkube proxy (``gitkube proxy --workers N`` in its own
   process group, over a SQLite store holding the Service and its Endpoints;
-  N defaults to the proxy's own default: one worker per CPU beyond the
-  first, at least 1, at most 4),
+  N defaults to the proxy's own default: one worker per CPU, at most 4),
 - through HAProxy (mode tcp, balance roundrobin, the same three endpoints;
   nbthread defaults to HAProxy's own default, one thread per CPU),
 

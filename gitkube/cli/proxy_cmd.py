@@ -1,7 +1,7 @@
 """`gitkube proxy`: run the service proxy alone (agents and `gitkube run` host it too).
 
-With ``--workers N`` (default: one per CPU beyond the first, at most 4, on
-Linux; see ``default_workers``) the command
+With ``--workers N`` (default: one per CPU, at most 4, on Linux; see
+``default_workers``) the command
 is a supervisor of N worker processes (``gitkube proxy --worker-index i``,
 hidden options), each a full proxy on uvloop sharing the Service ports with
 SO_REUSEPORT; see ``gitkube.services.workers``. ``--workers 1`` runs the
@@ -48,8 +48,7 @@ def proxy_command(
             "--workers",
             "-w",
             help="Proxy processes sharing the ports (SO_REUSEPORT, Linux); 0 means one per "
-            "CPU beyond the first, at least 1, at most 4. Services with ClientIP affinity are "
-            "served by worker 0 alone.",
+            "CPU, at most 4. Services with ClientIP affinity are served by worker 0 alone.",
         ),
     ] = 0,
     worker_index: Annotated[int, typer.Option("--worker-index", hidden=True)] = -1,

@@ -53,15 +53,13 @@ def shared_ports_supported() -> bool:
 
 
 def default_workers(cpus: int | None = None) -> int:
-    """One worker per usable CPU beyond the first, at least 1 and at most
-    ``MAX_DEFAULT_WORKERS``; 1 without SO_REUSEPORT.
+    """One worker per usable CPU, at most ``MAX_DEFAULT_WORKERS``; 1 without SO_REUSEPORT.
 
-    The proxy shares its machine with the pods it relays to, and a relayed
-    request costs the kernel about as much as the proxy itself: measured on
-    2 CPUs (bench/proxy.py, wrk and endpoints on the same machine), a second
-    worker cost 20-30% more CPU per request (half-idle event loops sleep and
-    wake per request instead of batching) and lowered throughput, while one
-    worker's CPU per request matched HAProxy's. So a CPU is left to the rest.
+    Measured on 2 CPUs with wrk and the endpoints on the same machine
+    (bench/proxy.py): a second worker costs 20-30% more CPU per request (two
+    half-idle event loops sleep and wake per request instead of batching), so
+    with little other load ``--workers 1`` relays more; under load from other
+    programs two workers hold their share of the CPUs better.
     """
     if not shared_ports_supported():
         return 1
@@ -70,7 +68,7 @@ def default_workers(cpus: int | None = None) -> int:
             cpus = len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover - Linux has it
             cpus = os.cpu_count() or 1
-    return max(1, min(cpus - 1, MAX_DEFAULT_WORKERS))
+    return max(1, min(cpus, MAX_DEFAULT_WORKERS))
 
 
 # ------------------------------------------------------------------ who listens

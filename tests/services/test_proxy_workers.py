@@ -453,5 +453,5 @@ def test_workers_failing_at_start_fail_the_command() -> None:
     assert "unknown scheme" in result.stderr
 
 
-def test_default_workers_leave_a_cpu_to_the_rest() -> None:
-    assert [default_workers(n) for n in (1, 2, 3, 4, 5, 8, 64)] == [1, 1, 2, 3, 4, 4, 4]
+def test_default_workers_one_per_cpu_up_to_four() -> None:
+    assert [default_workers(n) for n in (1, 2, 3, 4, 5, 8, 64)] == [1, 2, 3, 4, 4, 4, 4]
