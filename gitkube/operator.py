@@ -319,6 +319,17 @@ class Operator:
 
     async def _follow_sync_requests(self, stop: asyncio.Event) -> None:
         """Leader side of webhooks that reached another master."""
+        # the watch waits for events, not for ``stop``: cancel it when told to
+        # stop (else a term with no sync request never ends, and neither does
+        # a master's shutdown)
+        follower = asyncio.create_task(self._watch_sync_requests(stop))
+        try:
+            await _first(stop.wait(), follower)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+
+    async def _watch_sync_requests(self, stop: asyncio.Event) -> None:
         assert self.store is not None
         while not stop.is_set():
             try:

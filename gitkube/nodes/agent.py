@@ -23,6 +23,7 @@ grace period) and removed. Stopping the agent leaves pods running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -31,8 +32,8 @@ from typing import Any
 
 from gitkube.api.objects import Node, Pod, Probe
 from gitkube.api.serde import to_dict
-from gitkube.errors import Conflict, GitkubeError
-from gitkube.loops import run_loop
+from gitkube.errors import Conflict, GitkubeError, StoreUnavailable
+from gitkube.loops import Backoff, run_loop
 from gitkube.nodes.backoff import BackoffSettings, RestartBackoff
 from gitkube.nodes.podplan import (
     PodPlan,
@@ -168,10 +169,29 @@ class Agent:
     async def register(self) -> Node:
         return await register_node(self.objects, self.node)
 
+    async def _join(self, stop: asyncio.Event) -> bool:
+        """Register and beat once; a store that does not answer yet (starting,
+        overloaded) is waited for, as kubelet waits for its API server.
+        False when stopped first."""
+        backoff = Backoff(base=0.5, cap=10.0)
+        while not stop.is_set():
+            try:
+                await self.register()
+                await self.heartbeat.beat()
+                return True
+            except StoreUnavailable as exc:
+                delay = backoff.next()
+                log.warning(
+                    "node %s: cannot register yet (%s); again in %.1fs", self.node_name, exc, delay
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+        return False
+
     async def run(self, stop: asyncio.Event) -> None:
         """Register, heartbeat and reconcile until ``stop``; pods keep running after."""
-        await self.register()
-        await self.heartbeat.beat()
+        if not await self._join(stop):
+            return
         tasks: list[asyncio.Task[Any]] = [
             asyncio.create_task(self.heartbeat.run(stop), name="heartbeat"),
             asyncio.create_task(

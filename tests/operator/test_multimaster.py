@@ -11,6 +11,7 @@ subprocesses (process runtime), one bare repository.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -202,11 +203,11 @@ async def test_leader_killed_next_push_applied_once(
 ) -> None:
     c = cluster
     svc_port = free_port()
-    await eventually(lambda: _nodes(c), timeout=30, what="both agents registered")
-    git_remote.write("web.yaml", web_rc(2))
-    git_remote.write("svc.yaml", web_service(svc_port))
-    first = git_remote.commit_and_push("web")
     try:
+        await eventually(lambda: _nodes(c), timeout=30, what="both agents registered")
+        git_remote.write("web.yaml", web_rc(2))
+        git_remote.write("svc.yaml", web_service(svc_port))
+        first = git_remote.commit_and_push("web")
         identity = await eventually(lambda: leader(c), timeout=30, what="a leader")
         pid = int(identity.rsplit("-", 1)[1])
         assert pid in c.masters, (identity, list(c.masters))
@@ -226,18 +227,25 @@ async def test_leader_killed_next_push_applied_once(
         killed = time.monotonic()
         git_remote.write("web.yaml", web_rc(3))
         second = git_remote.commit_and_push("scale to 3")
+        survivor_pid, (_, survivor_port) = next(iter(c.masters.items()))
+
+        async def taken_over() -> bool:
+            return (await leader(c)).endswith(f"-{survivor_pid}")
 
         async def applied() -> bool:
             rc = await c.objects.get(ReplicationController, "default", "web")
             return rc is not None and rc.spec.replicas == 3 and await synced_revision(c) == second
 
+        await eventually(taken_over, timeout=30, what="the survivor to lead")
+        took_over = time.monotonic() - killed
         await eventually(applied, timeout=30, what="the push applied by the survivor")
         took = time.monotonic() - killed
-        survivor_pid, (_, survivor_port) = next(iter(c.masters.items()))
-        new_leader = await leader(c)
-        assert new_leader.endswith(f"-{survivor_pid}"), new_leader
-        # takeover within the lease TTL, plus a poll, plus slack for a loaded machine
-        assert took < LEADER_TTL + INTERVAL + 4, f"applied {took:.1f}s after the kill"
+        assert await taken_over()
+        print(f"kill -9 of the leader: takeover {took_over:.2f}s, push applied {took:.2f}s")
+        # the lease TTL plus a poll, plus slack for a loaded machine (an etcd
+        # stall of a few seconds makes the new leader step down and win again)
+        assert took_over < LEADER_TTL + INTERVAL + 3, f"took over {took_over:.1f}s after the kill"
+        assert took < LEADER_TTL + INTERVAL + 12, f"applied {took:.1f}s after the kill"
 
         await eventually(lambda: ready(c, 3), timeout=45, what="3 pods ready")
         records = await history(c)
@@ -254,18 +262,26 @@ async def test_leader_killed_next_push_applied_once(
             async with session.get(base + "/api/v1/status") as resp:
                 status = await resp.json()
         assert "gitkube_leader 1.0" in metrics.splitlines()
-        assert status["role"] == "master" and status["leader"] == new_leader
-        print(f"takeover and apply {took:.2f}s after kill -9 of the leader")
+        assert status["role"] == "master" and status["leader"].endswith(f"-{survivor_pid}")
+        # everything deleted through git; then the survivor stops cleanly on SIGTERM
+        await delete_everything(c, git_remote)
+        survivor, _ = c.masters[survivor_pid]
+        survivor.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(survivor.wait, 15) == 0
     except BaseException:
         print(c.log_tail())
         raise
     finally:
-        # delete everything through git so the agents stop the pods
-        git_remote.remove("web.yaml")
-        git_remote.remove("svc.yaml")
-        git_remote.commit_and_push("empty")
-        with contextlib.suppress(AssertionError):
-            await eventually(lambda: _no_pods(c), timeout=20, what="pods deleted")
+        if (git_remote.work / "web.yaml").exists():
+            with contextlib.suppress(AssertionError):
+                await delete_everything(c, git_remote)
+
+
+async def delete_everything(c: Cluster, git_remote: GitRemote) -> None:
+    git_remote.remove("web.yaml")
+    git_remote.remove("svc.yaml")
+    git_remote.commit_and_push("empty")
+    await eventually(lambda: _no_pods(c), timeout=30, what="pods deleted")
 
 
 async def _nodes(c: Cluster) -> bool:
