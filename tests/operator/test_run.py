@@ -28,6 +28,7 @@ from gitkube.config import Settings, resolve_settings
 from gitkube.operator import Operator
 from gitkube.server.webhooks import sign
 from tests.fixtures.git import GitRemote, git
+from tests.operator.helpers import kill_processes_under
 
 SECRET = "webhook-secret-for-tests"
 
@@ -147,21 +148,11 @@ def status_commits(remote: GitRemote) -> int:
     return int(out) if out.isdigit() else 0
 
 
-def kill_pod_processes(state: Path) -> None:
-    """Belt and braces: end every process a test's process runtime left behind."""
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if any(str(state) in part for part in proc.info["cmdline"] or []):
-                proc.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-
-
 @pytest.fixture
 async def state(tmp_path: Path) -> AsyncIterator[Path]:
     path = tmp_path / "state"
     yield path
-    kill_pod_processes(path)
+    kill_processes_under(path)
 
 
 def ready_is(op: Operator, n: int) -> Callable[[], Any]:
