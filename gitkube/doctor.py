@@ -219,12 +219,16 @@ async def check_agents(settings: Settings) -> Check:
 
 
 async def run_checks(settings: Settings) -> list[Check]:
+    async def store_then_agents() -> list[Check]:
+        # one after the other: two first opens of a new SQLite file at once
+        # race to create its schema
+        return [await check_store(settings), await check_agents(settings)]
+
     groups = await asyncio.gather(
         check_listen_port(settings),
-        check_store(settings),
+        store_then_agents(),
         check_docker(settings),
         check_git_remote(settings),
-        check_agents(settings),
     )
     out: list[Check] = []
     for item in groups:

@@ -223,16 +223,36 @@ class SQLiteStore:
     # ------------------------------------------------------------ plumbing
 
     def _connect(self) -> None:
-        try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open the store at {self.path}: {exc}") from exc
+        # Switching a new file to WAL takes an exclusive lock and does not wait
+        # on the busy handler: two first opens at once (the CLI beside `gitkube
+        # run`) get "database is locked". Retry until the busy timeout.
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.01
+        while True:
+            conn: sqlite3.Connection | None = None
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    timeout=self.busy_timeout,
+                )
+                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+                break
+            except sqlite3.OperationalError as exc:
+                if conn is not None:
+                    conn.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreUnavailable(f"cannot open the store at {self.path}: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+            except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
+                raise StoreUnavailable(f"cannot open the store at {self.path}: {exc}") from exc
         self._conn = conn
         self._known_revision = self._meta(conn, "revision")
 

@@ -23,6 +23,7 @@ import pytest
 
 from gitkube.errors import Compacted
 from gitkube.store.base import Put
+from gitkube.store.factory import open_store
 from gitkube.store.sqlite import SQLiteStore
 
 from .conftest import eventually, take, watching
@@ -221,3 +222,14 @@ async def test_the_file_survives_a_reopen(tmp_path: Path) -> None:
 def test_history_must_be_positive(tmp_path: Path, history: int) -> None:
     with pytest.raises(ValueError, match="history"):
         SQLiteStore(tmp_path / "state.db", history=history)
+
+
+async def test_first_opens_of_a_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """The CLI and `gitkube run` may open a new state file at the same moment:
+    switching it to WAL must wait, not fail with "database is locked"."""
+    for i in range(10):
+        url = f"sqlite:///{tmp_path}/race-{i}/state.db"
+        stores = await asyncio.gather(*(open_store(url) for _ in range(3)))
+        for store in stores:
+            assert await store.revision() >= 0
+            await store.close()
