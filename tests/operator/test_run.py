@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,19 +23,19 @@ import psutil
 import pytest
 
 from gitkube.api.objects import Pod, ReplicationController, Service
-from gitkube.config import Settings, resolve_settings
+from gitkube.config import Settings
 from gitkube.operator import Operator
 from gitkube.server.webhooks import sign
 from tests.fixtures.git import GitRemote, git
-from tests.operator.helpers import kill_processes_under
-
-SECRET = "webhook-secret-for-tests"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.operator.helpers import (
+    SECRET,
+    Running,
+    eventually,
+    free_port,
+    kill_processes_under,
+    operator_settings,
+    start_operator,
+)
 
 
 def web_rc(replicas: int) -> str:
@@ -77,60 +76,12 @@ spec:
 """
 
 
-class Running:
-    def __init__(self, operator: Operator, task: asyncio.Task[None], stop: asyncio.Event):
-        self.operator = operator
-        self.task = task
-        self.stop = stop
-
-    @property
-    def base(self) -> str:
-        assert self.operator.http is not None
-        return f"http://127.0.0.1:{self.operator.http.port}"
-
-    async def shutdown(self) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, timeout=30)
-
-
 def settings_for(remote: GitRemote, state: Path, **extra: Any) -> Settings:
-    flags = {
-        "repo": remote.url,
-        "runtime": "process",
-        "state_dir": str(state),
-        "listen": f"127.0.0.1:{free_port()}",
-        "interval": "60s",
-        "webhook_secret": SECRET,
-        "node": "local",
-        "node_grace": "6s",
-        **extra,
-    }
-    settings, _ = resolve_settings(flags, environ={})
-    return settings
+    return operator_settings(remote.url, state, **extra)
 
 
 async def start(settings: Settings) -> Running:
-    operator = Operator(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(operator.run(stop))
-    for _ in range(200):
-        if operator.http is not None and operator.http.port:
-            break
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    return Running(operator, task, stop)
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
+    return await start_operator(settings)
 
 
 async def push_hook(running: Running, remote: GitRemote, *, session: aiohttp.ClientSession) -> int:
