@@ -286,14 +286,14 @@ async def _write_state(url: str, listen_port: int, targets: list[int]) -> None:
 
 
 def start_gitkube_proxy(
-    workdir: Path, targets: list[int], *, workers: int = 0
+    workdir: Path, targets: list[int], *, workers: int = 0, relay: str = "auto"
 ) -> tuple[subprocess.Popen[bytes], int]:
     url = f"sqlite:///{workdir}/state.db"
     port = free_port()
     asyncio.run(_write_state(url, port, targets))
     cmd = [sys.executable, "-m", "gitkube", "proxy", "--store", url, "--node", "bench"]
     proc = subprocess.Popen(
-        [*cmd, "--workers", str(workers)],
+        [*cmd, "--workers", str(workers), "--relay", relay],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=open(workdir / "gitkube-proxy.log", "wb"),  # noqa: SIM115
@@ -376,6 +376,12 @@ def main() -> None:
         help="gitkube proxy --workers (default 0: the proxy's default)",
     )
     parser.add_argument(
+        "--relay",
+        default="auto",
+        choices=["auto", "native", "asyncio"],
+        help="gitkube proxy --relay (default auto: native if it can be built)",
+    )
+    parser.add_argument(
         "--haproxy-threads",
         type=int,
         default=0,
@@ -390,9 +396,22 @@ def main() -> None:
     for tool in ("wrk", "haproxy"):
         if shutil.which(tool) is None:
             raise SystemExit(f"`{tool}` is not installed (Debian package {tool})")
+    from gitkube.services import native
     from gitkube.services.workers import default_workers
 
-    workers = args.workers or default_workers()
+    relay = args.relay
+    if relay != "asyncio":
+        try:
+            native.build()
+            relay = "native"
+        except native.NativeUnavailable as exc:
+            if relay == "native":
+                raise SystemExit(str(exc)) from exc
+            print(f"(native relay unavailable: {exc}; measuring the asyncio relay)")
+            relay = "asyncio"
+    # the proxy's own defaults: one process with the native relay, else one per CPU
+    workers = args.workers or (1 if relay == "native" else default_workers())
+    threads = native.default_threads() if relay == "native" else 0
 
     procs: list[subprocess.Popen[bytes]] = []
     rounds: list[dict[str, Result]] = []
@@ -407,7 +426,7 @@ def main() -> None:
             for port in targets:
                 wait_port(port)
 
-            gk, gk_port = start_gitkube_proxy(workdir, targets, workers=workers)
+            gk, gk_port = start_gitkube_proxy(workdir, targets, workers=workers, relay=relay)
             ha, ha_port = start_haproxy(workdir, targets, threads=args.haproxy_threads)
             procs.append(ha)
             wait_listeners(gk, gk_port, workers)
@@ -438,7 +457,9 @@ def main() -> None:
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, "
         f"{args.rounds} rounds; 3 endpoints on loopback; {os.cpu_count()} CPUs; "
-        f"gitkube proxy --workers {workers}; HAProxy nbthread "
+        f"gitkube proxy --relay {relay} --workers {workers}"
+        + (f" ({threads} relay threads)" if threads else "")
+        + "; HAProxy nbthread "
         f"{args.haproxy_threads or 'default'}; load average at round starts "
         + " ".join(f"{x:.1f}" for x in loads)
     )

@@ -21,6 +21,8 @@ import yaml
 
 from gitkube.errors import ConfigError
 
+#: the service proxy's data paths (gitkube.services.proxy.RELAY_MODES)
+PROXY_RELAYS = ("auto", "native", "asyncio")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -59,6 +61,9 @@ class Settings:
     node: str = _setting("", "node name of `gitkube agent` (default: the host name)")
     address: str = _setting("127.0.0.1", "node address: where pods' host ports are published")
     proxy_address: str = _setting("127.0.0.1", "where the service proxy listens")
+    proxy_relay: str = _setting(
+        "auto", "service proxy data path: auto (native if it can be built), native, asyncio"
+    )
     labels: str = _setting("", "node labels k=v,k2=v2")
     listen: str = _setting("127.0.0.1:9080", "HTTP server (webhooks, metrics, status) HOST:PORT")
     interval: str = _setting("60s", "poll interval (30, 30s, 5m)")
@@ -204,6 +209,11 @@ def resolve_settings(
             sources[f.name] = "default"
     settings = Settings(**values)
     settings.interval_seconds()  # fail early on a bad duration
+    if settings.proxy_relay not in PROXY_RELAYS:
+        raise ConfigError(
+            f"proxy-relay ({sources['proxy_relay']}): {settings.proxy_relay!r} is not one of "
+            + ", ".join(PROXY_RELAYS)
+        )
     return settings, sources
 
 

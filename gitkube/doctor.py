@@ -218,6 +218,25 @@ async def check_agents(settings: Settings) -> Check:
     return Check("agents", "ok", detail)
 
 
+async def check_proxy_relay(settings: Settings) -> Check:
+    """Whether the service proxy can use its native relay (built, cached) here."""
+    from gitkube.services import native
+
+    if settings.proxy_relay == "asyncio":
+        return Check("proxy relay", "ok", "asyncio relay (proxy-relay is asyncio)")
+    try:
+        path = await asyncio.to_thread(native.build)
+    except native.NativeUnavailable as exc:
+        level: Level = "fail" if settings.proxy_relay == "native" else "warn"
+        return Check(
+            "proxy relay",
+            level,
+            f"the asyncio relay will copy the bytes: {exc}",
+            "install a C compiler (apt-get install gcc) for the native relay",
+        )
+    return Check("proxy relay", "ok", f"native relay ({path})")
+
+
 async def run_checks(settings: Settings) -> list[Check]:
     async def store_then_agents() -> list[Check]:
         # one after the other: two first opens of a new SQLite file at once
@@ -229,6 +248,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         store_then_agents(),
         check_docker(settings),
         check_git_remote(settings),
+        check_proxy_relay(settings),
     )
     out: list[Check] = []
     for item in groups:

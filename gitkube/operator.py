@@ -249,7 +249,12 @@ class Operator:
             self.agents.append(agent)
             tasks.append((f"agent {name}", agent.run))
         if names:
-            proxy = ServiceProxy(self.objects, address=s.proxy_address, node_name=names[0])
+            proxy = ServiceProxy(
+                self.objects,
+                address=s.proxy_address,
+                node_name=names[0],
+                relay=s.proxy_relay,
+            )
             tasks.append(("proxy", proxy.run))
         return tasks
 

@@ -69,6 +69,12 @@ def agent_command(
     proxy_address: Annotated[
         str | None, typer.Option("--proxy-address", help="where the service proxy listens")
     ] = None,
+    proxy_relay: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy-relay", help="proxy data path: auto, native (C threads), asyncio (auto)"
+        ),
+    ] = None,
     node_grace: Annotated[
         str | None,
         typer.Option(
@@ -96,6 +102,7 @@ def agent_command(
         "state_dir": state_dir,
         "run_as": run_as,
         "proxy_address": proxy_address,
+        "proxy_relay": proxy_relay,
         "node_grace": node_grace,
         "cpu": cpu,
         "memory": memory,
@@ -212,7 +219,10 @@ async def _run_agent(
             from gitkube.services.proxy import ServiceProxy
 
             service_proxy = ServiceProxy(
-                objects, address=settings.proxy_address, node_name=node_name
+                objects,
+                address=settings.proxy_address,
+                node_name=node_name,
+                relay=settings.proxy_relay,
             )
             agent.add_task("proxy", service_proxy.run)
         log.info(

@@ -136,6 +136,10 @@ def run_command(
     proxy_address: Annotated[
         str | None, Opt("--proxy-address", help="service proxy address (127.0.0.1)")
     ] = None,
+    proxy_relay: Annotated[
+        str | None,
+        Opt("--proxy-relay", help="proxy data path: auto, native (C threads), asyncio (auto)"),
+    ] = None,
     run_as: Annotated[str | None, Opt("--run-as", help="user for the process runtime")] = None,
     status_branch: StatusBranch = None,
     writeback: Writeback = None,

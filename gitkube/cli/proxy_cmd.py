@@ -1,9 +1,12 @@
 """`gitkube proxy`: run the service proxy alone (agents and `gitkube run` host it too).
 
-With ``--workers N`` (default: one per CPU, at most 4, on Linux; see
-``default_workers``) the command
-is a supervisor of N worker processes (``gitkube proxy --worker-index i``,
-hidden options), each a full proxy on uvloop sharing the Service ports with
+The bytes are copied by the native relay (C threads, one per CPU; see
+``gitkube.services.native``) when it can be built here, else by the asyncio
+relay on uvloop (``--relay`` chooses). With the native relay one process
+uses every CPU, so ``--workers`` defaults to 1. With the asyncio relay it
+defaults to one per CPU, at most 4 (``default_workers``): the command is then
+a supervisor of N worker processes (``gitkube proxy --worker-index i``,
+hidden options), each a full proxy sharing the Service ports with
 SO_REUSEPORT; see ``gitkube.services.workers``. ``--workers 1`` runs the
 proxy in this process, as agents and ``gitkube run`` do.
 """
@@ -47,24 +50,52 @@ def proxy_command(
         typer.Option(
             "--workers",
             "-w",
-            help="Proxy processes sharing the ports (SO_REUSEPORT, Linux); 0 means one per "
-            "CPU, at most 4. Services with ClientIP affinity are served by worker 0 alone.",
+            help="Proxy processes sharing the ports (SO_REUSEPORT, Linux); 0 means 1 with the "
+            "native relay, else one per CPU, at most 4. Services with ClientIP affinity are "
+            "served by worker 0 alone.",
+        ),
+    ] = 0,
+    relay: Annotated[
+        str,
+        typer.Option(
+            "--relay",
+            help="Data path: native (C threads, no Python per request), asyncio, or auto "
+            "(native if it can be built here).",
+        ),
+    ] = "auto",
+    relay_threads: Annotated[
+        int,
+        typer.Option(
+            "--relay-threads", help="Native relay threads per process; 0 means one per CPU."
         ),
     ] = 0,
     worker_index: Annotated[int, typer.Option("--worker-index", hidden=True)] = -1,
     parent_fd: Annotated[int, typer.Option("--parent-fd", hidden=True)] = -1,
 ) -> None:
     """Listen on every Service port and forward connections to ready endpoints."""
-    from gitkube.services.proxy import install_uvloop
+    from gitkube.services import native
+    from gitkube.services.proxy import RELAY_MODES, install_uvloop
     from gitkube.services.workers import default_workers, shared_ports_supported
 
     if connect_timeout <= 0 or resync <= 0:
         raise typer.BadParameter("--connect-timeout and --resync must be positive")
     if workers < 0:
-        raise typer.BadParameter("--workers must be 0 (one per CPU) or more")
+        raise typer.BadParameter("--workers must be 0 (the default) or more")
+    if relay_threads < 0:
+        raise typer.BadParameter("--relay-threads must be 0 (one per CPU) or more")
+    if relay not in RELAY_MODES:
+        raise typer.BadParameter(f"--relay must be one of {', '.join(RELAY_MODES)}")
     if workers > 1 and not shared_ports_supported():
         raise typer.BadParameter("--workers above 1 needs Linux (SO_REUSEPORT)")
-    count = workers or default_workers()
+    if relay != "asyncio" and worker_index < 0:
+        try:
+            native.build()  # once, before any worker starts; cached afterwards
+        except native.NativeUnavailable as exc:
+            if relay == "native":
+                fail(str(exc))
+            relay = "asyncio"
+            logging.getLogger(__name__).warning("proxy: using the asyncio relay: %s", exc)
+    count = workers or (1 if relay != "asyncio" else default_workers())
     if worker_index >= count:
         raise typer.BadParameter("--worker-index must be below --workers")
     url = resolve_store(store)
@@ -81,6 +112,7 @@ def proxy_command(
             [
                 "--store", url, "--address", address, "--node", node,
                 "--connect-timeout", str(connect_timeout), "--resync", str(resync),
+                "--relay", relay, "--relay-threads", str(relay_threads),
             ],
         )  # fmt: skip
         return
@@ -95,6 +127,8 @@ def proxy_command(
             worker=max(worker_index, 0),
             workers=count,
             parent_fd=parent_fd,
+            relay=relay,
+            relay_threads=relay_threads,
         )
     )
 
@@ -132,6 +166,8 @@ async def _serve(
     worker: int = 0,
     workers: int = 1,
     parent_fd: int = -1,
+    relay: str = "auto",
+    relay_threads: int = 0,
 ) -> None:
     from gitkube.services.proxy import ServiceProxy
     from gitkube.services.workers import set_parent_death_signal, watch_parent
@@ -155,14 +191,17 @@ async def _serve(
             resync_seconds=resync,
             worker=worker,
             workers=workers,
+            relay=relay,
+            relay_threads=relay_threads,
         )
         logging.getLogger(__name__).info(
-            "proxy on %s for node %s (store %s, worker %d of %d)",
+            "proxy on %s for node %s (store %s, worker %d of %d, data path %s)",
             address,
             node,
             store.url,
             worker,
             workers,
+            proxy.data_path,
         )
         await proxy.run(stop)
     finally:

@@ -6,6 +6,12 @@ proxy address, and for NodePort (and LoadBalancer) Services on the nodePort
 too, and relays each accepted connection to one of the Service's ready
 endpoints (``gitkube.services.relay``).
 
+**Data path.** With ``relay="auto"`` (the default) the bytes are copied by
+the native relay (``gitkube.services.native``: C threads, one per CPU, no
+Python per request) when it can be built here, else by the asyncio relay;
+``"native"`` insists on the former (an error if it cannot be had),
+``"asyncio"`` asks for the latter. Both have the same semantics.
+
 ``reconcile_once`` is level-triggered: it reads Services and Endpoints,
 opens the listeners that are missing, closes those no longer wanted (their
 established connections carry on), and hands the current endpoints to each
@@ -46,10 +52,12 @@ from typing import Any
 
 from gitkube.api.keys import PROXY_STATUS_PREFIX
 from gitkube.api.objects import Endpoints, Service, ServicePort
+from gitkube.config import PROXY_RELAYS
 from gitkube.errors import NotFound, StoreError
 from gitkube.loops import run_loop
+from gitkube.services import native
 from gitkube.services.endpoints import endpoint_targets
-from gitkube.services.relay import Balancer, Relay
+from gitkube.services.relay import Balancer, NativeRelay, RawServer, Relay
 from gitkube.services.workers import bind_shared, worker_group_pids
 from gitkube.store.objects import ObjectStore
 
@@ -58,6 +66,7 @@ log = logging.getLogger(__name__)
 #: Kubernetes' default ClientIP affinity timeout (3 hours)
 DEFAULT_AFFINITY_SECONDS = 10800
 NODE_PORT_TYPES = frozenset({"NodePort", "LoadBalancer"})
+RELAY_MODES = PROXY_RELAYS
 
 
 def install_uvloop() -> bool:
@@ -122,8 +131,8 @@ class _Ask:
 class _Listener:
     bind: Bind
     owner: str  # "namespace/name"
-    server: asyncio.AbstractServer
-    relay: Relay
+    server: asyncio.AbstractServer | RawServer
+    relay: Relay | NativeRelay
 
 
 def _describe_bind_error(bind: Bind, exc: OSError) -> str:
@@ -152,9 +161,13 @@ class ServiceProxy:
         worker: int = 0,
         workers: int = 1,
         group: Callable[[], Iterable[int]] = worker_group_pids,
+        relay: str = "auto",
+        relay_threads: int = 0,
     ) -> None:
         if not 0 <= worker < workers:
             raise ValueError(f"worker {worker} is not one of {workers} workers")
+        if relay not in RELAY_MODES:
+            raise ValueError(f"relay must be one of {', '.join(RELAY_MODES)}, not {relay!r}")
         self.objects = objects
         self.address = address
         self.node_name = node_name or socket.gethostname()
@@ -171,6 +184,22 @@ class ServiceProxy:
         self._balancers: dict[tuple[str, str, str], Balancer] = {}
         self._reported: dict[str, bytes] = {}
         self._lease = 0
+        #: the native relay engine, or None for the asyncio relay
+        self.engine: native.Engine | None = None
+        if relay != "asyncio":
+            try:
+                self.engine = native.engine(relay_threads)
+            except native.NativeUnavailable as exc:
+                if relay == "native":
+                    raise
+                log.warning("proxy: using the asyncio relay: %s", exc)
+
+    @property
+    def data_path(self) -> str:
+        """ "native (N threads)" or "asyncio": what copies the bytes."""
+        if self.engine is None:
+            return "asyncio"
+        return f"native ({self.engine.threads} threads)"
 
     # ------------------------------------------------------------ inspection
 
@@ -182,7 +211,7 @@ class ServiceProxy:
     @property
     def connections(self) -> int:
         """Client connections accepted and not yet closed, over all listeners."""
-        return sum(len(lst.relay.active) for lst in self._listeners.values())
+        return sum(lst.relay.count for lst in self._listeners.values())
 
     def balancer(self, namespace: str, name: str, port_name: str = "") -> Balancer | None:
         return self._balancers.get((namespace, name, port_name))
@@ -270,7 +299,13 @@ class ServiceProxy:
             if bind in self._listeners:
                 continue
             balancer = ask.balancer
-            relay = Relay(balancer, loop=loop, connect_timeout=self.connect_timeout)
+            relay: Relay | NativeRelay
+            if self.engine is not None:
+                relay = NativeRelay(
+                    balancer, loop=loop, engine=self.engine, connect_timeout=self.connect_timeout
+                )
+            else:
+                relay = Relay(balancer, loop=loop, connect_timeout=self.connect_timeout)
             try:
                 server = await self._listen(loop, relay, bind)
             except OSError as exc:
@@ -287,8 +322,19 @@ class ServiceProxy:
         return result
 
     async def _listen(
-        self, loop: asyncio.AbstractEventLoop, relay: Relay, bind: Bind
-    ) -> asyncio.AbstractServer:
+        self, loop: asyncio.AbstractEventLoop, relay: Relay | NativeRelay, bind: Bind
+    ) -> asyncio.AbstractServer | RawServer:
+        if isinstance(relay, NativeRelay):
+            if self.workers == 1:
+                sock = _bind_plain(bind.host, bind.port)
+            else:
+                sock = bind_shared(bind.host, bind.port, group=self.group)
+            try:
+                sock.listen(self.backlog)
+                return relay.serve(sock)
+            except BaseException:
+                sock.close()
+                raise
         if self.workers == 1:
             return await loop.create_server(
                 relay.factory(), bind.host, bind.port, reuse_address=True, backlog=self.backlog
@@ -375,6 +421,21 @@ class ServiceProxy:
                 await self.objects.store.revoke_lease(self._lease)
         self._reported = {}
         self._lease = 0
+
+
+def _bind_plain(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` as ``loop.create_server`` would bind it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _problem(sport: ServicePort, error: str) -> PortProblem:

@@ -11,15 +11,27 @@ shutdown of the other, and the pair closes once both directions are done.
 them round-robin, with ClientIP session affinity when asked. The proxy swaps
 its target list when the Endpoints change; connections already relaying keep
 their upstream.
+
+``NativeRelay`` is the same accept-pick-connect logic on plain sockets, for
+the native data path (``gitkube.services.native``): the client socket is not
+read by Python at all; once the endpoint is connected, both sockets go to
+the C relay threads, which copy the bytes. ``Relay`` (above) is used when
+the native relay is not available or not wanted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gitkube.services.native import Engine
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +223,11 @@ class Relay:
     def factory(self) -> Callable[[], asyncio.Protocol]:
         return lambda: _Client(self)
 
+    @property
+    def count(self) -> int:
+        """Client connections accepted and not yet closed."""
+        return len(self.active)
+
     async def connect(self, client: _Client) -> None:
         peer = client.transport.get_extra_info("peername")
         client_ip = peer[0] if peer else ""
@@ -257,4 +274,163 @@ class Relay:
             client.transport.abort()
             if client.peer is not None and client.peer.transport is not None:
                 client.peer.transport.abort()
+        self.active.clear()
+
+
+# ------------------------------------------------------------------ native
+
+
+#: accept errors that mean "out of descriptors or memory": back off, do not spin
+_ACCEPT_BACKOFF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class RawServer:
+    """A listening socket served by ``loop.add_reader`` (for ``NativeRelay``);
+    ``close``/``wait_closed`` as an ``asyncio.Server``."""
+
+    def __init__(
+        self, sock: socket.socket, loop: asyncio.AbstractEventLoop, relay: NativeRelay
+    ) -> None:
+        self.sock = sock
+        self._loop = loop
+        self._relay = relay
+        self._closed = False
+        self._retry: asyncio.TimerHandle | None = None
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                conn, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_BACKOFF:
+                    log.warning(
+                        "%s: cannot accept (%s); pausing 1s", self._relay.balancer.name, exc
+                    )
+                    self._loop.remove_reader(self.sock.fileno())
+                    self._retry = self._loop.call_later(1.0, self._resume)
+                return
+            self._relay.accepted(conn, addr)
+
+    def _resume(self) -> None:
+        self._retry = None
+        if not self._closed:
+            self._loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+def _ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class NativeRelay:
+    """Accepts connections for one Service port, connects each to an endpoint
+    (round-robin, retrying the next on failure) and hands the pair to the
+    native relay threads."""
+
+    def __init__(
+        self,
+        balancer: Balancer,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        engine: Engine,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.balancer = balancer
+        self.loop = loop
+        self.engine = engine
+        self.connect_timeout = connect_timeout
+        #: ids of the pairs relaying in the native threads
+        self.active: set[int] = set()
+        self._connecting: dict[asyncio.Task[None], socket.socket] = {}
+
+    def serve(self, sock: socket.socket) -> RawServer:
+        return RawServer(sock, self.loop, self)
+
+    @property
+    def count(self) -> int:
+        return len(self.active) + len(self._connecting)
+
+    def accepted(self, conn: socket.socket, addr: object) -> None:
+        conn.setblocking(False)
+        client_ip = addr[0] if isinstance(addr, tuple) and addr else ""
+        task = self.loop.create_task(self._connect(conn, str(client_ip)))
+        self._connecting[task] = conn
+        task.add_done_callback(self._connecting.pop)
+
+    async def _connect(self, conn: socket.socket, client_ip: str) -> None:
+        balancer = self.balancer
+        loop = self.loop
+        try:
+            for target in balancer.candidates(client_ip, loop.time()):
+                upstream = await self._dial(target)
+                if upstream is None:
+                    continue
+                for sock in (conn, upstream):
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                balancer.connected(client_ip, target, loop.time())
+                try:
+                    pair = self.engine.add(conn, upstream, self.active.discard)
+                except OSError:
+                    upstream.close()
+                    raise
+                self.active.add(pair)
+                return
+            if not balancer.targets:
+                log.debug("%s: no ready endpoints; closing connection", balancer.name)
+            else:
+                log.warning("%s: no endpoint accepted the connection", balancer.name)
+            conn.close()
+        except BaseException:
+            conn.close()
+            raise
+
+    async def _dial(self, target: Target) -> socket.socket | None:
+        host, port = target
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if _ip_literal(host):
+                    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                    address: tuple[str, int] = (host, port)
+                else:
+                    infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                    family, _, _, _, sockaddr = infos[0]
+                    address = (str(sockaddr[0]), int(sockaddr[1]))
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    sock.setblocking(False)
+                    await self.loop.sock_connect(sock, address)
+                except BaseException:
+                    sock.close()
+                    raise
+                return sock
+        except (OSError, TimeoutError) as exc:
+            log.debug("%s: endpoint %s:%d failed: %s", self.balancer.name, host, port, exc)
+            return None
+
+    def close_all(self) -> None:
+        for task in list(self._connecting):
+            task.cancel()
+        for pair in list(self.active):
+            self.engine.abort(pair)
         self.active.clear()

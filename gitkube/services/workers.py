@@ -63,12 +63,15 @@ def default_workers(cpus: int | None = None) -> int:
     """
     if not shared_ports_supported():
         return 1
-    if cpus is None:
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - Linux has it
-            cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_DEFAULT_WORKERS))
+    return max(1, min(usable_cpus() if cpus is None else cpus, MAX_DEFAULT_WORKERS))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - Linux has it
+        return os.cpu_count() or 1
 
 
 # ------------------------------------------------------------------ who listens

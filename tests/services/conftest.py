@@ -15,6 +15,7 @@ import pytest
 
 from gitkube.store.factory import open_store
 from gitkube.store.objects import ObjectStore
+from tests.fixtures.require import missing
 
 
 def pytest_asyncio_loop_factories(
@@ -93,3 +94,12 @@ def backends() -> Iterator[list[Backend]]:
     finally:
         for server in servers:
             server.close()
+
+
+def require_native() -> None:
+    """The native relay is built here (a failure under CI, a skip elsewhere)."""
+    from gitkube.services import native
+
+    reason = native.availability()
+    if reason is not None:
+        missing("the native relay", f"{reason} (apt-get install gcc)")

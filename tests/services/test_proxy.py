@@ -1,5 +1,5 @@
 """The service proxy with real sockets, real HTTP servers and a real SQLite store,
-on both asyncio and uvloop.
+on both asyncio and uvloop, and on both data paths (native relay and asyncio relay).
 
 - forwarding: round-robin over three endpoints; no endpoints closes the client
 - half-close: EOF relayed in each direction while the other keeps flowing
@@ -40,7 +40,7 @@ from gitkube.api.objects import (
 )
 from gitkube.services.proxy import Bind, ServiceProxy, proxy_status_key
 from gitkube.store.objects import ObjectStore
-from tests.services.conftest import Backend, free_port
+from tests.services.conftest import Backend, free_port, require_native
 
 # ------------------------------------------------------------------ helpers
 
@@ -139,9 +139,15 @@ async def get(port: int) -> str:
         await conn.close()
 
 
-@pytest.fixture
-async def proxy(objects: ObjectStore) -> AsyncIterator[ServiceProxy]:
-    proxy = ServiceProxy(objects, node_name="n1", connect_timeout=2.0)
+@pytest.fixture(params=["native", "asyncio"])
+async def proxy(
+    objects: ObjectStore, request: pytest.FixtureRequest
+) -> AsyncIterator[ServiceProxy]:
+    """A proxy on each data path: the native relay (C threads) and the asyncio one."""
+    if request.param == "native":
+        require_native()
+    proxy = ServiceProxy(objects, node_name="n1", connect_timeout=2.0, relay=request.param)
+    assert proxy.data_path.startswith(request.param)
     try:
         yield proxy
     finally:
