@@ -44,6 +44,14 @@ def test_bad_duration_and_bool() -> None:
         resolve_settings({}, environ={"GITKUBE_PRUNE": "maybe"})
 
 
+def test_proxy_relay_is_one_of_the_data_paths() -> None:
+    settings, sources = resolve_settings({}, environ={"GITKUBE_PROXY_RELAY": "asyncio"})
+    assert settings.proxy_relay == "asyncio" and sources["proxy_relay"] == "env"
+    assert resolve_settings({}, environ={})[0].proxy_relay == "auto"
+    with pytest.raises(ConfigError, match=r"proxy-relay \(flag\): 'fast' is not one of auto"):
+        resolve_settings({"proxy_relay": "fast"}, environ={})
+
+
 def test_secrets_and_credentials_are_masked() -> None:
     settings, _ = resolve_settings(
         {"repo": "https://bob:hunter2@git.example/r.git"},

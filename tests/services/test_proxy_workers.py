@@ -35,6 +35,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gitkube.services import native
 from gitkube.services.proxy import Bind, ServiceProxy, proxy_status_key
 from gitkube.services.workers import (
     default_workers,
@@ -44,7 +45,7 @@ from gitkube.services.workers import (
 )
 from gitkube.store.factory import open_store
 from gitkube.store.objects import ObjectStore
-from tests.services.conftest import Backend, free_port
+from tests.services.conftest import Backend, free_port, require_native
 from tests.services.test_proxy import HttpConnection, get, put_endpoints, put_service
 
 pytestmark = pytest.mark.skipif(
@@ -429,7 +430,38 @@ def test_killed_worker_is_restarted_and_killed_parent_takes_workers_along(
     assert not any(alive(w) for w in workers), "orphaned workers"
 
 
-@pytest.mark.parametrize("args", [["--workers", "-1"], ["--workers", "2", "--worker-index", "2"]])
+def test_default_is_one_process_whose_native_threads_relay(
+    tmp_path: Path, backends: list[Backend], proxy_process: Callable[..., ProxyProcess]
+) -> None:
+    require_native()
+    url = f"sqlite:///{tmp_path}/state.db"
+    port = free_port()
+    store_call(url, lambda o: _state(o, ("web", port, [b.port for b in backends], False)))
+    proxy = proxy_process(workers=0)
+    threads = native.default_threads()
+    eventually(
+        lambda: f"data path native ({threads} threads)" in proxy.log.read_text(),
+        what="the proxy says it relays natively",
+    )
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
+    try:
+        assert sorted(http_get(s) for s in socks) == sorted([b.name for b in backends] * 2)
+    finally:
+        for sock in socks:
+            sock.close()
+    assert proxy.workers() == []  # no worker processes: the relay threads use the CPUs
+    assert psutil.Process(proxy.proc.pid).num_threads() >= threads + 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--workers", "-1"],
+        ["--workers", "2", "--worker-index", "2"],
+        ["--relay", "fast"],
+        ["--relay-threads", "-1"],
+    ],
+)
 def test_bad_worker_options_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gitkube", "proxy", "--store", f"sqlite:///{tmp_path}/s.db", *args],
