@@ -282,6 +282,16 @@ def test_no_compiler_is_a_clear_reason(
         native.build()
 
 
+def test_an_unwritable_cache_is_a_clear_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("GITKUBE_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(native.NativeUnavailable, match="set GITKUBE_CACHE_DIR"):
+        native.build()
+
+
 def test_without_a_compiler_the_proxy_falls_back_to_asyncio(tmp_path: Path) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()

@@ -79,8 +79,14 @@ def build(*, force: bool = False) -> Path:
     cc = compiler()
     if cc is None:
         raise NativeUnavailable("no C compiler (cc/gcc; set $CC) to build the native relay")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".relay-", suffix=".so", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".relay-", suffix=".so", dir=target.parent)
+    except OSError as exc:
+        raise NativeUnavailable(
+            f"cannot write the native relay to {target.parent} ({exc.strerror or exc}); "
+            "set GITKUBE_CACHE_DIR to a writable directory"
+        ) from exc
     os.close(fd)
     try:
         done = subprocess.run(
