@@ -170,6 +170,32 @@ async def test_round_robin_over_three_endpoints(
     assert answers == ["b0", "b1", "b2", "b0", "b1", "b2"]
 
 
+@pytest.mark.parametrize("relay", ["native", "asyncio"])
+async def test_proxy_on_an_ipv6_address(
+    objects: ObjectStore, backends: list[Backend], relay: str
+) -> None:
+    if relay == "native":
+        require_native()
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback on this machine")
+    port = free_port()
+    await put_service(objects, "web", port)
+    await put_endpoints(objects, "web", [b.port for b in backends])
+    proxy = ServiceProxy(objects, address="::1", node_name="n1", relay=relay)
+    try:
+        assert (await proxy.reconcile_once()).opened == [f"::1:{port}"]
+        reader, writer = await asyncio.open_connection("::1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"b0")
+        writer.close()
+    finally:
+        await proxy.close()
+
+
 async def test_no_ready_endpoints_closes_the_connection(
     objects: ObjectStore, proxy: ServiceProxy
 ) -> None:
