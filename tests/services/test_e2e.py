@@ -50,7 +50,7 @@ from gitkube.services.proxy import ServiceProxy
 from gitkube.store.factory import open_store
 from gitkube.store.objects import ObjectStore
 from tests.fixtures.docker import TEST_IMAGE
-from tests.services.conftest import free_port
+from tests.services.conftest import free_port, require_native
 
 pytestmark = pytest.mark.slow
 
@@ -175,6 +175,7 @@ async def wipe(runtime: Runtime) -> None:
 
 @pytest.fixture(params=["process", "docker"])
 async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
+    require_native()  # the proxy's default data path, the one users get
     kind = request.param
     if kind == "docker":
         request.getfixturevalue("test_image")
@@ -200,7 +201,7 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             heartbeat_ttl=5,
         ),
     )
-    proxy = ServiceProxy(objects, node_name=NODE, connect_timeout=2.0)
+    proxy = ServiceProxy(objects, node_name=NODE, connect_timeout=2.0, relay="native")
     stop = asyncio.Event()
     loops = [
         agent.run,
