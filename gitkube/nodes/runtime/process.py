@@ -334,8 +334,12 @@ class ProcessRuntime:
             )
         deadline = time.monotonic() + self.start_timeout
         while True:
-            state = await asyncio.to_thread(_read_json, directory / shim.STATE)
+            # EXIT first: the shim writes STATE before EXIT, so a STATE missing
+            # after EXIT was seen means the command never started (read the other
+            # way round, a command that starts and ends between the two reads
+            # looked as if it had not started)
             ended = await asyncio.to_thread(_read_json, directory / shim.EXIT)
+            state = await asyncio.to_thread(_read_json, directory / shim.STATE)
             if ended is not None and state is None:
                 raise ContainerStartError(
                     "RunContainerError", str(ended.get("message") or "the command did not start")
