@@ -58,6 +58,12 @@ class Conflict(StoreError):
     retryable = True
 
 
+class LeadershipLost(Conflict):
+    """A fenced write failed because the writer no longer leads: do not retry."""
+
+    retryable = False
+
+
 class NotFound(StoreError):
     pass
 

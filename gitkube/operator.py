@@ -394,6 +394,8 @@ class Operator:
                 self.election = LeaderElection(
                     self.store, self.identity, ttl=self.settings.leader_ttl
                 )
+                # a deposed leader's sync writes fail instead of landing
+                self.sync.fence = self.election.fence
                 tasks.append(asyncio.create_task(self._lead(stop), name="leader"))
             log.info(
                 "gitkube %s: %s from %s (%s), store %s",

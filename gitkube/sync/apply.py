@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitkube.errors import Conflict
+from gitkube.errors import Conflict, LeadershipLost
 from gitkube.store.base import Compare, Delete, Op, Put
 from gitkube.store.objects import ObjectStore, now_iso
 from gitkube.sync.diff import Create, Prune, SyncPlan, Update
@@ -96,9 +96,13 @@ async def apply_plan(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
     result: ApplyResult | None = None,
+    fence: Compare | None = None,
 ) -> ApplyResult:
     """Write ``plan``; ``Conflict`` when a guarded write loses (``result``, if
-    given, is filled in as batches succeed, so the caller knows what was written)."""
+    given, is filled in as batches succeed, so the caller knows what was written).
+
+    ``fence`` (a leader's ``LeaderElection.fence()``) is added to every
+    transaction: once the term it stands for has ended, nothing more lands."""
     result = result if result is not None else ApplyResult()
     now = now_iso()
     total = len(plan.creates) + len(plan.updates) + len(plan.deletes)
@@ -112,8 +116,15 @@ async def apply_plan(
         nonlocal compares, ops, pending, size, done
         if not ops:
             return
-        txn = await objects.store.txn(compares, ops)
+        guards = [*compares, fence] if fence is not None else compares
+        txn = await objects.store.txn(guards, ops)
         if not txn.succeeded:
+            if fence is not None:
+                held = await objects.store.get(fence.key)
+                if held is None or held.mod_revision != fence.mod_revision:
+                    raise LeadershipLost(
+                        f"leadership was lost ({fence.key} changed); {len(ops)} writes not applied"
+                    )
             raise Conflict(
                 "the store changed while the sync was being planned "
                 f"({len(ops)} writes not applied); plan again"

@@ -62,9 +62,9 @@ from gitkube.api.validation import (
     find_duplicates,
     load_manifests,
 )
-from gitkube.errors import Conflict, GitkubeError, SourceError
+from gitkube.errors import Conflict, GitkubeError, LeadershipLost, SourceError
 from gitkube.loops import Backoff
-from gitkube.store.base import Put
+from gitkube.store.base import Compare, Put
 from gitkube.store.objects import ObjectStore, now_iso
 from gitkube.sync.apply import DEFAULT_BATCH_SIZE, ApplyResult, apply_plan
 from gitkube.sync.diff import SYNCED_RESOURCES, Desired, Live, SyncPlan, plan_sync
@@ -228,6 +228,8 @@ class SyncLoop:
         self.settings = settings or SyncSettings()
         self.after_sync = after_sync
         self.progress = progress
+        #: the leader's fence (``LeaderElection.fence``), added to every write
+        self.fence: Callable[[], Compare] | None = None
         # git side: the files of the last commit read, and the parse cache
         self._index_commit = ""
         self._index: dict[str, Entry] = {}
@@ -445,9 +447,13 @@ class SyncLoop:
                     batch_size=self.settings.batch_size,
                     progress=self._apply_progress,
                     result=applied,
+                    fence=self.fence() if self.fence is not None else None,
                 )
                 self._mirror_writes(applied, read_at, first_txn=before)
                 break
+            except LeadershipLost:
+                self._live_revision = 0
+                raise  # a deposed leader writes nothing more, not even the sync state
             except Conflict:
                 self._live_revision = 0
                 if attempt == self.settings.max_conflict_retries:

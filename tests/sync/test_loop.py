@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 
 from gitkube.api import annotations as ann
-from gitkube.api.keys import SYNC_HISTORY_KEY, SYNC_STATE_KEY
+from gitkube.api.keys import LEADER_KEY, SYNC_HISTORY_KEY, SYNC_STATE_KEY
 from gitkube.api.objects import Node, NodeCondition, ObjectMeta, Pod, ReplicationController, Service
+from gitkube.election import LeaderElection
+from gitkube.errors import LeadershipLost
 from gitkube.store.base import Compare, Op, Put, Store, TxnResult
 from gitkube.store.objects import ObjectStore
 from gitkube.sync.loop import SyncResult, resume, suspend
@@ -443,6 +445,29 @@ async def test_a_lost_compare_re_reads_and_plans_again(
     assert wrapped.fired and result.outcome == "Succeeded"
     a = await objects.get(Pod, "default", "a")
     assert a is not None and a.spec.containers[0].image == "nginx:3"
+
+
+async def test_a_deposed_leaders_sync_writes_nothing(
+    objects: ObjectStore, git_remote: GitRemote, tmp_path: Path
+) -> None:
+    seed(git_remote)
+    election = LeaderElection(objects.store, "m1", ttl=5)
+    assert await election._campaign()
+    loop = make_loop(objects, git_remote, tmp_path)
+    loop.fence = election.fence
+    assert (await loop.reconcile_once()).outcome == "Succeeded"  # leading: it lands
+    # the term ends behind this leader's back (its lease lapsed; another won)
+    await objects.store.delete(LEADER_KEY)
+    assert await LeaderElection(objects.store, "m2", ttl=5)._campaign()
+    git_remote.write("pods/a.yaml", pod_yaml("a", image="nginx:9"))
+    git_remote.commit_and_push()
+    state_before = await objects.store.get(SYNC_STATE_KEY)
+    with pytest.raises(LeadershipLost, match="leadership was lost"):
+        await loop.reconcile_once()
+    a = await objects.get(Pod, "default", "a")
+    assert a is not None and a.spec.containers[0].image != "nginx:9"
+    # not even the sync state is written by a leader that no longer leads
+    assert await objects.store.get(SYNC_STATE_KEY) == state_before
 
 
 async def test_the_after_sync_hook_runs_and_cannot_break_the_loop(
