@@ -24,7 +24,7 @@ DELIVERIES_KEY = SYSTEM + "webhooks/deliveries"
 #: service proxy problems (port in use, ...), one key per service per node
 PROXY_STATUS_PREFIX = SYSTEM + "proxy/"
 
-CLUSTER_SCOPED = frozenset({"nodes"})
+CLUSTER_SCOPED = frozenset({"nodes", "namespaces"})
 
 
 def resource_prefix(resource: str, namespace: str | None = None) -> str:

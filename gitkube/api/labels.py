@@ -69,3 +69,36 @@ def check_label_value(value: str) -> str | None:
             "starting and ending with a letter or digit"
         )
     return None
+
+
+def expressions_match(
+    match_labels: Mapping[str, str],
+    match_expressions: list[tuple[str, str, list[str]]],
+    labels: Mapping[str, str],
+) -> bool:
+    """An apps/v1 ``LabelSelector`` (matchLabels ANDed with matchExpressions
+    given as ``(key, operator, values)``) against ``labels``.
+
+    Unlike v1 equality selectors, an empty apps/v1 selector matches
+    everything; validation refuses empty selectors on Deployments and
+    ReplicaSets, as Kubernetes does.
+    """
+    if any(labels.get(k) != v for k, v in match_labels.items()):
+        return False
+    for key, operator, values in match_expressions:
+        present = key in labels
+        if operator == "In":
+            if not present or labels[key] not in values:
+                return False
+        elif operator == "NotIn":
+            if present and labels[key] in values:
+                return False
+        elif operator == "Exists":
+            if not present:
+                return False
+        elif operator == "DoesNotExist":
+            if present:
+                return False
+        else:
+            raise ValueError(f"unknown selector operator {operator!r}")
+    return True

@@ -1,5 +1,6 @@
-"""API objects with Kubernetes v1 field names: Pod, ReplicationController,
-Service, Endpoints and Node.
+"""API objects with Kubernetes field names: v1 Pod, ReplicationController,
+Service, Endpoints, Node, Namespace, ConfigMap and Secret, and apps/v1
+Deployment and ReplicaSet.
 
 Objects keep ``status`` beside ``spec``, as Kubernetes does. Attribute names
 are snake_case; the wire form (``to_dict``/``from_dict``) uses Kubernetes'
@@ -21,6 +22,35 @@ IntOrString = int | str
 
 
 @dataclass
+class LabelSelectorRequirement:
+    key: str = ""
+    #: In, NotIn, Exists, DoesNotExist
+    operator: str = ""
+    values: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LabelSelector:
+    """A set-based selector (apps/v1): matchLabels and matchExpressions, ANDed.
+    Evaluate it with ``gitkube.api.labels``."""
+
+    match_labels: dict[str, str] = field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = field(default_factory=list)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        from gitkube.api.labels import expressions_match
+
+        return expressions_match(
+            self.match_labels,
+            [(e.key, e.operator, e.values) for e in self.match_expressions],
+            labels,
+        )
+
+    def is_empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+
+@dataclass
 class OwnerReference:
     api_version: str = "v1"
     kind: str = ""
@@ -32,6 +62,7 @@ class OwnerReference:
 @dataclass
 class ObjectMeta:
     name: str = ""
+    generate_name: str = ""
     namespace: str = "default"
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
@@ -53,9 +84,113 @@ class ObjectMeta:
 
 
 @dataclass
+class ConfigMapKeySelector:
+    name: str = ""
+    key: str = ""
+    optional: bool | None = None
+
+
+@dataclass
+class SecretKeySelector:
+    name: str = ""
+    key: str = ""
+    optional: bool | None = None
+
+
+@dataclass
+class ObjectFieldSelector:
+    field_path: str = ""
+    api_version: str = "v1"
+
+
+@dataclass
+class ResourceFieldSelector:
+    resource: str = ""
+    container_name: str = ""
+    divisor: IntOrString | None = None
+
+
+@dataclass
+class EnvVarSource:
+    config_map_key_ref: ConfigMapKeySelector | None = None
+    secret_key_ref: SecretKeySelector | None = None
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+
+
+@dataclass
 class EnvVar:
     name: str = ""
     value: str = ""
+    value_from: EnvVarSource | None = None
+
+
+@dataclass
+class ConfigMapEnvSource:
+    name: str = ""
+    optional: bool | None = None
+
+
+@dataclass
+class SecretEnvSource:
+    name: str = ""
+    optional: bool | None = None
+
+
+@dataclass
+class EnvFromSource:
+    prefix: str = ""
+    config_map_ref: ConfigMapEnvSource | None = None
+    secret_ref: SecretEnvSource | None = None
+
+
+@dataclass
+class VolumeMount:
+    name: str = ""
+    mount_path: str = ""
+    read_only: bool = False
+    sub_path: str = ""
+
+
+@dataclass
+class KeyToPath:
+    key: str = ""
+    path: str = ""
+    mode: int | None = None
+
+
+@dataclass
+class ConfigMapVolumeSource:
+    name: str = ""
+    items: list[KeyToPath] = field(default_factory=list)
+    default_mode: int | None = None
+    optional: bool | None = None
+
+
+@dataclass
+class SecretVolumeSource:
+    secret_name: str = ""
+    items: list[KeyToPath] = field(default_factory=list)
+    default_mode: int | None = None
+    optional: bool | None = None
+
+
+@dataclass
+class EmptyDirVolumeSource:
+    medium: str = ""
+    size_limit: IntOrString | None = None
+
+
+@dataclass
+class Volume:
+    """A pod volume. gitkube acts on configMap, secret and emptyDir volumes;
+    other sources are validated against the official schema and refused by
+    gitkube's own checks."""
+
+    name: str = ""
+    config_map: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
+    empty_dir: EmptyDirVolumeSource | None = None
 
 
 @dataclass
@@ -135,6 +270,8 @@ class Container:
     command: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     env: list[EnvVar] = field(default_factory=list)
+    env_from: list[EnvFromSource] = field(default_factory=list)
+    volume_mounts: list[VolumeMount] = field(default_factory=list)
     working_dir: str = ""
     ports: list[ContainerPort] = field(default_factory=list)
     resources: ResourceRequirements = field(default_factory=ResourceRequirements)
@@ -154,6 +291,9 @@ class Container:
 @dataclass
 class PodSpec:
     containers: list[Container] = field(default_factory=list)
+    #: run one after another, each to completion, before ``containers``
+    init_containers: list[Container] = field(default_factory=list)
+    volumes: list[Volume] = field(default_factory=list)
     restart_policy: str = "Always"
     node_selector: dict[str, str] = field(default_factory=dict)
     node_name: str = ""
@@ -235,6 +375,7 @@ class PodStatus:
     pod_ip: str = wire("podIP", default="")
     start_time: str = ""
     container_statuses: list[ContainerStatus] = field(default_factory=list)
+    init_container_statuses: list[ContainerStatus] = field(default_factory=list)
     #: containerPort -> host port actually published on the node (gitkube extension,
     #: keyed "<container>/<containerPort>/<protocol>").
     host_ports: dict[str, int] = field(default_factory=dict)
@@ -538,8 +679,162 @@ class Node(ApiObject):
         return int(value)
 
 
+# ---------------------------------------------------------------- namespaces, config
+
+
+@dataclass
+class NamespaceSpec:
+    finalizers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NamespaceStatus:
+    #: Active or Terminating
+    phase: str = "Active"
+
+
+@dataclass
+class Namespace(ApiObject):
+    KIND: ClassVar[str] = "Namespace"
+    RESOURCE: ClassVar[str] = "namespaces"
+    NAMESPACED: ClassVar[bool] = False
+
+    spec: NamespaceSpec = field(default_factory=NamespaceSpec)
+    status: NamespaceStatus = field(default_factory=NamespaceStatus)
+
+
+@dataclass
+class ConfigMap(ApiObject):
+    KIND: ClassVar[str] = "ConfigMap"
+    RESOURCE: ClassVar[str] = "configmaps"
+
+    data: dict[str, str] = field(default_factory=dict)
+    #: base64 on the wire, as in Kubernetes
+    binary_data: dict[str, str] = field(default_factory=dict)
+    immutable: bool | None = None
+
+
+@dataclass
+class Secret(ApiObject):
+    """A Secret. ``data`` holds base64 values; ``string_data`` is merged into
+    ``data`` when the object is built from git and never stored. Values must
+    never reach any output: use ``gitkube.api.redact``."""
+
+    KIND: ClassVar[str] = "Secret"
+    RESOURCE: ClassVar[str] = "secrets"
+
+    type: str = "Opaque"
+    data: dict[str, str] = field(default_factory=dict)
+    string_data: dict[str, str] = field(default_factory=dict)
+    immutable: bool | None = None
+
+
+# ---------------------------------------------------------------- apps/v1
+
+
+@dataclass
+class RollingUpdateDeployment:
+    max_unavailable: IntOrString | None = None
+    max_surge: IntOrString | None = None
+
+
+@dataclass
+class DeploymentStrategy:
+    #: RollingUpdate (default) or Recreate
+    type: str = "RollingUpdate"
+    rolling_update: RollingUpdateDeployment | None = None
+
+
+@dataclass
+class DeploymentCondition:
+    """Available, Progressing or ReplicaFailure, as apps/v1 has them."""
+
+    type: str = ""
+    status: str = "Unknown"
+    reason: str = ""
+    message: str = ""
+    last_update_time: str = ""
+    last_transition_time: str = ""
+
+
+@dataclass
+class DeploymentSpec:
+    replicas: int | None = None
+    selector: LabelSelector = field(default_factory=LabelSelector)
+    template: PodTemplateSpec = field(default_factory=PodTemplateSpec)
+    strategy: DeploymentStrategy = field(default_factory=DeploymentStrategy)
+    min_ready_seconds: int = 0
+    revision_history_limit: int | None = None
+    paused: bool = False
+    progress_deadline_seconds: int | None = None
+
+
+@dataclass
+class DeploymentStatus:
+    observed_generation: int = 0
+    replicas: int = 0
+    updated_replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    unavailable_replicas: int = 0
+    collision_count: int | None = None
+    conditions: list[DeploymentCondition] = field(default_factory=list)
+
+
+@dataclass
+class Deployment(ApiObject):
+    KIND: ClassVar[str] = "Deployment"
+    RESOURCE: ClassVar[str] = "deployments"
+
+    api_version: str = "apps/v1"
+    spec: DeploymentSpec = field(default_factory=DeploymentSpec)
+    status: DeploymentStatus = field(default_factory=DeploymentStatus)
+
+
+@dataclass
+class ReplicaSetCondition:
+    type: str = ""
+    status: str = "Unknown"
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str = ""
+
+
+@dataclass
+class ReplicaSetSpec:
+    replicas: int | None = None
+    selector: LabelSelector = field(default_factory=LabelSelector)
+    template: PodTemplateSpec = field(default_factory=PodTemplateSpec)
+    min_ready_seconds: int = 0
+
+
+@dataclass
+class ReplicaSetStatus:
+    replicas: int = 0
+    fully_labeled_replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    observed_generation: int = 0
+    conditions: list[ReplicaSetCondition] = field(default_factory=list)
+
+
+@dataclass
+class ReplicaSet(ApiObject):
+    KIND: ClassVar[str] = "ReplicaSet"
+    RESOURCE: ClassVar[str] = "replicasets"
+
+    api_version: str = "apps/v1"
+    spec: ReplicaSetSpec = field(default_factory=ReplicaSetSpec)
+    status: ReplicaSetStatus = field(default_factory=ReplicaSetStatus)
+
+
+#: the kinds validation, sync and the CLI know
 KINDS: dict[str, type[ApiObject]] = {
     cls.KIND: cls for cls in (Pod, ReplicationController, Service, Endpoints, Node)
+}
+#: kinds whose types exist but are not registered in KINDS yet (being built)
+WORKLOAD_KINDS: dict[str, type[ApiObject]] = {
+    cls.KIND: cls for cls in (Namespace, ConfigMap, Secret, Deployment, ReplicaSet)
 }
 RESOURCES: dict[str, type[ApiObject]] = {cls.RESOURCE: cls for cls in KINDS.values()}
 
