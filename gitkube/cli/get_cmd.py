@@ -274,6 +274,30 @@ HEADERS: dict[type[ApiObject], tuple[list[str], list[str]]] = {
 }
 
 
+def object_row(
+    obj: ApiObject,
+    now: datetime,
+    *,
+    wide: bool,
+    pods: Sequence[Pod] = (),
+    alloc: dict[str, NodeAllocation] | None = None,
+) -> list[str]:
+    """One row of ``HEADERS[type(obj)]`` (pure); nodes need ``pods`` or ``alloc``."""
+    if isinstance(obj, Pod):
+        return pod_row(obj, now, wide=wide)
+    if isinstance(obj, ReplicationController):
+        return rc_row(obj, now, wide=wide)
+    if isinstance(obj, Service):
+        return service_row(obj, now, wide=wide)
+    if isinstance(obj, Endpoints):
+        return endpoints_row(obj, now, wide=wide)
+    if isinstance(obj, Node):
+        if alloc is None:
+            alloc = allocations(pods)
+        return node_row(obj, now, wide=wide, alloc=alloc.get(obj.name, NodeAllocation()))
+    raise TypeError(obj.KIND)
+
+
 def render_table(
     cls: type[ApiObject],
     items: Sequence[ApiObject],
@@ -294,18 +318,7 @@ def render_table(
     alloc = allocations(pods) if cls is Node else {}
     rows: list[list[str]] = []
     for obj in items:
-        if isinstance(obj, Pod):
-            row = pod_row(obj, now, wide=wide)
-        elif isinstance(obj, ReplicationController):
-            row = rc_row(obj, now, wide=wide)
-        elif isinstance(obj, Service):
-            row = service_row(obj, now, wide=wide)
-        elif isinstance(obj, Endpoints):
-            row = endpoints_row(obj, now, wide=wide)
-        elif isinstance(obj, Node):
-            row = node_row(obj, now, wide=wide, alloc=alloc.get(obj.name, NodeAllocation()))
-        else:  # pragma: no cover - RESOURCE_ALIASES lists every kind above
-            raise TypeError(obj.KIND)
+        row = object_row(obj, now, wide=wide, alloc=alloc)
         rows.append([obj.namespace, *row] if namespaced else row)
     return format_columns(headers, rows) + "\n"
 
