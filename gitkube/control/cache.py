@@ -316,23 +316,29 @@ class Cache:
         return self.revision
 
     async def _catch_up(self, target: int) -> None:
+        """Read the events up to ``target`` (every event of that revision: a store
+        yields one revision's events without pausing, and this method wakes
+        only when the reader pauses)."""
         events = self.store.watch(PREFIX, start_revision=self.revision + 1)
+        pump = asyncio.ensure_future(self._pump(events))
+        reached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, reached))
         try:
-
-            async def read() -> None:
-                async for event in events:
-                    self._apply(event)
-                    if event.revision >= target:
-                        return
-
-            try:
-                await asyncio.wait_for(read(), timeout=self.lag_timeout)
-            except TimeoutError:
-                await self._list()
+            await asyncio.wait(
+                {pump, reached}, timeout=self.lag_timeout, return_when="FIRST_COMPLETED"
+            )
         finally:
+            self._waiters = [(r, f) for r, f in self._waiters if f is not reached]
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
-        self._advance(max(self.revision, target))
+        if reached.done():
+            return
+        if pump.done() and not pump.cancelled() and isinstance(pump.exception(), Compacted):
+            raise cast(Compacted, pump.exception())
+        # nothing up to ``target`` under /gitkube/ (a shared etcd): list instead
+        await self._list()
 
     async def wait_for_revision(self, revision: int, *, timeout: float | None = 10.0) -> None:
         """Return once the cache is exact at ``revision`` or later (``TimeoutError`` if not

@@ -233,3 +233,27 @@ async def test_an_etcd_outage_is_survived(
         stop.set()
         await asyncio.wait_for(task, 20)
         await store.close()
+
+
+async def test_a_transaction_is_seen_whole(store: Store, objects: ObjectStore) -> None:
+    """A revision written by one transaction of several keys is in the cache whole,
+    with and without a running watch."""
+    for mode in ("catch-up", "watch"):
+        cache = Cache(store)
+        await cache.sync()
+        stop = asyncio.Event()
+        task = asyncio.create_task(cache.run(stop)) if mode == "watch" else None
+        try:
+            if task is not None:
+                await asyncio.wait_for(cache.synced.wait(), 10)
+            pods = [objects.prepare_create(make_pod(f"{mode}-{i}")) for i in range(5)]
+            ops = [objects.create_ops(p) for p in pods]
+            revision = await objects.apply([c for c, _ in ops], [p for _, p in ops])
+            await cache.wait_for_revision(revision)
+            assert sorted(p.name for p in cache.list(Pod) if p.name.startswith(mode)) == [
+                p.name for p in pods
+            ]
+        finally:
+            stop.set()
+            if task is not None:
+                await asyncio.wait_for(task, 10)
