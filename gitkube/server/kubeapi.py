@@ -343,6 +343,8 @@ class KubeApi:
         r.add_get("/apis/{group}", self._api_group)
         r.add_get("/apis/{group}/{version}", self._group_resources)
         r.add_get("/openapi/v2", self._openapi_v2)
+        r.add_get("/openapi/v3", self._openapi_v3_root)
+        r.add_get("/openapi/v3/{gv:.+}", self._openapi_v3)
         for base in ("/api/{version}", "/apis/{group}/{version}"):
             r.add_get(base + "/namespaces/{namespace}/pods/{name}/log", self._pod_log)
             r.add_get(base + "/namespaces/{namespace}/{plural}/{name}", self._get)
@@ -448,6 +450,21 @@ class KubeApi:
         from gitkube.server.openapi import openapi_v2
 
         return web.json_response(openapi_v2(api_resources()))
+
+    async def _openapi_v3_root(self, request: web.Request) -> web.Response:
+        from gitkube.server.openapi import openapi_v3_root
+
+        return web.json_response(openapi_v3_root(api_resources()))
+
+    async def _openapi_v3(self, request: web.Request) -> web.Response:
+        from gitkube.server.openapi import openapi_v3
+
+        doc = openapi_v3(api_resources(), request.match_info["gv"])
+        if doc is None:
+            return status_response(
+                404, "NotFound", "the server could not find the requested resource"
+            )
+        return web.json_response(doc)
 
     # ------------------------------------------------------------ reads
 
