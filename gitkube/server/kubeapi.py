@@ -288,7 +288,8 @@ def table_rows(
         _column(n.title() if n == "NAME" else n.capitalize(), p)
         for n, p in zip(names, priorities, strict=True)
     ]
-    columns[0]["format"] = "name"
+    if columns[0]["name"] == "Name":
+        columns[0]["format"] = "name"
     rows = [get_cmd.object_row(o, now, wide=True, pods=pods) for o in objs]
     return columns, rows
 
