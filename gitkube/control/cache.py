@@ -194,6 +194,14 @@ class Cache:
         """Raw keys under ``prefix`` (one of ``raw_prefixes``), by key."""
         return {k: kv for k, kv in self._raw.items() if k.startswith(prefix)}
 
+    def indices(self) -> builtins.list[str]:
+        """The names of the indices the cache keeps."""
+        return builtins.list(self._index_funcs)
+
+    def index_values(self, name: str) -> builtins.list[str]:
+        """Every value index ``name`` has objects for."""
+        return sorted(self._indices[name])
+
     def add_index(self, name: str, func: IndexFunc) -> None:
         """A custom index: ``func(resource, obj)`` gives its values for ``obj``."""
         if name in self._index_funcs:
