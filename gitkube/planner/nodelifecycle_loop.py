@@ -76,10 +76,10 @@ class NodeLifecycleController:
     ) -> None:
         self.objects = objects
         self.settings = settings or NodeLifecycleControllerSettings()
-        self.cache = cache or Cache(objects.store)
+        self.cache = cache if cache is not None else Cache(objects.store)
         if not any(HEARTBEAT_PREFIX.startswith(p) for p in self.cache.raw_prefixes):
             raise ValueError(f"the cache must keep the raw keys under {HEARTBEAT_PREFIX}")
-        self.applier = applier or Applier(objects)
+        self.applier = applier if applier is not None else Applier(objects)
         self.clock = clock
         self.health: dict[str, NodeHealth] = {}
         self.core_settings = NodeLifecycleSettings(

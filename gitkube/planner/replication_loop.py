@@ -151,10 +151,10 @@ class ReplicationManager:
     ) -> None:
         self.objects = objects
         self.settings = settings or ReplicationManagerSettings()
-        self.cache = cache or Cache(objects.store)
+        self.cache = cache if cache is not None else Cache(objects.store)
         if RC_INDEX not in self.cache.indices():
             self.cache.add_index(RC_INDEX, _rc_of)
-        self.applier = applier or Applier(objects)
+        self.applier = applier if applier is not None else Applier(objects)
         self.clock = clock
         self.rand = random.Random(self.settings.seed)
         self.core_settings = ReplicationSettings(

@@ -152,8 +152,10 @@ class SchedulerLoop:
     ) -> None:
         self.objects = objects
         self.settings = settings or SchedulerSettings()
-        self.cache = cache or Cache(objects.store)
-        self.applier = applier or Applier(objects, batch=self.settings.bind_batch)
+        self.cache = cache if cache is not None else Cache(objects.store)
+        self.applier = (
+            applier if applier is not None else Applier(objects, batch=self.settings.bind_batch)
+        )
         self.on_scheduled = on_scheduled
         self.clock = clock
         #: recent scheduling latencies in seconds (first seen pending -> bound)

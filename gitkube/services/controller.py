@@ -94,8 +94,8 @@ class EndpointsController:
         resync_seconds: float | None = None,
     ) -> None:
         self.objects = objects
-        self.cache = cache or Cache(objects.store)
-        self.applier = applier or Applier(objects)
+        self.cache = cache if cache is not None else Cache(objects.store)
+        self.applier = applier if applier is not None else Applier(objects)
         #: replay every cached object as a change this often (None: events only)
         self.resync_seconds = resync_seconds
         self.last_pass = EndpointsPass()
