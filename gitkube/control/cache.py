@@ -306,7 +306,7 @@ class Cache:
             await self.synced.wait()
             try:
                 await self.wait_for_revision(target, timeout=self.lag_timeout)
-            except TimeoutError:
+            except StoreUnavailable:
                 # revisions outside /gitkube/ (a shared etcd) never reach the watch
                 self._relist.set()
                 await self.wait_for_revision(target, timeout=max(self.lag_timeout, 10.0))
@@ -349,8 +349,9 @@ class Cache:
         await self._list()
 
     async def wait_for_revision(self, revision: int, *, timeout: float | None = 10.0) -> None:
-        """Return once the cache is exact at ``revision`` or later (``TimeoutError`` if not
-        within ``timeout``). Without a running watch, reads the missing events."""
+        """Return once the cache is exact at ``revision`` or later; ``StoreUnavailable``
+        (retryable) if not within ``timeout``. Without a running watch, reads the
+        missing events."""
         if self.revision >= revision:
             return
         if not self._running:
@@ -360,6 +361,11 @@ class Cache:
         self._waiters.append((revision, future))
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout=timeout)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the cache is at revision {self.revision}, not at {revision} "
+                f"after {timeout}s: is the store's watch down?"
+            ) from None
         finally:
             self._waiters = [(r, f) for r, f in self._waiters if f is not future]
 
