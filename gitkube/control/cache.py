@@ -254,16 +254,18 @@ class Cache:
             raise RuntimeError("this cache is already running")
         self._running = True
         backoff = Backoff(base=0.2, cap=5.0)
+        relist = not self.revision
         try:
             while not stop.is_set():
                 try:
-                    if not self.revision:
+                    if relist:
                         await self._list()
+                        relist = False
                     backoff.reset()
                     await self._follow(stop)
                 except Compacted as exc:
                     log.info("cache: %s; listing again", exc)
-                    await self._list()
+                    relist = True
                 except GitkubeError as exc:
                     delay = backoff.next()
                     log.warning("cache: watch interrupted (%s); again in %.1fs", exc, delay)
