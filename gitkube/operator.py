@@ -204,6 +204,10 @@ class Operator:
                 grace_period_seconds=s.node_grace_seconds(),
                 eviction_timeout_seconds=s.eviction_timeout_seconds(),
                 monitor_period_seconds=min(5.0, s.node_grace_seconds() / 4),
+                eviction_rate=s.node_eviction_rate,
+                secondary_eviction_rate=s.secondary_node_eviction_rate,
+                unhealthy_zone_threshold=s.unhealthy_zone_threshold,
+                large_cluster_size_threshold=s.large_cluster_size_threshold,
             ),
         )
         return [
