@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -197,6 +198,8 @@ async def _start_dockerds(c: Cluster, hosts: Sequence[str]) -> None:
 
     from tests.fixtures.docker import TEST_IMAGE
 
+    if shutil.which("dockerd") is None or shutil.which("docker") is None:
+        missing("`dockerd` and `docker`", "install docker.io (bash .ci/run does)")
     if subprocess.run(["docker", "image", "inspect", TEST_IMAGE], capture_output=True).returncode:
         missing(f"the test image {TEST_IMAGE}", "run scripts/make-test-image.sh")
     images = [TEST_IMAGE]
