@@ -24,7 +24,7 @@ from gitkube.sync.state import SyncState
 from tests.fixtures.etcd import etcd_binary, free_port
 from tests.fixtures.git import GitRemote
 from tests.fixtures.require import missing
-from tests.multihost.rig import BridgeEtcd, HostDockerd, NetLab, require_netlab
+from tests.multihost.rig import BridgeEtcd, HostDockerd, NetLab, kill_tree, require_netlab
 from tests.operator.helpers import SECRET, eventually, gitkube_env
 
 #: heartbeat lapse before NotReady, and NotReady time before eviction
@@ -83,6 +83,22 @@ class Cluster:
         )  # fmt: skip
         self.agents[host] = proc
         return proc
+
+    def running(self, host: str) -> list[str]:
+        """The pods that run on ``host``, as its runtime shows them: the pod
+        containers of its dockerd, or the pod processes in its namespace."""
+        if host in self.dockerds:
+            return self.dockerds[host].running_pods()
+        return self.lab.pods_running(host, self.agent_dirs[host])
+
+    def kill_host(self, host: str) -> int:
+        """SIGKILL every process of ``host``: its namespace's, and its containers'
+        (which live in namespaces of their own)."""
+        containers = self.dockerds[host].container_pids() if host in self.dockerds else []
+        killed = self.lab.kill_host(host)
+        for pid in containers:
+            killed += kill_tree(pid)
+        return killed
 
     async def leader_pid(self) -> int:
         kv = await self.objects.store.get(LEADER_KEY)

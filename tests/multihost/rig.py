@@ -233,7 +233,7 @@ class NetLab:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _kill_tree(proc.pid)
+                kill_tree(proc.pid)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
         # then whatever is still in our namespaces (pods, shims, containerd)
@@ -249,15 +249,17 @@ class NetLab:
         self.hosts.clear()
 
 
-def _kill_tree(pid: int) -> None:
+def kill_tree(pid: int) -> int:
+    """SIGKILL ``pid`` and its descendants (by PID); how many there were."""
     try:
         parent = psutil.Process(pid)
         family = [*parent.children(recursive=True), parent]
     except psutil.NoSuchProcess:
-        return
+        return 0
     for proc in family:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             proc.kill()
+    return len(family)
 
 
 def _free_subnet() -> int:
@@ -379,6 +381,29 @@ class HostDockerd:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"dockerd of {self.host} did not answer in {timeout}s")
+
+    def docker(self, *args: str) -> str:
+        return run("docker", "-H", self.docker_host, *args)
+
+    def running_pods(self) -> list[str]:
+        """Names of the pods whose (non-sandbox) containers run in this engine."""
+        out = self.docker(
+            "ps", "--format",
+            '{{.Label "io.kubernetes.pod.name"}} {{.Label "io.gitkube.sandbox"}}',
+        )  # fmt: skip
+        names = []
+        for line in out.splitlines():
+            name, _, sandbox = line.partition(" ")
+            if name and sandbox.strip() != "true":
+                names.append(name)
+        return sorted(names)
+
+    def container_pids(self) -> list[int]:
+        ids = self.docker("ps", "-q").split()
+        if not ids:
+            return []
+        out = self.docker("inspect", "--format", "{{.State.Pid}}", *ids)
+        return [int(p) for p in out.split() if p.isdigit() and int(p) > 0]
 
     def load(self, images_tar: bytes) -> None:
         run("docker", "-H", self.docker_host, "load", input=images_tar)

@@ -1,4 +1,5 @@
-"""Hosts failing under a running cluster (process runtime).
+"""Hosts failing under a running cluster, on both runtimes (on Docker each
+host runs its own engine).
 
 - host death: every process of a host is killed and its link goes down; its
   node turns NotReady after the grace period (not before), and its pods are
@@ -6,12 +7,15 @@
 - agent partition: a host's link goes down while its agent and pods keep
   running; its pods are rescheduled on the other host; when the link heals
   the agent stops the pods that were rescheduled away, so no pod runs twice
-  (checked by listing the pod processes in each host's namespace).
+  (checked by listing what each host's runtime runs: the pod processes in
+  its namespace, or the containers of its engine).
 """
 
 from __future__ import annotations
 
 import time
+
+import pytest
 
 from gitkube.api.objects import Pod, ReplicationController
 from tests.multihost.conftest import EVICTION_TIMEOUT, NODE_GRACE, Cluster, ClusterFactory
@@ -42,17 +46,18 @@ async def bound(c: Cluster) -> dict[str, list[str]]:
     return {h: sorted(names) for h, names in out.items()}
 
 
+@pytest.mark.parametrize("runtime", ["process", "docker"])
 async def test_host_death_pods_come_back_on_the_other_hosts(
-    cluster_factory: ClusterFactory,
+    cluster_factory: ClusterFactory, runtime: str
 ) -> None:
-    c = await cluster_factory(masters=["m1"], agents=["h1", "h2", "h3"])
-    c.remote.write("web.yaml", web_rc(6))
+    c = await cluster_factory(masters=["m1"], agents=["h1", "h2", "h3"], runtime=runtime)
+    c.remote.write("web.yaml", web_rc(6, runtime=runtime))
     c.remote.commit_and_push("web")
     await c.wait(lambda: rc_ready(c, 6), timeout=60, what="6 pods ready")
     victims = (await bound(c))["h2"]
     assert victims, await bound(c)
 
-    killed = c.lab.kill_host("h2")
+    killed = c.kill_host("h2")
     c.lab.link_down("h2")
     died = time.monotonic()
     assert killed >= 1 + len(victims)  # the agent and at least one process per pod
@@ -75,26 +80,27 @@ async def test_host_death_pods_come_back_on_the_other_hosts(
     # what runs on the live hosts is what the store binds there
     stored = await bound(c)
     for host in ("h1", "h3"):
-        assert c.lab.pods_running(host, c.agent_dirs[host]) == stored[host], host
+        assert c.running(host) == stored[host], host
     print(f"host death: NotReady after {noticed:.1f}s, pods back after {recovered:.1f}s")
 
 
+@pytest.mark.parametrize("runtime", ["process", "docker"])
 async def test_agent_partition_no_pod_runs_twice_after_the_heal(
-    cluster_factory: ClusterFactory,
+    cluster_factory: ClusterFactory, runtime: str
 ) -> None:
-    c = await cluster_factory(masters=["m1"], agents=["h1", "h2"])
-    c.remote.write("web.yaml", web_rc(4))
+    c = await cluster_factory(masters=["m1"], agents=["h1", "h2"], runtime=runtime)
+    c.remote.write("web.yaml", web_rc(4, runtime=runtime))
     c.remote.commit_and_push("web")
     await c.wait(lambda: rc_ready(c, 4), timeout=60, what="4 pods ready")
     before = await bound(c)
     assert before["h2"], before
-    assert c.lab.pods_running("h2", c.agent_dirs["h2"]) == before["h2"]
+    assert c.running("h2") == before["h2"]
 
     c.lab.link_down("h2")  # the agent and its pods keep running, cut off
     cut = time.monotonic()
     await c.wait(lambda: rc_ready(c, 4, avoiding="h2"), timeout=60, what="4 pods ready on h1 alone")
     # still running on the far side of the partition: the agent cannot know yet
-    assert c.lab.pods_running("h2", c.agent_dirs["h2"]) == before["h2"]
+    assert c.running("h2") == before["h2"]
     assert c.agents["h2"].poll() is None
 
     c.lab.link_up("h2")
@@ -102,7 +108,7 @@ async def test_agent_partition_no_pod_runs_twice_after_the_heal(
 
     async def settled() -> dict[str, list[str]] | None:
         stored = await bound(c)
-        running = {h: c.lab.pods_running(h, c.agent_dirs[h]) for h in ("h1", "h2")}
+        running = {h: c.running(h) for h in ("h1", "h2")}
         return running if running == {h: stored.get(h, []) for h in running} else None
 
     running = await c.wait(settled, timeout=60, what="each host runs what the store binds to it")
