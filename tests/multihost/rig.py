@@ -136,6 +136,15 @@ class NetLab:
     def link_up(self, name: str) -> None:
         run("ip", "link", "set", self.hosts[name].link, "up")
 
+    def detach(self, name: str) -> None:
+        """A silent partition: the host's veth end leaves the bridge, its own
+        side keeps its carrier, and what it sends is dropped without an error
+        (TCP retransmits, and delivers late after ``attach``)."""
+        run("ip", "link", "set", self.hosts[name].link, "nomaster")
+
+    def attach(self, name: str) -> None:
+        run("ip", "link", "set", self.hosts[name].link, "master", self.bridge)
+
     # ------------------------------------------------------------ processes
 
     def spawn(
