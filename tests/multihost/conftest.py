@@ -202,9 +202,7 @@ async def cluster_factory(
             with contextlib.suppress(Exception):
                 await store.close()
         for c in made:
-            c.lab.close()  # ends the agents and dockerds before etcd
-            for dockerd in c.dockerds.values():
-                dockerd.cleanup()
+            c.lab.close()  # ends the agents and dockerds before etcd, removes their dirs
         for _, etcd in stores:
             etcd.stop()
 

@@ -13,6 +13,9 @@ Processes run inside a host with ``ip netns exec`` (plain processes) or
 ``close()`` undoes everything, in reverse, even after a failure: every process
 it started and every process left in its namespaces (ended by PID), the
 namespaces (their veth ends go with them), the bridge, the iptables rule.
+A lab also records what it made in ``/run/gitkube-multihost/<bridge>.json``
+with its owner's PID, so that the next lab removes what a test run killed
+before its teardown (SIGKILL, a CI timeout) left behind.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from tests.operator.helpers import REPO_ROOT, gitkube_env
 
 PREFIX = "gkmh"
 SUBNET = "10.213"
+RECORDS = Path("/run/gitkube-multihost")
 
 
 def run(*args: str, check: bool = True, input: bytes | None = None) -> str:
@@ -87,6 +91,8 @@ class NetLab:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
     iptables_rule: list[str] = field(default_factory=list)
+    #: directories to remove at the end (a dockerd's), recorded for a sweep
+    dirs: list[Path] = field(default_factory=list)
 
     @property
     def bridge_address(self) -> str:
@@ -96,9 +102,11 @@ class NetLab:
 
     @classmethod
     def create(cls, root: Path, names: Sequence[str]) -> NetLab:
+        sweep_stale_labs()
         k = _free_subnet()
         lab = cls(k=k, bridge=f"{PREFIX}{k}", root=root)
         try:
+            lab.record()
             run("ip", "link", "add", lab.bridge, "type", "bridge")
             run("ip", "addr", "add", f"{lab.bridge_address}/24", "dev", lab.bridge)
             run("ip", "link", "set", lab.bridge, "up")
@@ -106,8 +114,9 @@ class NetLab:
                 "FORWARD", "-i", lab.bridge, "-o", lab.bridge,
                 "-m", "comment", "--comment", f"gitkube multihost {lab.bridge}", "-j", "ACCEPT",
             ]  # fmt: skip
-            run("iptables", "-I", *rule)
             lab.iptables_rule = rule
+            lab.record()
+            run("iptables", "-I", *rule)
             for n, name in enumerate(names, start=10):
                 lab._add_host(name, n)
         except BaseException:
@@ -119,14 +128,33 @@ class NetLab:
         netns = f"{self.bridge}-{name}"
         link = f"{self.bridge}v{n}"
         host = Host(name, netns, f"{SUBNET}.{self.k}.{n}", link)
-        run("ip", "netns", "add", netns)
         self.hosts[name] = host
+        self.record()
+        run("ip", "netns", "add", netns)
         run("ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", netns)
         run("ip", "link", "set", link, "master", self.bridge, "up")
         inside = ("ip", "netns", "exec", netns)
         run(*inside, "ip", "addr", "add", f"{host.address}/24", "dev", "eth0")
         run(*inside, "ip", "link", "set", "eth0", "up")
         run(*inside, "ip", "link", "set", "lo", "up")
+
+    def record(self) -> None:
+        """Write down what this lab has made (before making it)."""
+        RECORDS.mkdir(parents=True, exist_ok=True)
+        me = psutil.Process()
+        (RECORDS / f"{self.bridge}.json").write_text(
+            json.dumps(
+                {
+                    "pid": me.pid,
+                    "started": me.create_time(),
+                    "bridge": self.bridge,
+                    "namespaces": [h.netns for h in self.hosts.values()],
+                    "links": [h.link for h in self.hosts.values()],
+                    "iptables": self.iptables_rule,
+                    "dirs": [str(d) for d in self.dirs],
+                }
+            )
+        )
 
     # ------------------------------------------------------------ links
 
@@ -249,13 +277,101 @@ class NetLab:
         for name in list(self.hosts):
             with contextlib.suppress(Exception):
                 self.kill_host(name)
-        for host in self.hosts.values():
-            run("ip", "netns", "del", host.netns, check=False)
-            run("ip", "link", "del", host.link, check=False)
-        run("ip", "link", "del", self.bridge, check=False)
-        if self.iptables_rule:
-            run("iptables", "-D", *self.iptables_rule, check=False)
+        _remove(
+            namespaces=[h.netns for h in self.hosts.values()],
+            links=[h.link for h in self.hosts.values()],
+            bridge=self.bridge,
+            rule=self.iptables_rule,
+            dirs=self.dirs,
+        )
         self.hosts.clear()
+        (RECORDS / f"{self.bridge}.json").unlink(missing_ok=True)
+
+
+def _remove(
+    *,
+    namespaces: Sequence[str],
+    links: Sequence[str],
+    bridge: str,
+    rule: Sequence[str],
+    dirs: Sequence[Path],
+) -> None:
+    for netns in namespaces:
+        run("ip", "netns", "del", netns, check=False)
+    for link in links:
+        run("ip", "link", "del", link, check=False)
+    run("ip", "link", "del", bridge, check=False)
+    _kill_cgroups(f"{bridge}-")
+    if rule:
+        # -C first: never delete a rule that is not ours, or twice
+        while subprocess.run(["iptables", "-C", *rule], capture_output=True).returncode == 0:
+            run("iptables", "-D", *rule, check=False)
+    for d in dirs:
+        # an engine killed hard can leave mounts (shm, overlay, netns) behind
+        for line in reversed(Path("/proc/mounts").read_text().splitlines()):
+            mountpoint = line.split()[1]
+            if mountpoint.startswith(str(d) + "/"):
+                subprocess.run(["umount", "-l", mountpoint], check=False)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _kill_cgroups(prefix: str) -> None:
+    """SIGKILL the processes in cgroups named ``prefix…`` (a lab's containers),
+    then remove those cgroups."""
+    marker = f":/{prefix}"
+    for _ in range(50):
+        found = False
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cgroups = (proc / "cgroup").read_text()
+            except OSError:
+                continue
+            if marker in cgroups:
+                found = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+        if not found:
+            break
+        time.sleep(0.05)
+    dirs = sorted(
+        Path("/sys/fs/cgroup").glob(f"**/{prefix}*"), key=lambda p: len(p.parts), reverse=True
+    )
+    for d in dirs:
+        for sub in sorted(d.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                sub.rmdir()
+
+
+def sweep_stale_labs() -> None:
+    """Remove what labs whose test process is gone left behind."""
+    if not RECORDS.is_dir():
+        return
+    for record in RECORDS.glob(f"{PREFIX}*.json"):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            alive = psutil.Process(data["pid"]).create_time() == data["started"]
+        except psutil.NoSuchProcess:
+            alive = False
+        if alive:
+            continue
+        for netns in data["namespaces"]:
+            out = run("ip", "netns", "pids", netns, check=False)
+            for pid in (int(p) for p in out.split() if p.isdigit()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        _remove(
+            namespaces=data["namespaces"],
+            links=data["links"],
+            bridge=data["bridge"],
+            rule=data["iptables"],
+            dirs=[Path(d) for d in data["dirs"]],
+        )
+        record.unlink(missing_ok=True)
 
 
 def kill_tree(pid: int) -> int:
@@ -348,6 +464,8 @@ class HostDockerd:
         self.host = host
         # short: the socket path must stay under the unix socket length limit
         self.dir = Path(tempfile.mkdtemp(prefix=f"gkd{index}-", dir="/tmp"))
+        lab.dirs.append(self.dir)  # removed (and recorded for a sweep) by the lab
+        lab.record()
         self.socket = self.dir / "docker.sock"
         self.index = index
         self.process: subprocess.Popen[bytes] | None = None
@@ -368,6 +486,9 @@ class HostDockerd:
                 "--bip", f"10.214.{self.index}.1/24",
                 "--containerd-namespace", f"gkmh-{self.index}",
                 "--containerd-plugins-namespace", f"gkmh-{self.index}-plugins",
+                # its containers' processes are found by this cgroup, even
+                # after the engine is gone (they live in namespaces of their own)
+                "--cgroup-parent", f"{self.lab.bridge}-{self.host}",
                 "--log-level", "warn",
             ],
             log=f"dockerd-{self.host}.log",
@@ -416,13 +537,3 @@ class HostDockerd:
 
     def load(self, images_tar: bytes) -> None:
         run("docker", "-H", self.docker_host, "load", input=images_tar)
-
-    def cleanup(self) -> None:
-        """After the lab ended the engine: its files (containers died with their namespace)."""
-        for sub in ("exec", "data"):
-            # an engine killed hard can leave mounts (shm, overlay) behind
-            for line in reversed(Path("/proc/mounts").read_text().splitlines()):
-                mountpoint = line.split()[1]
-                if mountpoint.startswith(str(self.dir / sub)):
-                    subprocess.run(["umount", "-l", mountpoint], check=False)
-        shutil.rmtree(self.dir, ignore_errors=True)
