@@ -11,7 +11,9 @@ unique names, probes with one handler, ...).
 Decisions worth knowing:
 
 - ``nodePort`` must be in Kubernetes' default range 30000-32767, so a
-  manifest that works here works on a Kubernetes cluster too.
+  manifest that works here works on a Kubernetes cluster too; 0 means unset.
+- ``type: LoadBalancer`` is served as NodePort is, on every agent's proxy
+  address.
 - Service names are DNS-1035 labels (start with a letter), as in
   Kubernetes; other objects are DNS-1123 subdomains.
 - ``status`` and the metadata a cluster sets (``uid``,
@@ -30,7 +32,7 @@ from __future__ import annotations
 import base64
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from gitkube.api.manifests import (
     DEFAULT_MAX_BYTES,
     Document,
     FieldPath,
+    _child,
     find_manifest_files,
     parse_documents,
 )
@@ -51,6 +54,7 @@ from gitkube.api.schema import (
     check_dns1123_subdomain,
     describe,
     kind_checks,
+    official_check,
 )
 
 SUPPORTED = "; ".join(
@@ -192,10 +196,28 @@ def validate_document(data: Any) -> tuple[list[tuple[FieldPath, str]], list[tupl
     api_version = data.get("apiVersion")
     if not _check_type_meta(api_version, kind, sink):
         return sink.errors, sink.ignored
-    assert isinstance(kind, str)
+    assert isinstance(kind, str) and isinstance(api_version, str)
     kind_checks()[kind](data, (), sink)
     _check_semantics(kind, data, sink)
+    _check_official(api_version, kind, data, sink)
     return sink.errors, sink.ignored
+
+
+def _check_official(api_version: str, kind: str, data: dict[str, Any], sink: Sink) -> None:
+    """The floor: the official Kubernetes schema, strict. What gitkube's own
+    checks already reported at a field (or above it) is not reported twice."""
+    check = official_check(api_version, kind)
+    if check is None:
+        return
+    floor = Sink()
+    check(data, (), floor)
+    if not floor.errors:
+        return
+    reported = {path for path, _ in sink.errors}
+    for path, message in floor.errors:
+        if not any(path[:n] in reported for n in range(len(path) + 1)):
+            sink.errors.append((path, message))
+            reported.add(path)
 
 
 def _check_type_meta(api_version: Any, kind: Any, sink: Sink) -> bool:
@@ -597,9 +619,9 @@ def _check_service_spec(spec: dict[str, Any], sink: Sink) -> None:
         sink.errors.append(
             ((*path, "ports"), "a Service needs at least one port (or clusterIP: None)")
         )
-    if headless and service_type == "NodePort":
+    if headless and service_type in ("NodePort", "LoadBalancer"):
         sink.errors.append(
-            ((*path, "clusterIP"), "a NodePort Service cannot be headless (clusterIP: None)")
+            ((*path, "clusterIP"), f"a {service_type} Service cannot be headless (clusterIP: None)")
         )
     cluster_ip = spec.get("clusterIP")
     if isinstance(cluster_ip, str) and cluster_ip not in ("", "None"):
@@ -624,7 +646,7 @@ def _check_service_spec(spec: dict[str, Any], sink: Sink) -> None:
             else:
                 names[name] = index
         key = (port.get("protocol") or "TCP", port.get("port"))
-        if isinstance(key[1], int):
+        if isinstance(key[0], str) and isinstance(key[1], int):
             if key in numbers:
                 sink.errors.append(
                     (
@@ -635,10 +657,14 @@ def _check_service_spec(spec: dict[str, Any], sink: Sink) -> None:
             else:
                 numbers[key] = index
         node_port = port.get("nodePort")
-        if node_port is not None:
-            if service_type != "NodePort":
+        # 0 means "not set", as in `kubectl get -o yaml` output of ClusterIP Services
+        if node_port is not None and node_port != 0 and not isinstance(node_port, dict | list):
+            if service_type not in ("NodePort", "LoadBalancer"):
                 sink.errors.append(
-                    ((*ppath, "nodePort"), f"nodePort needs type NodePort, not {service_type}")
+                    (
+                        (*ppath, "nodePort"),
+                        f"nodePort needs type NodePort or LoadBalancer, not {service_type}",
+                    )
                 )
             elif node_port in node_ports:
                 sink.errors.append(
@@ -902,28 +928,94 @@ def load_manifests(
     errors = [ManifestError(path, p.line, p.document, "", "", "", p.message) for p in problems]
     manifests: list[Manifest] = []
     ignored: list[IgnoredField] = []
-    for doc in documents:
-        kind, name = _identity(doc.data)
-        found, skipped = validate_document(doc.data)
-        doc_errors = [
-            ManifestError(path, p.line, doc.index, kind, name, format_path(p.path), p.message)
-            for p in doc.problems
-        ]
-        doc_errors += [_error(path, doc, kind, name, fpath, msg) for fpath, msg in found]
-        doc_errors.sort(key=lambda e: e.line)
-        errors += doc_errors
-        ignored += [
-            IgnoredField(
-                path, doc.line_of(fpath), doc.index, kind, name, format_path(fpath), reason
-            )
-            for fpath, reason in skipped
-        ]
-        if not doc_errors:
-            manifests.append(
-                Manifest(path, doc.index, doc.line, doc.data, _build_object(doc.data, skipped))
-            )
+    for whole in documents:
+        for doc, list_errors in _list_items(whole):
+            if doc.data is None:  # the List around items
+                kind = _identity(whole.data)[0]
+                errors += [_error(path, doc, kind, "", p, m) for p, m in list_errors]
+                errors += [
+                    ManifestError(path, p.line, doc.index, kind, "", format_path(p.path), p.message)
+                    for p in doc.problems
+                ]
+                continue
+            kind, name = _identity(doc.data)
+            try:
+                found, skipped = validate_document(doc.data)
+            except Exception as exc:  # a bug in gitkube: say where, never hide other files
+                found = [((), f"gitkube could not check this object (a bug): {exc!r}")]
+                skipped = []
+            doc_errors = [
+                ManifestError(path, p.line, doc.index, kind, name, format_path(p.path), p.message)
+                for p in doc.problems
+            ]
+            doc_errors += [_error(path, doc, kind, name, fpath, msg) for fpath, msg in found]
+            doc_errors.sort(key=lambda e: e.line)
+            errors += doc_errors
+            ignored += [
+                IgnoredField(
+                    path, doc.line_of(fpath), doc.index, kind, name, format_path(fpath), reason
+                )
+                for fpath, reason in skipped
+            ]
+            if not doc_errors:
+                manifests.append(
+                    Manifest(path, doc.index, doc.line, doc.data, _build_object(doc.data, skipped))
+                )
     errors.sort(key=lambda e: (e.document, e.line))
     return manifests, errors, ignored
+
+
+def is_list_kind(api_version: Any, kind: Any) -> bool:
+    """``List`` (v1) or a typed list such as ``ServiceList`` or ``DeploymentList``."""
+    if not isinstance(kind, str) or not isinstance(api_version, str):
+        return False
+    if kind == "List":
+        return api_version == "v1"
+    return kind.endswith("List") and kind[:-4] in KINDS and API_VERSIONS[kind[:-4]] == api_version
+
+
+def _list_items(doc: Document) -> list[tuple[Document, list[tuple[FieldPath, str]]]]:
+    """A document, or the items of a List document as documents of their own,
+    each located at its own line, with the problems of the list itself."""
+    data = doc.data
+    if not isinstance(data, dict) or not is_list_kind(data.get("apiVersion"), data.get("kind")):
+        return [(doc, [])]
+    problems: list[tuple[FieldPath, str]] = [
+        ((key,), f"unknown field {key!r} in a {data['kind']}")
+        for key in data
+        if key not in ("apiVersion", "kind", "metadata", "items")
+    ]
+    items = data.get("items")
+    if items is not None and not isinstance(items, list):
+        problems.append((("items",), f"must be a list, not {describe(items)}"))
+        items = []
+    list_doc = Document(doc.index, doc.line, None, doc.node, doc.problems)
+    out: list[tuple[Document, list[tuple[FieldPath, str]]]] = [(list_doc, problems)]
+    item_kind = data["kind"][:-4] if data["kind"] != "List" else None
+    for index, item in enumerate(items or []):
+        node = _item_node(doc, index)
+        if item_kind is not None and isinstance(item, dict):
+            # the items of a typed list may leave out their kind, as Kubernetes allows
+            item = {"apiVersion": API_VERSIONS[item_kind], "kind": item_kind, **item}
+        line = node.start_mark.line + 1 if node is not None else doc.line
+        problems_here = [
+            replace(p, path=p.path[2:]) for p in doc.problems if p.path[:2] == ("items", index)
+        ]
+        out.append((Document(doc.index, line, item, node, problems_here), []))
+    list_doc.problems = [p for p in doc.problems if p.path[:1] != ("items",)]
+    return out
+
+
+def _item_node(doc: Document, index: int) -> Any:
+    node = doc.node
+    if node is None:
+        return None
+    for part in ("items", index):
+        found = _child(node, part)
+        if found is None:
+            return None
+        node = found[1]
+    return node
 
 
 def _error(

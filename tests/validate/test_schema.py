@@ -133,7 +133,7 @@ def test_ignored_kubernetes_fields_are_accepted_and_reported() -> None:
         kind: Pod
         metadata:
           name: web
-          uid: 1234
+          uid: "1234"
           resourceVersion: "99"
         spec:
           dnsPolicy: ClusterFirst
