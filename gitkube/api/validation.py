@@ -1054,6 +1054,37 @@ def find_duplicates(manifests: list[Manifest]) -> list[ManifestError]:
     return errors
 
 
+def find_undeclared_namespaces(manifests: list[Manifest]) -> list[ManifestError]:
+    """One error per namespaced object whose namespace is neither ``default``
+    nor a Namespace declared among ``manifests``, naming both."""
+    declared = {m.obj.name for m in manifests if m.obj.KIND == "Namespace"}
+    errors: list[ManifestError] = []
+    for manifest in sorted(manifests, key=lambda m: (m.path, m.document, m.line)):
+        obj = manifest.obj
+        namespace = obj.metadata.namespace
+        if not obj.NAMESPACED or namespace in ("default", "") or namespace in declared:
+            continue
+        errors.append(
+            ManifestError(
+                manifest.path,
+                manifest.line,
+                manifest.document,
+                obj.KIND,
+                obj.name,
+                "metadata.namespace",
+                f"{obj.KIND} {obj.name!r} is in namespace {namespace!r}, which is not declared "
+                f"in git: add a Namespace {namespace!r} (or use the default namespace)",
+            )
+        )
+    return errors
+
+
+def check_across_files(manifests: list[Manifest]) -> list[ManifestError]:
+    """What only the whole set of manifests can tell: objects declared twice,
+    and namespaces used but not declared."""
+    return find_duplicates(manifests) + find_undeclared_namespaces(manifests)
+
+
 def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> ValidationReport:
     """Validate files and directories (searched recursively, symlinks inside not followed).
 
@@ -1091,5 +1122,5 @@ def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         report.manifests += manifests
         report.errors += errors
         report.ignored += ignored
-    report.errors += find_duplicates(report.manifests)
+    report.errors += check_across_files(report.manifests)
     return report

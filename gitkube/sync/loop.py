@@ -59,7 +59,7 @@ from gitkube.api.validation import (
     IgnoredField,
     Manifest,
     ManifestError,
-    find_duplicates,
+    check_across_files,
     load_manifests,
 )
 from gitkube.errors import Conflict, GitkubeError, LeadershipLost, SourceError
@@ -167,7 +167,7 @@ class _Parsed:
 
 
 def _slim(manifest: Manifest) -> Manifest:
-    """What the cache keeps of a manifest for ``find_duplicates``: where it is
+    """What the cache keeps of a manifest for ``check_across_files``: where it is
     and which object it names (the parsed data and the full object are in
     ``Desired``; keeping both doubled the memory of a 10,000-object sync)."""
     obj = manifest.obj
@@ -373,7 +373,7 @@ class SyncLoop:
             message = self.source.redact(str(exc))
             return SyncResult("Failed", errors=[SyncError(message=message)], message=message)
         errors = [e for parsed in self._current_parsed() for e in parsed.errors]
-        errors += find_duplicates(manifests)
+        errors += check_across_files(manifests)
         if errors:
             errors.sort(key=lambda e: (e.file, e.document, e.line))
             result.outcome = "Failed"
@@ -411,7 +411,7 @@ class SyncLoop:
         except SourceError as exc:
             return await self._record_source_failure(exc, started, started_at, state=state)
         errors = [e for parsed in self._current_parsed() for e in parsed.errors]
-        errors += find_duplicates(manifests)
+        errors += check_across_files(manifests)
         if errors:
             errors.sort(key=lambda e: (e.file, e.document, e.line))
             result.outcome = "Failed"
