@@ -26,6 +26,7 @@ import os
 import platform
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -113,12 +114,25 @@ def _os_image() -> str:
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
 
 
+def _system_uuid(machine_id: str) -> str:
+    """The hardware UUID as kubelet reports it (readable by root), else one
+    derived from the machine ID, else from the host name: stable per machine."""
+    found = _read_first_line("/sys/class/dmi/id/product_uuid")
+    if found:
+        return found.lower()
+    seed = machine_id or platform.node()
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"gitkube-node:{seed}"))
+
+
 def host_system_info(settings: NodeSettings) -> NodeSystemInfo:
     runtime = settings.runtime_name
     if runtime and settings.runtime_version:
         runtime = f"{runtime}://{settings.runtime_version}"
+    machine_id = _read_first_line("/etc/machine-id")
     return NodeSystemInfo(
-        machine_id=_read_first_line("/etc/machine-id"),
+        machine_id=machine_id,
+        system_uuid=_system_uuid(machine_id),
+        boot_id=_read_first_line("/proc/sys/kernel/random/boot_id"),
         kernel_version=platform.release(),
         os_image=_os_image(),
         container_runtime_version=runtime,

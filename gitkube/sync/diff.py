@@ -181,7 +181,7 @@ def wire_of(obj: ApiObject) -> dict[str, Any]:
     data["apiVersion"] = obj.api_version
     data["kind"] = obj.KIND
     data.setdefault("metadata", {})
-    return data
+    return obj.to_wire(data)
 
 
 def _wire(value: Any) -> Any:
