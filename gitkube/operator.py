@@ -178,7 +178,10 @@ class Operator:
             self.objects,
             source,
             SyncSettings(
-                prune=s.prune, self_heal=s.self_heal, interval_seconds=s.interval_seconds()
+                prune=s.prune,
+                self_heal=s.self_heal,
+                interval_seconds=s.interval_seconds(),
+                unsupported_kinds=s.unsupported_kinds_mode(),
             ),
             after_sync=after_sync,
         )

@@ -639,3 +639,20 @@ def official_check(api_version: str, kind: str) -> Check | None:
         return None
     ref = f"{KUBERNETES_SCHEMA_FILE}#/$defs/{found.definition}"
     return _official_compiler().compile({"$ref": ref})
+
+
+def plural_resource(kind: str) -> str:
+    """Kubernetes' default resource name of a kind: ``Ingress`` -> ``ingresses``,
+    ``NetworkPolicy`` -> ``networkpolicies``."""
+    lower = kind.lower()
+    if lower.endswith(("s", "x", "ch", "sh")):
+        return lower + "es"
+    if lower.endswith("y") and lower[-2:-1] not in "aeiou":
+        return lower[:-1] + "ies"
+    return lower + "s"
+
+
+@cache
+def metadata_check() -> Check:
+    """gitkube's check of ``metadata`` alone (for kinds it stores but does not run)."""
+    return SchemaCompiler(schema_documents()).compile({"$ref": "defs.json#/$defs/ObjectMeta"})

@@ -45,7 +45,7 @@ from gitkube.api.manifests import (
     find_manifest_files,
     parse_documents,
 )
-from gitkube.api.objects import API_VERSIONS, KINDS, ApiObject, Secret
+from gitkube.api.objects import API_VERSIONS, KINDS, ApiObject, Secret, unsupported_class
 from gitkube.api.quantity import QuantityError, parse_quantity
 from gitkube.api.schema import (
     Sink,
@@ -54,7 +54,10 @@ from gitkube.api.schema import (
     check_dns1123_subdomain,
     describe,
     kind_checks,
+    metadata_check,
     official_check,
+    official_kinds,
+    plural_resource,
 )
 
 SUPPORTED = "; ".join(
@@ -179,9 +182,43 @@ class ValidationReport:
 # ---------------------------------------------------------------- one document
 
 
-def validate_document(data: Any) -> tuple[list[tuple[FieldPath, str]], list[tuple[FieldPath, str]]]:
+#: what becomes of objects of kinds gitkube does not run (``--unsupported-kinds``)
+UNSUPPORTED_MODES = ("store", "error")
+#: store: a real repository (with its Ingresses, ServiceAccounts, custom
+#: resources) syncs as it is, and status shows what is not acted on
+DEFAULT_UNSUPPORTED = "store"
+
+_CUSTOM_API_VERSION = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}/v[0-9a-z]+$")
+_KIND_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+def storable_kind(api_version: Any, kind: Any) -> tuple[str, bool] | None:
+    """(resource, namespaced) of a kind gitkube can store without running it:
+    an official Kubernetes kind, or a custom resource (an API group of its own,
+    not one of Kubernetes'); None for anything else (a typo in a Kubernetes
+    kind stays an error)."""
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        return None
+    official = official_kinds().get((api_version, kind))
+    if official is not None:
+        return official.resource, official.namespaced
+    group = api_version.partition("/")[0]
+    if (
+        _CUSTOM_API_VERSION.match(api_version)
+        and _KIND_NAME.match(kind)
+        and not (group == "k8s.io" or group.endswith(".k8s.io"))
+    ):
+        return f"{plural_resource(kind)}.{group}", True
+    return None
+
+
+def validate_document(
+    data: Any, *, unsupported: str = "error"
+) -> tuple[list[tuple[FieldPath, str]], list[tuple[FieldPath, str]]]:
     """(errors, ignored) of one parsed document, as ``(field path, message)`` pairs.
 
+    ``unsupported``: "store" accepts kinds gitkube does not run (checked
+    against the official schema when it knows them), "error" refuses them.
     Pure: the caller turns paths into lines.
     """
     sink = Sink()
@@ -194,6 +231,11 @@ def validate_document(data: Any) -> tuple[list[tuple[FieldPath, str]], list[tupl
         return sink.errors, sink.ignored
     kind = data.get("kind")
     api_version = data.get("apiVersion")
+    supported = isinstance(kind, str) and API_VERSIONS.get(kind) == api_version
+    if not supported and unsupported == "store" and storable_kind(api_version, kind):
+        assert isinstance(kind, str) and isinstance(api_version, str)
+        _check_unsupported(api_version, kind, data, sink)
+        return sink.errors, sink.ignored
     if not _check_type_meta(api_version, kind, sink):
         return sink.errors, sink.ignored
     assert isinstance(kind, str) and isinstance(api_version, str)
@@ -220,6 +262,25 @@ def _check_official(api_version: str, kind: str, data: dict[str, Any], sink: Sin
             reported.add(path)
 
 
+def _check_unsupported(api_version: str, kind: str, data: dict[str, Any], sink: Sink) -> None:
+    """A kind gitkube stores but does not run: its metadata by gitkube's rules,
+    everything by the official schema when it knows the kind."""
+    metadata = data.get("metadata")
+    if metadata is None:
+        sink.errors.append((("metadata",), "required field is missing"))
+    else:
+        metadata_check()(metadata, ("metadata",), sink)
+        name = _mapping(metadata).get("name")
+        if isinstance(name, str) and name:
+            problem = check_dns1123_subdomain(name)
+            if problem:
+                sink.errors.append((("metadata", "name"), f"invalid name: {problem}"))
+        _check_annotations(_mapping(metadata), ("metadata",), sink)
+    if data.get("status") is not None:
+        sink.ignored.append((("status",), "status is written by a cluster, never read from git"))
+    _check_official(api_version, kind, data, sink)
+
+
 def _check_type_meta(api_version: Any, kind: Any, sink: Sink) -> bool:
     """One error for a wrong kind or apiVersion, naming what is supported."""
     if kind is None or api_version is None:
@@ -231,8 +292,18 @@ def _check_type_meta(api_version: Any, kind: Any, sink: Sink) -> bool:
         return False
     if not isinstance(kind, str) or kind not in KINDS:
         where = _OTHER_KINDS.get(kind) if isinstance(kind, str) else None
+        if storable_kind(api_version, kind):
+            where = api_version
         found = f"kind {kind!r}" + (f" ({where})" if where else "")
-        sink.errors.append((("kind",), f"{found} is not supported; gitkube supports {SUPPORTED}"))
+        hint = ""
+        if storable_kind(api_version, kind):
+            hint = (
+                "; with --unsupported-kinds store it is validated and stored, "
+                "and shown as not acted on"
+            )
+        sink.errors.append(
+            (("kind",), f"{found} is not supported; gitkube supports {SUPPORTED}{hint}")
+        )
         return False
     if api_version != API_VERSIONS[kind]:
         sink.errors.append(
@@ -904,7 +975,17 @@ def _without(data: dict[str, Any], paths: list[FieldPath]) -> dict[str, Any]:
 
 def _build_object(data: dict[str, Any], ignored: list[tuple[FieldPath, str]]) -> ApiObject:
     clean = _without(data, [path for path, _ in ignored]) if ignored else data
-    cls = KINDS[clean["kind"]]
+    kind, api_version = clean["kind"], clean["apiVersion"]
+    if API_VERSIONS.get(kind) != api_version:
+        storable = storable_kind(api_version, kind)
+        assert storable is not None  # validated
+        resource, namespaced = storable
+        stored = unsupported_class(api_version, kind, resource=resource, namespaced=namespaced)
+        obj: ApiObject = stored.from_dict(clean)
+        if stored.NAMESPACED and not obj.metadata.namespace:
+            obj.metadata.namespace = "default"
+        return obj
+    cls = KINDS[kind]
     obj = cls.from_dict(clean)
     if cls.NAMESPACED and not obj.metadata.namespace:
         obj.metadata.namespace = "default"
@@ -917,9 +998,10 @@ def _build_object(data: dict[str, Any], ignored: list[tuple[FieldPath, str]]) ->
 
 
 def load_manifests(
-    data: bytes, path: str, *, max_bytes: int = DEFAULT_MAX_BYTES
+    data: bytes, path: str, *, max_bytes: int = DEFAULT_MAX_BYTES, unsupported: str = "error"
 ) -> tuple[list[Manifest], list[ManifestError], list[IgnoredField]]:
-    """Parse and validate one file's bytes (``path`` is used in messages only).
+    """Parse and validate one file's bytes (``path`` is used in messages only;
+    ``unsupported`` as for ``validate_document``).
 
     Returns the valid documents, every error, and the ignored fields.
     A document with any error yields no Manifest.
@@ -940,7 +1022,7 @@ def load_manifests(
                 continue
             kind, name = _identity(doc.data)
             try:
-                found, skipped = validate_document(doc.data)
+                found, skipped = validate_document(doc.data, unsupported=unsupported)
             except Exception as exc:  # a bug in gitkube: say where, never hide other files
                 found = [((), f"gitkube could not check this object (a bug): {exc!r}")]
                 skipped = []
@@ -1085,7 +1167,9 @@ def check_across_files(manifests: list[Manifest]) -> list[ManifestError]:
     return find_duplicates(manifests) + find_undeclared_namespaces(manifests)
 
 
-def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> ValidationReport:
+def validate_paths(
+    paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES, unsupported: str = "error"
+) -> ValidationReport:
     """Validate files and directories (searched recursively, symlinks inside not followed).
 
     A path that cannot be read is an error in the report, not an exception.
@@ -1118,7 +1202,9 @@ def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
                 ManifestError(name, 0, 0, "", "", "", f"cannot read: {exc.strerror or exc}")
             )
             continue
-        manifests, errors, ignored = load_manifests(data, name, max_bytes=max_bytes)
+        manifests, errors, ignored = load_manifests(
+            data, name, max_bytes=max_bytes, unsupported=unsupported
+        )
         report.manifests += manifests
         report.errors += errors
         report.ignored += ignored

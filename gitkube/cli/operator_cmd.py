@@ -50,6 +50,13 @@ SelfHeal = Annotated[
     bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
 ]
 Verbose = Annotated[bool | None, Opt("--verbose", "-v", help="debug logging")]
+UnsupportedKinds = Annotated[
+    str | None,
+    Opt(
+        "--unsupported-kinds",
+        help="kinds gitkube does not run (Ingress, custom resources, ...): store or error (store)",
+    ),
+]
 
 
 def _checkout_defaults(settings: Settings, sources: dict[str, str]) -> None:
@@ -79,6 +86,7 @@ def _settings(flags: dict[str, Any], config: Path | None, *, checkout: bool = Fa
         settings.listen_host_port()
         settings.node_grace_seconds()
         settings.eviction_timeout_seconds()
+        settings.unsupported_kinds_mode()
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -145,6 +153,7 @@ def run_command(
     writeback: Writeback = None,
     prune: Prune = None,
     self_heal: SelfHeal = None,
+    unsupported_kinds: UnsupportedKinds = None,
     node_grace: Annotated[str | None, Opt("--node-grace", help="heartbeat grace (50s)")] = None,
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
@@ -177,6 +186,7 @@ def master_command(
     writeback: Writeback = None,
     prune: Prune = None,
     self_heal: SelfHeal = None,
+    unsupported_kinds: UnsupportedKinds = None,
     leader_ttl: Annotated[int | None, Opt("--leader-ttl", help="leader lease TTL (10)")] = None,
     node_grace: Annotated[str | None, Opt("--node-grace", help="heartbeat grace (50s)")] = None,
     eviction_timeout: Annotated[

@@ -52,10 +52,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gitkube.api import annotations as ann
-from gitkube.api.keys import SYNC_CONTROL_KEY, SYNC_HISTORY_KEY, SYNC_STATE_KEY, resource_prefix
+from gitkube.api.keys import (
+    PREFIX,
+    SYNC_CONTROL_KEY,
+    SYNC_HISTORY_KEY,
+    SYNC_STATE_KEY,
+    SYSTEM,
+)
 from gitkube.api.objects import ObjectMeta
 from gitkube.api.validation import (
     DEFAULT_MAX_BYTES,
+    DEFAULT_UNSUPPORTED,
     IgnoredField,
     Manifest,
     ManifestError,
@@ -67,7 +74,7 @@ from gitkube.loops import Backoff
 from gitkube.store.base import Compare, Put
 from gitkube.store.objects import ObjectStore, now_iso
 from gitkube.sync.apply import DEFAULT_BATCH_SIZE, ApplyResult, apply_plan
-from gitkube.sync.diff import SYNCED_RESOURCES, Desired, Live, SyncPlan, plan_sync
+from gitkube.sync.diff import Desired, Live, SyncPlan, plan_sync
 from gitkube.sync.source import Entry, GitSource
 from gitkube.sync.state import (
     HISTORY_LENGTH,
@@ -105,6 +112,8 @@ class SyncSettings:
     #: (beyond, ``gitkube status`` reads the objects' provenance annotations)
     max_state_objects: int = 2000
     max_file_bytes: int = DEFAULT_MAX_BYTES
+    #: kinds gitkube does not run: "store" (validated, stored, not acted on) or "error"
+    unsupported_kinds: str = DEFAULT_UNSUPPORTED
 
 
 @dataclass
@@ -553,7 +562,10 @@ class SyncLoop:
             blobs = await self.source.read_blobs(e.sha for e in todo)
             for i, entry in enumerate(todo):
                 found, errors, ignored = load_manifests(
-                    blobs[entry.sha], entry.path, max_bytes=self.settings.max_file_bytes
+                    blobs[entry.sha],
+                    entry.path,
+                    max_bytes=self.settings.max_file_bytes,
+                    unsupported=self.settings.unsupported_kinds,
                 )
                 self._parsed[(entry.path, entry.sha)] = _Parsed(
                     [_slim(m) for m in found], [Desired.of(m) for m in found], errors, ignored
@@ -586,16 +598,18 @@ class SyncLoop:
         if self._live_revision and await store.revision() == self._live_revision:
             return self._live, self._live_revision
         live: dict[str, Live] = {}
-        revisions = set()
-        for resource in SYNCED_RESOURCES:
-            kvs, revision = await store.range(resource_prefix(resource))
-            revisions.add(revision)
-            for kv in kvs:
-                live[kv.key] = Live.from_wire(
-                    json.loads(kv.value), key=kv.key, mod_revision=kv.mod_revision
-                )
+        # every object key, whatever its resource: the kinds gitkube stores
+        # without running them have resources of their own (ingresses,
+        # certificates.cert-manager.io, ...), and must be found to be pruned
+        kvs, revision = await store.range(PREFIX)
+        for kv in kvs:
+            if kv.key.startswith(SYSTEM):
+                continue
+            live[kv.key] = Live.from_wire(
+                json.loads(kv.value), key=kv.key, mod_revision=kv.mod_revision
+            )
         self._live = live
-        self._live_revision = revisions.pop() if len(revisions) == 1 else 0
+        self._live_revision = revision
         return live, self._live_revision
 
     def _mirror_writes(self, applied: ApplyResult, read_at: int, *, first_txn: int) -> None:

@@ -66,7 +66,7 @@ SUPPORTED = (
         (
             "apps/v1",
             "StatefulSet",
-            f"m.yaml:2: StatefulSet/web: kind: kind 'StatefulSet' (apps/v1) is not supported; {SUPPORTED}",
+            f"m.yaml:2: StatefulSet/web: kind: kind 'StatefulSet' (apps/v1) is not supported; {SUPPORTED}; with --unsupported-kinds store it is validated and stored, and shown as not acted on",
         ),
         (
             "v1",
