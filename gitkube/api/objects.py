@@ -254,10 +254,19 @@ class TCPSocketAction:
 
 
 @dataclass
+class GRPCAction:
+    """A gRPC health check (grpc.health.v1.Health/Check) on ``port``."""
+
+    port: int = 0
+    service: str = ""
+
+
+@dataclass
 class Probe:
     exec: ExecAction | None = wire("exec", default=None)
     http_get: HTTPGetAction | None = None
     tcp_socket: TCPSocketAction | None = None
+    grpc: GRPCAction | None = None
     initial_delay_seconds: int = 0
     period_seconds: int = 10
     timeout_seconds: int = 1

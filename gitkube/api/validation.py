@@ -33,6 +33,7 @@ import base64
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -194,9 +195,9 @@ _KIND_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 def storable_kind(api_version: Any, kind: Any) -> tuple[str, bool] | None:
     """(resource, namespaced) of a kind gitkube can store without running it:
-    an official Kubernetes kind, or a custom resource (an API group of its own,
-    not one of Kubernetes'); None for anything else (a typo in a Kubernetes
-    kind stays an error)."""
+    an official Kubernetes kind, or a custom resource (an API group with a dot
+    that Kubernetes does not serve itself); None for anything else (a typo in
+    a Kubernetes kind stays an error)."""
     if not isinstance(api_version, str) or not isinstance(kind, str):
         return None
     official = official_kinds().get((api_version, kind))
@@ -206,10 +207,19 @@ def storable_kind(api_version: Any, kind: Any) -> tuple[str, bool] | None:
     if (
         _CUSTOM_API_VERSION.match(api_version)
         and _KIND_NAME.match(kind)
-        and not (group == "k8s.io" or group.endswith(".k8s.io"))
+        and group not in _builtin_groups()
     ):
         return f"{plural_resource(kind)}.{group}", True
     return None
+
+
+@cache
+def _builtin_groups() -> frozenset[str]:
+    """The API groups Kubernetes serves itself (a kind unknown there is a typo,
+    not a custom resource); extension groups such as gateway.networking.k8s.io
+    are not among them."""
+    groups = {api_version.rpartition("/")[0] for api_version, _ in official_kinds()}
+    return frozenset(groups | {"extensions"})
 
 
 def validate_document(
@@ -608,17 +618,17 @@ def _check_resources(resources: dict[str, Any], path: FieldPath, sink: Sink) -> 
             )
 
 
-_HANDLERS = ("exec", "httpGet", "tcpSocket")
+_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
 
 
 def _check_probe(
     probe: dict[str, Any], path: FieldPath, sink: Sink, port_names: set[str], *, liveness: bool
 ) -> None:
     handlers = [h for h in _HANDLERS if probe.get(h) is not None]
-    if "grpc" in probe:
-        return  # reported as unsupported by the schema
     if not handlers:
-        sink.errors.append((path, "a probe needs exactly one handler: exec, httpGet or tcpSocket"))
+        sink.errors.append(
+            (path, "a probe needs exactly one handler: exec, httpGet, tcpSocket or grpc")
+        )
     elif len(handlers) > 1:
         sink.errors.append(
             (

@@ -196,10 +196,10 @@ def test_ignored_fields_are_still_type_checked() -> None:
             "volume source hostPath is not supported",
         ),
         (
-            "    livenessProbe: {grpc: {port: 9000}}\n",
+            "  ephemeralContainers: [{name: debug, image: busybox}]\n",
             9,
-            "spec.containers[0].livenessProbe.grpc",
-            "grpc probes are not supported",
+            "spec.ephemeralContainers",
+            "ephemeralContainers are not supported",
         ),
     ],
 )

@@ -290,7 +290,7 @@ def test_probes_need_exactly_one_handler() -> None:
 """
     )
     assert errors(text) == [
-        "m.yaml:10: Pod/web: spec.containers[0].livenessProbe: a probe needs exactly one handler: exec, httpGet or tcpSocket",
+        "m.yaml:10: Pod/web: spec.containers[0].livenessProbe: a probe needs exactly one handler: exec, httpGet, tcpSocket or grpc",
         "m.yaml:12: Pod/web: spec.containers[0].readinessProbe: a probe needs exactly one handler, this one has 2: httpGet, tcpSocket",
     ]
 
