@@ -246,6 +246,8 @@ class Operator:
                     labels=parse_labels(s.labels),
                     runtime_name=runtime.name,
                     state_dir=str(node_dir) if runtime.name == "process" else "",
+                    # one proxy serves the local agents; it runs as the first one
+                    proxy_address=s.proxy_address if name == names[0] else "",
                 ),
                 settings=AgentSettings(heartbeat_ttl=max(1, round(s.node_grace_seconds() / 3))),
             )

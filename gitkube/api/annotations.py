@@ -36,3 +36,7 @@ MANAGED_LABELS = f"{DOMAIN}/managed-labels"
 HOST_PORTS = f"{DOMAIN}/host-ports"
 #: a ReplicationController's rollout: {"updatedReplicas": n, "lastUpdateTime": {type: time}}
 RC_ROLLOUT = f"{DOMAIN}/rollout-status"
+
+#: on Nodes: the address of the service proxy that serves the node (set by its
+#: agent); LoadBalancer Services list these in status.loadBalancer.ingress
+PROXY_ADDRESS = f"{DOMAIN}/proxy-address"

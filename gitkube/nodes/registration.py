@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from gitkube import __version__
+from gitkube.api.annotations import PROXY_ADDRESS
 from gitkube.api.keys import HEARTBEAT_PREFIX
 from gitkube.api.objects import Node, NodeAddress, NodeCondition, NodeSystemInfo
 from gitkube.api.quantity import format_cpu, parse_cpu, parse_memory
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 AGENT_HOSTNAME = "gitkube.io/agent-hostname"
 AGENT_RUNTIME = "gitkube.io/agent-runtime"
 AGENT_STATE_DIR = "gitkube.io/agent-state-dir"
+#: where the service proxy serving this node listens (LoadBalancer Services'
+#: status.loadBalancer.ingress lists these); absent when the node runs none
+AGENT_PROXY_ADDRESS = PROXY_ADDRESS
 
 DEFAULT_MAX_PODS = 110
 
@@ -63,6 +67,8 @@ class NodeSettings:
     runtime_version: str = ""
     state_dir: str = ""
     hostname: str = field(default_factory=socket.gethostname)
+    #: the address of the service proxy that serves this node ("" for none)
+    proxy_address: str = ""
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -175,6 +181,10 @@ def desired_node(current: Node | None, settings: NodeSettings, *, now: str) -> N
         AGENT_RUNTIME: settings.runtime_name,
         AGENT_STATE_DIR: settings.state_dir,
     }
+    if settings.proxy_address:
+        node.metadata.annotations[AGENT_PROXY_ADDRESS] = settings.proxy_address
+    else:
+        node.metadata.annotations.pop(AGENT_PROXY_ADDRESS, None)
     capacity = host_capacity(settings)
     node.status.capacity = dict(capacity)
     node.status.allocatable = dict(capacity)

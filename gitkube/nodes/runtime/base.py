@@ -74,8 +74,6 @@ class RuntimeContainer:
     sandbox_id: str = ""
     #: why it ended, when the runtime knows more than the reason (a start error, a lost process)
     message: str = ""
-    #: the ID of the image that runs (Docker: ``sha256:...``); empty when the runtime has none
-    image_id: str = ""
 
 
 class ContainerStartError(Exception):

@@ -579,7 +579,6 @@ class DockerRuntime:
                     attempt=attempt,
                     state=run_state,
                     image=str(entry.get("Image", "")),
-                    image_id=str(entry.get("ImageID", "")),
                     exit_code=exit_code,
                     started_at=parse_docker_time(st.get("StartedAt")),
                     finished_at=(
