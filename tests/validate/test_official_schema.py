@@ -13,6 +13,8 @@
 - property: any list, mapping, number, string or null put into any field of
   a set of valid objects gives located errors, never a traceback, and one
   bad file never hides another file's results;
+- differential property: whatever kubernetes-validate (strict) refuses in
+  such a mutation, gitkube refuses too;
 - List kinds: items are separate objects, each at its own line;
 - Service type LoadBalancer is accepted, nodePort 0 means unset; a list or
   mapping as a port's protocol or nodePort is an error, not a crash.
@@ -353,3 +355,37 @@ def test_load_balancer_services_and_node_port_zero() -> None:
     assert lb.spec.type == "LoadBalancer"  # type: ignore[attr-defined]
     assert [p.node_port for p in lb.spec.ports] == [31000, 0]  # type: ignore[attr-defined]
     assert plain.spec.ports[0].node_port == 0  # type: ignore[attr-defined]
+
+
+junk_without_null = st.recursive(
+    st.booleans()
+    | st.integers(min_value=-(2**40), max_value=2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(target=st.sampled_from(_TARGETS), value=junk_without_null)
+def test_what_kubernetes_validate_refuses_gitkube_refuses(
+    target: tuple[int, tuple[Any, ...]], value: Any
+) -> None:
+    """Differential: a one-field mutation the official schema refuses (as
+    kubernetes-validate checks it, strictly) is refused by gitkube too.
+    (Null is left out: Kubernetes reads it as "not set", while
+    kubernetes-validate's oneOf refuses it in int-or-string fields.)"""
+    index, path = target
+    doc = copy.deepcopy(_DOCS[index])
+    _set(doc, path, value)
+    try:
+        kubernetes_validate.validate(doc, kubernetes_version(), strict=True)
+    except Exception:  # a schema error, or no schema for a mutated apiVersion/kind
+        refused = True
+    else:
+        refused = False
+    if refused:
+        found = load_manifests(yaml.safe_dump(doc).encode(), "m.yaml")[1]
+        assert found, f"kubernetes-validate refuses {path} = {value!r}, gitkube accepts it"
