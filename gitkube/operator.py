@@ -194,6 +194,7 @@ class Operator:
             SchedulerLoop,
         )
         from gitkube.services.controller import EndpointsController
+        from gitkube.services.loadbalancer import LoadBalancerStatusController
 
         assert self.objects is not None
         s = self.settings
@@ -215,6 +216,7 @@ class Operator:
             ("replication", ReplicationManager(self.objects).run),
             ("node-lifecycle", lifecycle.run),
             ("endpoints", EndpointsController(self.objects).run),
+            ("load-balancers", LoadBalancerStatusController(self.objects).run),
         ]
 
     async def _local_agents(self) -> list[tuple[str, Task]]:

@@ -6,9 +6,6 @@ with a compare-and-swap on the revision it read. Managed Endpoints whose
 Service is gone (or lost its selector) are deleted. Endpoints written by hand
 (no controller annotation) are never touched.
 
-It also writes the ``status.loadBalancer.ingress`` of LoadBalancer Services:
-the proxy address of every Ready node (``compute_load_balancer_ingress``).
-
 Passes run on every pod or Service event (``run_loop`` coalesces bursts), so
 a readiness change reaches the Endpoints within one store round trip.
 """
@@ -22,12 +19,7 @@ from dataclasses import dataclass, field
 from gitkube.api.objects import Endpoints, Node, Pod, Service
 from gitkube.errors import Conflict
 from gitkube.loops import run_loop
-from gitkube.services.endpoints import (
-    compute_endpoints,
-    compute_load_balancer_ingress,
-    endpoints_differ,
-    is_managed,
-)
+from gitkube.services.endpoints import compute_endpoints, endpoints_differ, is_managed
 from gitkube.store.base import Compare, Delete
 from gitkube.store.objects import ObjectStore
 
@@ -45,8 +37,6 @@ class EndpointsPass:
     unmanaged: list[str] = field(default_factory=list)
     #: writes that lost a compare-and-swap (the next pass redoes them)
     conflicts: list[str] = field(default_factory=list)
-    #: LoadBalancer Services whose status.loadBalancer.ingress was written
-    load_balancers: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -92,21 +82,6 @@ class EndpointsController:
                 continue
             (result.updated if have is not None else result.created).append(ref)
 
-        for service in sorted(services, key=lambda s: (s.namespace, s.name)):
-            ingress = compute_load_balancer_ingress(service, nodes)
-            if ingress == service.status.load_balancer.ingress:
-                continue
-            ref = f"{service.namespace}/{service.name}"
-            updated = service.copy()
-            updated.status.load_balancer.ingress = ingress
-            compare, put = self.objects.update_ops(updated, service)
-            try:
-                await self.objects.apply([compare], [put])
-            except Conflict:
-                result.conflicts.append(ref)
-                continue
-            result.load_balancers.append(ref)
-
         for key, endpoints in sorted(current.items()):
             if key in wanted or not is_managed(endpoints):
                 continue
@@ -145,7 +120,7 @@ class EndpointsController:
             "endpoints",
             self.reconcile_once,
             self.objects,
-            resources=["pods", "services", "nodes"],
+            resources=["pods", "services"],
             stop=stop,
             resync_seconds=self.resync_seconds,
         )

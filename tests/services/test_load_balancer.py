@@ -5,7 +5,7 @@ every agent's proxy address (like NodePort), and their
 - pure: the Ready nodes' proxy addresses, sorted, an address for all
   interfaces replaced by the node's own; hostnames as hostnames; none for
   other Service types;
-- the endpoints controller (real SQLite store) writes the status once, keeps
+- the LoadBalancer status controller (real SQLite store) writes the status once, keeps
   it when nothing changes, follows a node that goes NotReady, and clears it
   when the Service stops being a LoadBalancer; an agent's registration sets
   the proxy address on its Node.
@@ -25,8 +25,8 @@ from gitkube.api.objects import (
     ServiceSpec,
 )
 from gitkube.nodes.registration import NodeSettings, desired_node
-from gitkube.services.controller import EndpointsController
 from gitkube.services.endpoints import compute_load_balancer_ingress
+from gitkube.services.loadbalancer import LoadBalancerStatusController
 from gitkube.store.objects import ObjectStore
 
 
@@ -76,16 +76,16 @@ async def test_the_controller_writes_and_follows_the_status(objects: ObjectStore
     await objects.create(service())
     await objects.create(node("n1", "127.0.0.1", "127.0.0.1"))
     await objects.create(node("n2", "127.0.0.2", "127.0.0.2"))
-    controller = EndpointsController(objects)
+    controller = LoadBalancerStatusController(objects)
 
     first = await controller.reconcile_once()
-    assert first.load_balancers == ["default/shop"]
+    assert first.written == ["default/shop"]
     svc = await objects.get(Service, "default", "shop")
     assert svc is not None
     assert svc.status.load_balancer.ingress == [{"ip": "127.0.0.1"}, {"ip": "127.0.0.2"}]
     assert svc.to_dict()["status"]["loadBalancer"]["ingress"][0] == {"ip": "127.0.0.1"}
 
-    assert (await controller.reconcile_once()).load_balancers == []
+    assert (await controller.reconcile_once()).written == []
 
     n2 = await objects.get(Node, "", "n2")
     assert n2 is not None
