@@ -211,12 +211,12 @@ class Operator:
             ),
         )
         return [
+            ("load-balancers", LoadBalancerStatusController(self.objects).run),
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
             ("replication", ReplicationManager(self.objects).run),
             ("node-lifecycle", lifecycle.run),
             ("endpoints", EndpointsController(self.objects).run),
-            ("load-balancers", LoadBalancerStatusController(self.objects).run),
         ]
 
     async def _local_agents(self) -> list[tuple[str, Task]]:

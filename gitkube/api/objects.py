@@ -867,6 +867,88 @@ class Secret(ApiObject):
     immutable: bool | None = None
 
 
+# ---------------------------------------------------------------- kinds gitkube does not run
+
+
+@dataclass
+class UnsupportedObject(ApiObject):
+    """An object of a kind gitkube stores but does not act on (an Ingress, a
+    ServiceAccount, a custom resource), kept as written: ``content`` holds every
+    top-level field but apiVersion, kind, metadata and status. Each kind has its
+    own subclass (``unsupported_class``), so ``KIND`` and ``RESOURCE`` work as
+    for the other kinds."""
+
+    #: objects of these classes are stored as they are, not decoded into fields
+    UNSTRUCTURED: ClassVar[bool] = True
+    API_VERSION: ClassVar[str] = ""
+
+    content: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.api_version or self.api_version == "v1":
+            self.api_version = self.API_VERSION or self.api_version
+
+    @property
+    def key(self) -> str:
+        from gitkube.api.keys import PREFIX
+
+        if not self.NAMESPACED:
+            return f"{PREFIX}{self.RESOURCE}/{self.metadata.name}"
+        return (
+            f"{PREFIX}{self.RESOURCE}/{self.metadata.namespace or 'default'}/{self.metadata.name}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        meta: dict[str, Any] = to_dict(self.metadata)
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.KIND,
+            "metadata": meta,
+            **copy.deepcopy(self.content),
+        }
+
+    @classmethod
+    def from_dict(cls: type[O], data: dict[str, Any]) -> O:
+        meta = from_dict(ObjectMeta, data.get("metadata") or {})
+        content = {
+            k: copy.deepcopy(v)
+            for k, v in data.items()
+            if k not in ("apiVersion", "kind", "metadata", "status")
+        }
+        obj = cls(metadata=meta)
+        obj.api_version = data.get("apiVersion") or obj.api_version
+        assert isinstance(obj, UnsupportedObject)
+        obj.content = content
+        if not cls.NAMESPACED:
+            obj.metadata.namespace = ""
+        return obj
+
+
+_UNSUPPORTED: dict[tuple[str, str], type[UnsupportedObject]] = {}
+
+
+def unsupported_class(
+    api_version: str, kind: str, *, resource: str, namespaced: bool
+) -> type[UnsupportedObject]:
+    """The class of objects of a kind gitkube stores but does not run."""
+    found = _UNSUPPORTED.get((api_version, kind))
+    if found is None:
+        found = type(
+            kind,
+            (UnsupportedObject,),
+            {
+                "KIND": kind,
+                "RESOURCE": resource,
+                "NAMESPACED": namespaced,
+                "API_VERSION": api_version,
+                "__module__": __name__,
+            },
+        )
+        _UNSUPPORTED[(api_version, kind)] = found
+    return found
+
+
 # ---------------------------------------------------------------- apps/v1
 
 
@@ -964,88 +1046,6 @@ class ReplicaSet(ApiObject):
     api_version: str = "apps/v1"
     spec: ReplicaSetSpec = field(default_factory=ReplicaSetSpec)
     status: ReplicaSetStatus = field(default_factory=ReplicaSetStatus)
-
-
-# ---------------------------------------------------------------- kinds gitkube does not run
-
-
-@dataclass
-class UnsupportedObject(ApiObject):
-    """An object of a kind gitkube stores but does not act on (an Ingress, a
-    ServiceAccount, a custom resource), kept as written: ``content`` holds every
-    top-level field but apiVersion, kind, metadata and status. Each kind has its
-    own subclass (``unsupported_class``), so ``KIND`` and ``RESOURCE`` work as
-    for the other kinds."""
-
-    #: objects of these classes are stored as they are, not decoded into fields
-    UNSTRUCTURED: ClassVar[bool] = True
-    API_VERSION: ClassVar[str] = ""
-
-    content: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.api_version or self.api_version == "v1":
-            self.api_version = self.API_VERSION or self.api_version
-
-    @property
-    def key(self) -> str:
-        from gitkube.api.keys import PREFIX
-
-        if not self.NAMESPACED:
-            return f"{PREFIX}{self.RESOURCE}/{self.metadata.name}"
-        return (
-            f"{PREFIX}{self.RESOURCE}/{self.metadata.namespace or 'default'}/{self.metadata.name}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        meta: dict[str, Any] = to_dict(self.metadata)
-        return {
-            "apiVersion": self.api_version,
-            "kind": self.KIND,
-            "metadata": meta,
-            **copy.deepcopy(self.content),
-        }
-
-    @classmethod
-    def from_dict(cls: type[O], data: dict[str, Any]) -> O:
-        meta = from_dict(ObjectMeta, data.get("metadata") or {})
-        content = {
-            k: copy.deepcopy(v)
-            for k, v in data.items()
-            if k not in ("apiVersion", "kind", "metadata", "status")
-        }
-        obj = cls(metadata=meta)
-        obj.api_version = data.get("apiVersion") or obj.api_version
-        assert isinstance(obj, UnsupportedObject)
-        obj.content = content
-        if not cls.NAMESPACED:
-            obj.metadata.namespace = ""
-        return obj
-
-
-_UNSUPPORTED: dict[tuple[str, str], type[UnsupportedObject]] = {}
-
-
-def unsupported_class(
-    api_version: str, kind: str, *, resource: str, namespaced: bool
-) -> type[UnsupportedObject]:
-    """The class of objects of a kind gitkube stores but does not run."""
-    found = _UNSUPPORTED.get((api_version, kind))
-    if found is None:
-        found = type(
-            kind,
-            (UnsupportedObject,),
-            {
-                "KIND": kind,
-                "RESOURCE": resource,
-                "NAMESPACED": namespaced,
-                "API_VERSION": api_version,
-                "__module__": __name__,
-            },
-        )
-        _UNSUPPORTED[(api_version, kind)] = found
-    return found
 
 
 _V1_CORE: tuple[type[ApiObject], ...] = (Pod, ReplicationController, Service, Endpoints, Node)

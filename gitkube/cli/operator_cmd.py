@@ -46,10 +46,6 @@ Writeback = Annotated[
     bool | None, Opt("--writeback/--no-writeback", help="commit status to the status branch")
 ]
 Prune = Annotated[bool | None, Opt("--prune/--no-prune", help="delete what git no longer has")]
-SelfHeal = Annotated[
-    bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
-]
-Verbose = Annotated[bool | None, Opt("--verbose", "-v", help="debug logging")]
 UnsupportedKinds = Annotated[
     str | None,
     Opt(
@@ -57,6 +53,10 @@ UnsupportedKinds = Annotated[
         help="kinds gitkube does not run (Ingress, custom resources, ...): store or error (store)",
     ),
 ]
+SelfHeal = Annotated[
+    bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
+]
+Verbose = Annotated[bool | None, Opt("--verbose", "-v", help="debug logging")]
 
 
 def _checkout_defaults(settings: Settings, sources: dict[str, str]) -> None:
