@@ -241,6 +241,16 @@ def validate_document(
         return sink.errors, sink.ignored
     kind = data.get("kind")
     api_version = data.get("apiVersion")
+    if isinstance(api_version, str) and api_version.startswith("kustomize.config.k8s.io/"):
+        sink.errors.append(
+            (
+                ("kind",),
+                f"a kustomize file ({kind}), not a Kubernetes object: gitkube reads plain "
+                "manifests; commit the output of `kustomize build` (or keep this file "
+                "outside the manifest path)",
+            )
+        )
+        return sink.errors, sink.ignored
     supported = isinstance(kind, str) and API_VERSIONS.get(kind) == api_version
     if not supported and unsupported == "store" and storable_kind(api_version, kind):
         assert isinstance(kind, str) and isinstance(api_version, str)

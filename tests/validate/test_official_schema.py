@@ -390,3 +390,19 @@ def test_what_kubernetes_validate_refuses_gitkube_refuses(
     if refused:
         found = load_manifests(yaml.safe_dump(doc).encode(), "m.yaml")[1]
         assert found, f"kubernetes-validate refuses {path} = {value!r}, gitkube accepts it"
+
+
+@pytest.mark.parametrize("index", range(len(_DOCS)))
+def test_every_field_of_every_object_with_each_kind_of_junk(index: int) -> None:
+    """Exhaustive companion of the property test: every field of each valid
+    object gets a list, a mapping, a number, a string and null in turn."""
+    junk_values: list[Any] = [[1, "x"], {"k": [None]}, 7.5, "junk", None]
+    for path in _paths(_DOCS[index]):
+        for value in junk_values:
+            doc = copy.deepcopy(_DOCS[index])
+            _set(doc, path, value)
+            manifests, found, _ = load_manifests(yaml.safe_dump(doc).encode(), "m.yaml")
+            for error in found:
+                assert "(a bug)" not in error.message, (path, value, str(error))
+                assert error.line >= 1, (path, value, str(error))
+            assert bool(manifests) != bool(found), (path, value)

@@ -178,3 +178,13 @@ def test_validate_cli_flag_and_environment(tmp_path: Path) -> None:
     assert by_env.exit_code == 1
     bad = runner.invoke(app, ["validate", "--unsupported-kinds", "maybe", str(tmp_path)])
     assert bad.exit_code == 2
+
+
+def test_a_kustomization_file_is_named_for_what_it_is() -> None:
+    text = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [a.yaml]\n"
+    for mode in ("store", "error"):
+        assert load(text, mode)[1] == [
+            "m.yaml:2: Kustomization/?: kind: a kustomize file (Kustomization), not a Kubernetes "
+            "object: gitkube reads plain manifests; commit the output of `kustomize build` (or "
+            "keep this file outside the manifest path)"
+        ]
