@@ -74,7 +74,7 @@ from gitkube.loops import Backoff
 from gitkube.store.base import Compare, Put
 from gitkube.store.objects import ObjectStore, now_iso
 from gitkube.sync.apply import DEFAULT_BATCH_SIZE, ApplyResult, apply_plan
-from gitkube.sync.diff import Desired, Live, SyncPlan, plan_sync
+from gitkube.sync.diff import Desired, Live, Refusal, SyncPlan, plan_sync
 from gitkube.sync.source import Entry, GitSource
 from gitkube.sync.state import (
     HISTORY_LENGTH,
@@ -193,6 +193,16 @@ def _sync_error(err: ManifestError) -> SyncError:
         name=err.name,
         field=err.field,
         document=err.document,
+    )
+
+
+def _refusal_error(refusal: Refusal) -> SyncError:
+    return SyncError(
+        message=refusal.message,
+        file=refusal.path,
+        kind=refusal.kind,
+        name=refusal.name,
+        field=refusal.field,
     )
 
 
@@ -401,6 +411,14 @@ class SyncLoop:
             result.plan, result.unchanged = plan, plan.unchanged
             result.created, result.updated = len(plan.creates), len(plan.updates)
             result.deleted = len(plan.deletes)
+            if plan.refused:
+                result.outcome = "Failed"
+                result.errors = [_refusal_error(r) for r in plan.refused]
+                result.message = (
+                    f"{len(plan.refused)} change(s) Kubernetes refuses in {commit[:12]}"
+                )
+                result.duration_seconds = time.perf_counter() - started
+                return result
             if not plan.empty or plan.drifted:
                 result.outcome = "OutOfSync"
             result.message = (
@@ -446,6 +464,16 @@ class SyncLoop:
                 verified=self._verified,
             )
             self._verified = plan.verified
+            if plan.refused:
+                result.outcome = "Failed"
+                result.errors = [_refusal_error(r) for r in plan.refused]
+                result.message = (
+                    f"{len(plan.refused)} change(s) Kubernetes refuses in {commit[:12]}; "
+                    "nothing applied"
+                ) + (f", still at {state.revision[:12]}" if state.revision else "")
+                state.attempted_revision, state.attempted_at = commit, now_iso()
+                state.phase, state.message, state.errors = "Failed", result.message, result.errors
+                return await self._finish(result, state, history, started, started_at)
             if plan.empty:
                 break
             before = len(applied.revisions)

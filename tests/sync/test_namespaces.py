@@ -98,3 +98,31 @@ async def test_an_undeclared_namespace_fails_the_revision_naming_both(
     # only the sync state and history were written
     kvs, _ = await objects.store.range(PREFIX + "namespaces/")
     assert kvs == [] and await objects.store.revision() >= before
+
+
+async def test_a_change_to_an_immutable_config_map_fails_the_revision(
+    objects: ObjectStore, git_remote: GitRemote, tmp_path: Path
+) -> None:
+    frozen = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: frozen}\nimmutable: true\n"
+    git_remote.write_many({"frozen.yaml": frozen + "data: {A: '1'}\n", "c.yaml": CONFIG})
+    git_remote.write("ns.yaml", NAMESPACE)
+    first = git_remote.commit_and_push("frozen")
+    loop = make_loop(objects, git_remote, tmp_path)
+    assert (await loop.reconcile_once()).outcome == "Succeeded"
+    git_remote.write_many(
+        {"frozen.yaml": frozen + "data: {A: '2'}\n", "c.yaml": CONFIG.replace("A: b", "A: c")}
+    )
+    git_remote.commit_and_push("thaw")
+    result = await loop.reconcile_once()
+    assert result.outcome == "Failed"
+    [error] = result.errors
+    assert (error.file, error.kind, error.name, error.field) == (
+        "frozen.yaml",
+        "ConfigMap",
+        "frozen",
+        "data",
+    )
+    assert "is immutable" in error.message and f"still at {first[:12]}" in result.message
+    # nothing applied: the other ConfigMap of the same revision is as it was
+    config = await objects.get(ConfigMap, "shop", "settings")
+    assert config is not None and config.data == {"A": "b"}
