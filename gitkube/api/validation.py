@@ -1073,7 +1073,10 @@ def is_list_kind(api_version: Any, kind: Any) -> bool:
         return False
     if kind == "List":
         return api_version == "v1"
-    return kind.endswith("List") and kind[:-4] in KINDS and API_VERSIONS[kind[:-4]] == api_version
+    item = kind[:-4]
+    return kind.endswith("List") and (
+        API_VERSIONS.get(item) == api_version or (api_version, item) in official_kinds()
+    )
 
 
 def _list_items(doc: Document) -> list[tuple[Document, list[tuple[FieldPath, str]]]]:
@@ -1098,7 +1101,7 @@ def _list_items(doc: Document) -> list[tuple[Document, list[tuple[FieldPath, str
         node = _item_node(doc, index)
         if item_kind is not None and isinstance(item, dict):
             # the items of a typed list may leave out their kind, as Kubernetes allows
-            item = {"apiVersion": API_VERSIONS[item_kind], "kind": item_kind, **item}
+            item = {"apiVersion": data["apiVersion"], "kind": item_kind, **item}
         line = node.start_mark.line + 1 if node is not None else doc.line
         problems_here = [
             replace(p, path=p.path[2:]) for p in doc.problems if p.path[:2] == ("items", index)

@@ -26,6 +26,10 @@ leaves them empty (a pod's ``spec.nodeName``, a service's ``clusterIP`` and
   the agent and is kept. Labels git stops declaring are removed (the ones
   gitkube set are remembered in ``MANAGED_LABELS``).
 
+- **refused**: a change to the data of an immutable ConfigMap or Secret (or
+  making it mutable) is not planned but refused, as Kubernetes refuses it;
+  the caller applies nothing while there are refusals.
+
 Updates keep the live status, system metadata and system-filled fields.
 Applying a plan and planning again yields an empty plan.
 """

@@ -188,3 +188,14 @@ def test_a_kustomization_file_is_named_for_what_it_is() -> None:
             "object: gitkube reads plain manifests; commit the output of `kustomize build` (or "
             "keep this file outside the manifest path)"
         ]
+
+
+def test_a_typed_list_of_a_kind_gitkube_stores() -> None:
+    text = (
+        "apiVersion: networking.k8s.io/v1\nkind: IngressList\nitems:\n"
+        "- metadata: {name: a}\n  spec: {defaultBackend: {service: {name: web, port: {number: 80}}}}\n"
+        "- metadata: {name: b}\n  spec: {rules: 5}\n"
+    )
+    manifests, errors = load(text)
+    assert [(m.obj.KIND, m.obj.name, m.line) for m in manifests] == [("Ingress", "a", 4)]
+    assert errors == ["m.yaml:7: Ingress/b: spec.rules: must be a list, not an integer (5)"]
