@@ -1,12 +1,20 @@
 """Validating manifests: every problem in one pass, each with file, line,
 object and field.
 
-A document is checked in three steps: its ``apiVersion`` and ``kind`` pick a
+A document is checked in four steps: its ``apiVersion`` and ``kind`` pick a
 schema (``gitkube/api/schemas/``), the compiled schema checks fields and
 types (unknown fields are errors, so typos never pass; fields Kubernetes
-defines but gitkube ignores are reported as ``IgnoredField``), and the
-checks a schema cannot express run last (selector against template labels,
-unique names, probes with one handler, ...).
+defines but gitkube ignores are reported as ``IgnoredField``), the checks a
+schema cannot express run next (selector against template labels, unique
+names, probes with one handler, ...), and last the official Kubernetes
+schema (``kubernetes.json``, strict) is the floor: what Kubernetes refuses
+never passes, including inside ignored fields; what gitkube already
+reported at a field is not reported twice.
+
+A ``List`` (or ``ServiceList``, ``DeploymentList``, ...) is read as its
+items, each an object of its own at its own line. Kinds gitkube does not run
+(official ones, and custom resources) are stored with ``unsupported="store"``
+(``--unsupported-kinds``) and refused otherwise.
 
 Decisions worth knowing:
 
