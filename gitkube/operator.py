@@ -185,7 +185,10 @@ class Operator:
             self.objects,
             source,
             SyncSettings(
-                prune=s.prune, self_heal=s.self_heal, interval_seconds=s.interval_seconds()
+                prune=s.prune,
+                self_heal=s.self_heal,
+                interval_seconds=s.interval_seconds(),
+                unsupported_kinds=s.unsupported_kinds_mode(),
             ),
             after_sync=after_sync,
         )
@@ -198,6 +201,7 @@ class Operator:
             SchedulerLoop,
         )
         from gitkube.services.controller import EndpointsController
+        from gitkube.services.loadbalancer import LoadBalancerStatusController
 
         assert self.objects is not None and self.cache is not None
         s = self.settings
@@ -225,6 +229,7 @@ class Operator:
             applier=applier,
         )
         return [
+            ("load-balancers", LoadBalancerStatusController(self.objects).run),
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
             ("replication", ReplicationManager(self.objects, cache=cache, applier=applier).run),
@@ -261,6 +266,8 @@ class Operator:
                     labels=parse_labels(s.labels),
                     runtime_name=runtime.name,
                     state_dir=str(node_dir) if runtime.name == "process" else "",
+                    # one proxy serves the local agents; it runs as the first one
+                    proxy_address=s.proxy_address if name == names[0] else "",
                 ),
                 settings=AgentSettings(heartbeat_ttl=max(1, round(s.node_grace_seconds() / 3))),
             )

@@ -115,6 +115,9 @@ def compute_container_status(
     status.restart_count = latest.attempt
     status.container_id = container_id_uri(runtime_name, latest.id)
     status.image = latest.image or container.image
+    # the image the runtime ran, as ``<runtime>://<image>`` (stable across agent
+    # restarts, so an adopted container's status is not rewritten)
+    status.image_id = container_id_uri(runtime_name, status.image)
     if previous is not None and previous.state == "exited":
         status.last_state = terminated_state(previous, runtime_name)
     if latest.state == "running" and waiting is None:

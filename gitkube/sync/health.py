@@ -23,6 +23,9 @@ absent from the store); Unknown when its status says nothing we can read.
 - **Endpoints** — Healthy: an Endpoints object is derived state.
 - **Namespace, ConfigMap, Secret** — Healthy when present (data, nothing
   runs); a Namespace being deleted (phase Terminating) is Progressing.
+- **Kinds gitkube stores but does not run** (Ingress, ServiceAccount, custom
+  resources, with ``--unsupported-kinds store``) — NotActedOn, which counts
+  as Healthy for the whole set.
 
 The status of the whole set is the worst of its members (``worst``).
 """
@@ -46,16 +49,25 @@ from gitkube.api.objects import (
     Service,
 )
 
-HealthStatus = Literal["Healthy", "Progressing", "Degraded", "Missing", "Unknown"]
+HealthStatus = Literal["Healthy", "Progressing", "Degraded", "Missing", "Unknown", "NotActedOn"]
 
 HEALTHY: HealthStatus = "Healthy"
 PROGRESSING: HealthStatus = "Progressing"
 DEGRADED: HealthStatus = "Degraded"
 MISSING: HealthStatus = "Missing"
 UNKNOWN: HealthStatus = "Unknown"
+#: a kind gitkube stores but does not run (--unsupported-kinds store)
+NOT_ACTED_ON: HealthStatus = "NotActedOn"
 
 #: worst last; the health of a set is its worst member's
-SEVERITY: dict[str, int] = {HEALTHY: 0, UNKNOWN: 1, PROGRESSING: 2, MISSING: 3, DEGRADED: 4}
+SEVERITY: dict[str, int] = {
+    HEALTHY: 0,
+    NOT_ACTED_ON: 0,
+    UNKNOWN: 1,
+    PROGRESSING: 2,
+    MISSING: 3,
+    DEGRADED: 4,
+}
 
 #: RC condition types that, with status True, mean the controller is stuck
 RC_FAILURE_CONDITIONS = frozenset({"ReplicaFailure", "Degraded", "RolloutDegraded"})
@@ -265,6 +277,12 @@ def node_health(node: Node) -> Health:
 # ---------------------------------------------------------------- any object
 
 
+def not_acted_on(kind: str) -> Health:
+    return Health(
+        NOT_ACTED_ON, f"not acted on: gitkube stores {kind} objects but does not run them"
+    )
+
+
 def assess_health(
     obj: ApiObject | None,
     *,
@@ -278,6 +296,8 @@ def assess_health(
     """
     if obj is None:
         return Health(MISSING, "declared in git but not in the cluster")
+    if obj.UNSTRUCTURED:
+        return not_acted_on(obj.KIND)
     if isinstance(obj, Pod):
         return pod_health(obj)
     if isinstance(obj, ReplicationController):

@@ -52,14 +52,21 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gitkube.api import annotations as ann
-from gitkube.api.keys import SYNC_CONTROL_KEY, SYNC_HISTORY_KEY, SYNC_STATE_KEY, resource_prefix
+from gitkube.api.keys import (
+    PREFIX,
+    SYNC_CONTROL_KEY,
+    SYNC_HISTORY_KEY,
+    SYNC_STATE_KEY,
+    SYSTEM,
+)
 from gitkube.api.objects import ObjectMeta
 from gitkube.api.validation import (
     DEFAULT_MAX_BYTES,
+    DEFAULT_UNSUPPORTED,
     IgnoredField,
     Manifest,
     ManifestError,
-    find_duplicates,
+    check_across_files,
     load_manifests,
 )
 from gitkube.errors import Conflict, GitkubeError, LeadershipLost, SourceError
@@ -67,7 +74,7 @@ from gitkube.loops import Backoff
 from gitkube.store.base import Compare, Put
 from gitkube.store.objects import ObjectStore, now_iso
 from gitkube.sync.apply import DEFAULT_BATCH_SIZE, ApplyResult, apply_plan
-from gitkube.sync.diff import SYNCED_RESOURCES, Desired, Live, SyncPlan, plan_sync
+from gitkube.sync.diff import Desired, Live, Refusal, SyncPlan, plan_sync
 from gitkube.sync.source import Entry, GitSource
 from gitkube.sync.state import (
     HISTORY_LENGTH,
@@ -105,6 +112,8 @@ class SyncSettings:
     #: (beyond, ``gitkube status`` reads the objects' provenance annotations)
     max_state_objects: int = 2000
     max_file_bytes: int = DEFAULT_MAX_BYTES
+    #: kinds gitkube does not run: "store" (validated, stored, not acted on) or "error"
+    unsupported_kinds: str = DEFAULT_UNSUPPORTED
 
 
 @dataclass
@@ -167,7 +176,7 @@ class _Parsed:
 
 
 def _slim(manifest: Manifest) -> Manifest:
-    """What the cache keeps of a manifest for ``find_duplicates``: where it is
+    """What the cache keeps of a manifest for ``check_across_files``: where it is
     and which object it names (the parsed data and the full object are in
     ``Desired``; keeping both doubled the memory of a 10,000-object sync)."""
     obj = manifest.obj
@@ -184,6 +193,16 @@ def _sync_error(err: ManifestError) -> SyncError:
         name=err.name,
         field=err.field,
         document=err.document,
+    )
+
+
+def _refusal_error(refusal: Refusal) -> SyncError:
+    return SyncError(
+        message=refusal.message,
+        file=refusal.path,
+        kind=refusal.kind,
+        name=refusal.name,
+        field=refusal.field,
     )
 
 
@@ -373,7 +392,7 @@ class SyncLoop:
             message = self.source.redact(str(exc))
             return SyncResult("Failed", errors=[SyncError(message=message)], message=message)
         errors = [e for parsed in self._current_parsed() for e in parsed.errors]
-        errors += find_duplicates(manifests)
+        errors += check_across_files(manifests)
         if errors:
             errors.sort(key=lambda e: (e.file, e.document, e.line))
             result.outcome = "Failed"
@@ -392,6 +411,14 @@ class SyncLoop:
             result.plan, result.unchanged = plan, plan.unchanged
             result.created, result.updated = len(plan.creates), len(plan.updates)
             result.deleted = len(plan.deletes)
+            if plan.refused:
+                result.outcome = "Failed"
+                result.errors = [_refusal_error(r) for r in plan.refused]
+                result.message = (
+                    f"{len(plan.refused)} change(s) Kubernetes refuses in {commit[:12]}"
+                )
+                result.duration_seconds = time.perf_counter() - started
+                return result
             if not plan.empty or plan.drifted:
                 result.outcome = "OutOfSync"
             result.message = (
@@ -411,7 +438,7 @@ class SyncLoop:
         except SourceError as exc:
             return await self._record_source_failure(exc, started, started_at, state=state)
         errors = [e for parsed in self._current_parsed() for e in parsed.errors]
-        errors += find_duplicates(manifests)
+        errors += check_across_files(manifests)
         if errors:
             errors.sort(key=lambda e: (e.file, e.document, e.line))
             result.outcome = "Failed"
@@ -437,6 +464,16 @@ class SyncLoop:
                 verified=self._verified,
             )
             self._verified = plan.verified
+            if plan.refused:
+                result.outcome = "Failed"
+                result.errors = [_refusal_error(r) for r in plan.refused]
+                result.message = (
+                    f"{len(plan.refused)} change(s) Kubernetes refuses in {commit[:12]}; "
+                    "nothing applied"
+                ) + (f", still at {state.revision[:12]}" if state.revision else "")
+                state.attempted_revision, state.attempted_at = commit, now_iso()
+                state.phase, state.message, state.errors = "Failed", result.message, result.errors
+                return await self._finish(result, state, history, started, started_at)
             if plan.empty:
                 break
             before = len(applied.revisions)
@@ -553,7 +590,10 @@ class SyncLoop:
             blobs = await self.source.read_blobs(e.sha for e in todo)
             for i, entry in enumerate(todo):
                 found, errors, ignored = load_manifests(
-                    blobs[entry.sha], entry.path, max_bytes=self.settings.max_file_bytes
+                    blobs[entry.sha],
+                    entry.path,
+                    max_bytes=self.settings.max_file_bytes,
+                    unsupported=self.settings.unsupported_kinds,
                 )
                 self._parsed[(entry.path, entry.sha)] = _Parsed(
                     [_slim(m) for m in found], [Desired.of(m) for m in found], errors, ignored
@@ -586,16 +626,18 @@ class SyncLoop:
         if self._live_revision and await store.revision() == self._live_revision:
             return self._live, self._live_revision
         live: dict[str, Live] = {}
-        revisions = set()
-        for resource in SYNCED_RESOURCES:
-            kvs, revision = await store.range(resource_prefix(resource))
-            revisions.add(revision)
-            for kv in kvs:
-                live[kv.key] = Live.from_wire(
-                    json.loads(kv.value), key=kv.key, mod_revision=kv.mod_revision
-                )
+        # every object key, whatever its resource: the kinds gitkube stores
+        # without running them have resources of their own (ingresses,
+        # certificates.cert-manager.io, ...), and must be found to be pruned
+        kvs, revision = await store.range(PREFIX)
+        for kv in kvs:
+            if kv.key.startswith(SYSTEM):
+                continue
+            live[kv.key] = Live.from_wire(
+                json.loads(kv.value), key=kv.key, mod_revision=kv.mod_revision
+            )
         self._live = live
-        self._live_revision = revisions.pop() if len(revisions) == 1 else 0
+        self._live_revision = revision
         return live, self._live_revision
 
     def _mirror_writes(self, applied: ApplyResult, read_at: int, *, first_txn: int) -> None:

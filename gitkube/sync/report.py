@@ -55,6 +55,7 @@ from gitkube.sync.health import (
     HEALTHY,
     UNKNOWN,
     assess_health,
+    not_acted_on,
     pod_problem,
     ready_endpoint_count,
     worst,
@@ -354,11 +355,15 @@ def object_report(
 ) -> ObjectReport:
     namespace = "" if declared.kind == "Node" else (declared.namespace or "default")
     endpoints = snapshot.endpoints.get((namespace, declared.name))
-    health = assess_health(
-        live,
-        endpoints=endpoints,
-        proxy_errors=snapshot.proxy_errors.get((namespace, declared.name), ()),
-    )
+    if declared.kind not in KINDS:
+        # stored, not run (--unsupported-kinds store); the report does not read them
+        health = not_acted_on(declared.kind)
+    else:
+        health = assess_health(
+            live,
+            endpoints=endpoints,
+            proxy_errors=snapshot.proxy_errors.get((namespace, declared.name), ()),
+        )
     report = ObjectReport(
         kind=declared.kind,
         namespace=namespace,
