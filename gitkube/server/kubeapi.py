@@ -334,6 +334,11 @@ class KubeApi:
         self.git = git
         self.bookmark_seconds = bookmark_seconds
         self.open_log = open_log
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """End open watches (the server is stopping)."""
+        self._closing.set()
 
     def register(self, app: web.Application) -> None:
         r = app.router
@@ -625,6 +630,7 @@ class KubeApi:
 
         try:
             if rv in ("", "0"):
+                state.listed = True
                 kvs, revision = await self.store.range(prefix)
                 for kv in kvs:
                     data = self._item(res, kv)
@@ -642,7 +648,7 @@ class KubeApi:
                     return response
             state.revision = start - 1
             await self._stream(
-                res, prefix, start, state, send, bookmarks=bookmarks, timeout=timeout
+                request, res, prefix, start, state, send, bookmarks=bookmarks, timeout=timeout
             )
         except Compacted:
             await send(
@@ -662,6 +668,7 @@ class KubeApi:
 
     async def _stream(
         self,
+        request: web.Request,
         res: ApiResource,
         prefix: str,
         start: int,
@@ -676,19 +683,31 @@ class KubeApi:
         # every key, so the bookmark's revision covers what other kinds moved too
         events = self.store.watch(PREFIX, start_revision=start).__aiter__()
         pending: asyncio.Task[Any] | None = None
+        next_bookmark = loop.time() + self.bookmark_seconds
         try:
             while True:
-                wait = self.bookmark_seconds if bookmarks else None
+                # wake at least every second: a client that went away or a
+                # server that stops ends the watch (aiohttp does not cancel
+                # handlers whose client disconnected)
+                wait = 1.0
+                if bookmarks:
+                    wait = min(wait, max(0.0, next_bookmark - loop.time()))
                 if deadline is not None:
                     left = deadline - loop.time()
                     if left <= 0:
                         return
-                    wait = min(wait, left) if wait is not None else left
+                    wait = min(wait, left)
                 if pending is None:
                     pending = asyncio.ensure_future(events.__anext__())
                 done, _ = await asyncio.wait({pending}, timeout=wait)
+                if self._closing.is_set():
+                    return
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return
                 if not done:
-                    if bookmarks and state.revision:
+                    if bookmarks and state.revision and loop.time() >= next_bookmark:
+                        next_bookmark = loop.time() + self.bookmark_seconds
                         await send(
                             "BOOKMARK",
                             {
@@ -705,18 +724,24 @@ class KubeApi:
                 if not key.startswith(prefix) or key.startswith(SYSTEM):
                     continue
                 if event.type == "DELETE":
-                    if key in state.matching:
+                    prev = event.prev_kv
+                    data = self._item(res, prev) if prev and prev.value else _stub(res, key)
+                    # a watch from a resourceVersion did not list: the deleted
+                    # value tells whether the object was in the selection
+                    known = key in state.matching or (
+                        not state.listed and state.selector.matches(data)
+                    )
+                    if known:
                         state.matching.discard(key)
-                        prev = event.prev_kv
-                        data = self._item(res, prev) if prev and prev.value else _stub(res, key)
                         data.setdefault("metadata", {})["resourceVersion"] = str(event.revision)
                         await send("DELETED", data)
                     continue
                 data = self._item(res, event.kv)
                 if state.selector.matches(data):
-                    kind = "MODIFIED" if key in state.matching else "ADDED"
+                    created = event.kv.create_revision == event.kv.mod_revision
+                    seen = key in state.matching or (not state.listed and not created)
                     state.matching.add(key)
-                    await send(kind, data)
+                    await send("MODIFIED" if seen else "ADDED", data)
                 elif key in state.matching:
                     state.matching.discard(key)
                     await send("DELETED", data)
@@ -865,6 +890,8 @@ class KubeApi:
 class _WatchState:
     selector: Filter
     revision: int = 0
+    #: the watch began with a list, so ``matching`` is exact
+    listed: bool = False
 
     def __post_init__(self) -> None:
         self.matching: set[str] = set()
