@@ -455,6 +455,12 @@ class KubeApi:
     async def _openapi_v2(self, request: web.Request) -> web.Response:
         from gitkube.server.openapi import openapi_v2
 
+        if "protobuf" in request.headers.get("Accept", ""):
+            # older kubectl (≤ 1.26) reads only the protobuf form; an empty
+            # message is a Document with no definitions: the kinds are left
+            # to the server, which refuses every write anyway
+            return web.Response(body=b"", content_type="application/octet-stream")
+
         return web.json_response(openapi_v2(api_resources()))
 
     async def _openapi_v3_root(self, request: web.Request) -> web.Response:
