@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,7 +49,10 @@ spec:
       containers:
       - name: web
         image: busybox
-        command: ["sh", "-c", "echo started $(POD_NAME); i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"]
+        command:
+        - sh
+        - -c
+        - "echo started $(POD_NAME); i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"
         env:
         - name: POD_NAME
           value: web
@@ -62,7 +64,7 @@ def kubectl_binaries() -> list[tuple[str, str]]:
     if not OLD_KUBECTL.exists():
         missing(
             f"kubectl 1.20 at {OLD_KUBECTL}",
-            "apt-get download kubernetes-client && dpkg -x kubernetes-client_*.deb /opt/kubectl-1.20",
+            "apt-get download kubernetes-client; dpkg -x kubernetes-client_*.deb /opt/kubectl-1.20",
         )
     return [("1.32", new), ("1.20", str(OLD_KUBECTL))]
 
@@ -164,7 +166,7 @@ async def test_kubectl_reads_gitkube(cluster: tuple[Running, Path], git_remote: 
         for short in ("po", "rc", "svc", "ep", "no", "ns", "cm", "deploy", "rs"):
             assert f" {short} " in resources or f" {short}," in resources, (version, short)
         describe = (await akubectl(kubectl, config, "describe", "pod", pod.name)).stdout
-        assert f"Name:" in describe and pod.name in describe and "Events:" in describe, version
+        assert "Name:" in describe and pod.name in describe and "Events:" in describe, version
         assert "Scheduled" in describe, (version, describe[-800:])
         logs = (await akubectl(kubectl, config, "logs", pod.name, "--tail", "2")).stdout
         assert len(logs.splitlines()) == 2 and logs.startswith("tick"), (version, logs)
