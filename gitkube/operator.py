@@ -142,6 +142,8 @@ class Operator:
         #: the last revision a sync finished with (a webhook for it needs no new sync)
         self.done_revision = ""
         self._runtimes: list[Any] = []
+        #: event recorders of the loops, flushed on stop
+        self._recorders: list[Any] = []
 
     # ------------------------------------------------------------ wiring
 
@@ -208,11 +210,22 @@ class Operator:
         # a master's controllers write only while its term lasts
         fence = self.election.fence if self.election is not None else None
         cache, applier = self.cache, Applier(self.objects, fence=fence)
+
+        def observed(name: str) -> Applier:
+            """The applier of one loop, recording the events of its writes."""
+            from gitkube.control.events import COMPONENTS, recording
+            from gitkube.store.events import EventRecorder
+
+            assert self.objects is not None
+            recorder = EventRecorder(self.objects, COMPONENTS[name])
+            self._recorders.append(recorder)
+            return applier.observed(recording(recorder))
+
         scheduler = SchedulerLoop(
             self.objects,
             on_scheduled=lambda _key, latency: self.metrics.scheduling_latency.observe(latency),
             cache=cache,
-            applier=applier,
+            applier=observed("scheduler"),
         )
         lifecycle = NodeLifecycleController(
             self.objects,
@@ -226,13 +239,14 @@ class Operator:
                 large_cluster_size_threshold=s.large_cluster_size_threshold,
             ),
             cache=cache,
-            applier=applier,
+            applier=observed("node-lifecycle"),
         )
+        replication = ReplicationManager(self.objects, cache=cache, applier=observed("replication"))
         return [
             ("load-balancers", LoadBalancerStatusController(self.objects).run),
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
-            ("replication", ReplicationManager(self.objects, cache=cache, applier=applier).run),
+            ("replication", replication.run),
             ("node-lifecycle", lifecycle.run),
             ("endpoints", EndpointsController(self.objects, cache=cache, applier=applier).run),
         ]
@@ -462,6 +476,9 @@ class Operator:
             for task, result in zip(tasks, results, strict=True):
                 if isinstance(result, Exception) and not isinstance(result, ConfigError):
                     log.error("%s ended with %r", task.get_name(), result)
+            for recorder in self._recorders:
+                with contextlib.suppress(Exception):
+                    await recorder.close()
             for runtime in self._runtimes:
                 with contextlib.suppress(Exception):
                     await runtime.close()

@@ -163,6 +163,8 @@ class HttpServer:
         return self.port
 
     async def stop(self) -> None:
+        if self.kubeapi is not None:
+            self.kubeapi.close()
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
