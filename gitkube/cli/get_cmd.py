@@ -89,6 +89,21 @@ def pod_status_text(pod: Pod) -> str:
     """The STATUS column of `kubectl get pods`."""
     reason = pod.status.reason or pod.status.phase or "Unknown"
     running = False
+    total_init = len(pod.spec.init_containers)
+    for index, ics in enumerate(pod.status.init_container_statuses):
+        term, wait = ics.state.terminated, ics.state.waiting
+        if term is not None and term.exit_code == 0:
+            continue
+        if term is not None:
+            detail = term.reason or (
+                f"Signal:{term.signal}" if term.signal else f"ExitCode:{term.exit_code}"
+            )
+            reason = f"Init:{detail}"
+        elif wait is not None and wait.reason and wait.reason != "PodInitializing":
+            reason = f"Init:{wait.reason}"
+        else:
+            reason = f"Init:{index}/{total_init}"
+        return "Terminating" if pod.metadata.deletion_timestamp else reason
     for cs in reversed(pod.status.container_statuses):
         state = cs.state
         if state.waiting is not None and state.waiting.reason:
