@@ -37,6 +37,7 @@ from gitkube.api.objects import (
     Service,
 )
 from gitkube.api.quantity import QuantityError, format_cpu, parse_cpu, parse_memory
+from gitkube.api.redact import is_secret, redact_object
 from gitkube.cli.app import Output as OutputFormat
 from gitkube.cli.app import (
     OutputOpt,
@@ -325,12 +326,15 @@ def render_table(
     return format_columns(headers, rows) + "\n"
 
 
-def wire_form(kv: KeyValue) -> dict[str, Any]:
+def wire_form(kv: KeyValue, *, show_secrets: bool = False) -> dict[str, Any]:
     """An object as stored (the v1 wire form, status included) with its
     resourceVersion; decoding into dataclasses and back would cost ten times
-    more for the same content."""
+    more for the same content. A Secret's values are masked unless
+    ``show_secrets``."""
     data: dict[str, Any] = json.loads(kv.value)
     data.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
+    if not show_secrets and is_secret(data):
+        data = redact_object(data)
     return data
 
 
@@ -383,6 +387,12 @@ def get_command(
     all_namespaces: Annotated[
         bool, typer.Option("--all-namespaces", "-A", help="List across every namespace.")
     ] = False,
+    show_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--show-secrets", help="Show Secret values in -o json/yaml (masked otherwise)."
+        ),
+    ] = False,
 ) -> None:
     """List objects from the store, as kubectl does (reads the store only)."""
     cls = resolve_kind(kind)
@@ -400,7 +410,7 @@ def get_command(
         where = f' in namespace "{namespace}"' if cls.NAMESPACED else ""
         fail(f'{resource} "{name}" not found{where}', code=1)
     if structured:
-        items = [wire_form(kv) for kv in result.kvs]
+        items = [wire_form(kv, show_secrets=show_secrets) for kv in result.kvs]
         data = items[0] if name is not None else as_list(items, revision=result.revision)
         print_data(data, output)
         return

@@ -45,6 +45,7 @@ import yaml
 from gitkube.api import annotations as ann
 from gitkube.api.keys import object_key
 from gitkube.api.objects import KINDS, ApiObject
+from gitkube.api.redact import changed_secret_keys, is_secret, redact_diff_pair
 from gitkube.api.serde import _fields as serde_fields
 
 #: metadata fields the system owns; never a difference, kept from the live object
@@ -604,6 +605,11 @@ def render_diff(plan: SyncPlan) -> str:
 
     def one(title: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
         label = title.split(" ", 2)[1]
+        if is_secret(old) or is_secret(new):
+            keys = changed_secret_keys(old, new)
+            if keys and old is not None and new is not None:
+                title += f" (secret data changed: {', '.join(keys)}; values not shown)"
+            old, new = redact_diff_pair(old, new)
         body = difflib.unified_diff(
             _yaml_lines(old), _yaml_lines(new), fromfile=f"live/{label}", tofile=f"git/{label}"
         )
