@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -162,6 +163,38 @@ class Scrubber:
             if value in text:
                 text = text.replace(value, SCRUBBED)
         return text
+
+    def scrub_object(self, value: Any) -> Any:
+        """A copy of a dataclass tree (lists, dicts, strings inside) scrubbed;
+        the value itself when nothing in it is known."""
+        if not self._ordered:
+            return value
+        if isinstance(value, str):
+            return self.scrub(value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changes = {}
+            for f in dataclasses.fields(value):
+                if not f.init:
+                    continue
+                old = getattr(value, f.name)
+                new = self.scrub_object(old)
+                if new is not old:
+                    changes[f.name] = new
+            return dataclasses.replace(value, **changes) if changes else value
+        if isinstance(value, list):
+            items = [self.scrub_object(v) for v in value]
+            return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+        if isinstance(value, tuple):
+            items = [self.scrub_object(v) for v in value]
+            return (
+                tuple(items)
+                if any(a is not b for a, b in zip(items, value, strict=True))
+                else value
+            )
+        if isinstance(value, dict):
+            out = {k: self.scrub_object(v) for k, v in value.items()}
+            return out if any(out[k] is not value[k] for k in value) else value
+        return value
 
     def scrub_data(self, value: Any) -> Any:
         """``scrub`` applied to every string in a JSON-like structure."""
