@@ -23,6 +23,7 @@ import base64
 import binascii
 import dataclasses
 import logging
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -100,7 +101,7 @@ def changed_secret_keys(old: Mapping[str, Any] | None, new: Mapping[str, Any] | 
 # ---------------------------------------------------------------- free text
 
 
-def secret_values(data: Mapping[str, Any]) -> set[str]:
+def secret_values(data: Mapping[str, Any], *, min_length: int = MIN_SCRUB_LENGTH) -> set[str]:
     """The forms of a Secret's values that could appear in text: the base64
     as stored, the decoded text, each of its lines, and the base64 of
     ``stringData`` values. Works on wire dicts and raw manifests."""
@@ -133,7 +134,7 @@ def secret_values(data: Mapping[str, Any]) -> set[str]:
         annotations = meta.get("annotations")
         if isinstance(annotations, Mapping) and isinstance(annotations.get(LAST_APPLIED), str):
             found.add(annotations[LAST_APPLIED])
-    return {v for v in found if len(v) >= MIN_SCRUB_LENGTH}
+    return {v for v in found if len(v) >= min_length}
 
 
 class Scrubber:
@@ -223,14 +224,28 @@ def scrub(text: str) -> str:
     return SCRUBBER.scrub(text)
 
 
+_QUOTED = re.compile(r"'([^']*)'" + r'|"([^"]*)"')
+
+
 def scrub_message(message: str, document: Mapping[str, Any] | None) -> str:
     """An error message about ``document`` without its secret values (when it
-    is a Secret) and without any value this process already knows."""
+    is a Secret: whole, or any quoted piece of one, such as a value cut short
+    with '...') and without any value this process already knows."""
     if is_secret(document):
         assert document is not None
+        values = secret_values(document, min_length=1)
         local = Scrubber()
-        local.add(secret_values(document))
+        local.add(values)
         message = local.scrub(message)
+
+        def hide(match: re.Match[str]) -> str:
+            inner = match.group(1) if match.group(1) is not None else match.group(2)
+            piece = inner.removesuffix("...").removesuffix("…")
+            if len(piece) >= 3 and any(piece in v for v in values):
+                return f"'{SCRUBBED}'"
+            return match.group(0)
+
+        message = _QUOTED.sub(hide, message)
     return SCRUBBER.scrub(message)
 
 

@@ -915,8 +915,7 @@ def load_manifests(
             # its values never reach a message, a log line or a report
             remember_secret(doc.data)
             doc_errors = [
-                replace(e, message=scrub_message(e.message, doc.data))
-                for e in doc_errors
+                replace(e, message=scrub_message(e.message, doc.data)) for e in doc_errors
             ]
         doc_errors.sort(key=lambda e: e.line)
         errors += doc_errors

@@ -43,19 +43,24 @@ from tests.operator.helpers import (
 PLANTED = "Pl4nted-Zebra-Quokka-9731"
 PLANTED_NEW = "Pl4nted-Otter-Marmot-2468"
 PLANTED_BAD = "Pl4nted-Badger-Lynx-1357"
-PLANTED_TOKEN = "Pl4nted-Token-Heron-8642"
+PLANTED_TOKEN = "Pl4nted-Kestrel-Heron-8642"
 
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-#: every form a planted value could take in output
-FORBIDDEN = [
-    form
-    for value in (PLANTED, PLANTED_NEW, PLANTED_BAD, PLANTED_TOKEN)
-    for form in (value, b64(value), value.split("-", 1)[1])
-]
+#: every form a planted value (or a piece of one, such as a value cut short
+#: in a message) could take in output: the common prefix, its base64 (the
+#: first 6 bytes encode the same in every value), and each distinct word
+FORBIDDEN = sorted(
+    {"Pl4nted", b64("Pl4nte")}
+    | {
+        form
+        for value in (PLANTED, PLANTED_NEW, PLANTED_BAD, PLANTED_TOKEN)
+        for form in (value, b64(value), *value.split("-")[1:3])
+    }
+)
 
 
 def secret_yaml(password: str, *, extra: str = "") -> str:
