@@ -380,6 +380,44 @@ class Drift:
     fields: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A change git asks for that Kubernetes refuses too (an immutable
+    ConfigMap's or Secret's data): the revision cannot be applied."""
+
+    key: str
+    kind: str
+    namespace: str
+    name: str
+    path: str
+    field: str
+    message: str
+
+
+IMMUTABLE_KINDS = ("ConfigMap", "Secret")
+
+
+def immutable_violation(
+    kind: str, live: Mapping[str, Any], desired: Mapping[str, Any]
+) -> tuple[str, str] | None:
+    """(field, message) when ``desired`` changes what an immutable ConfigMap
+    or Secret may not change; None otherwise. Never names a value."""
+    if kind not in IMMUTABLE_KINDS or live.get("immutable") is not True:
+        return None
+    if desired.get("immutable") is not True:
+        return "immutable", "is immutable and cannot be made mutable again"
+    for name in ("data", "binaryData"):
+        if (live.get(name) or {}) != (desired.get(name) or {}):
+            keys = changed_secret_keys(
+                {name: live.get(name) or {}}, {name: desired.get(name) or {}}
+            )
+            return name, (
+                f"is immutable: its {name} cannot change (keys {', '.join(keys)}); give the "
+                "changed object a new name, or remove it in one commit and add it back in the next"
+            )
+    return None
+
+
 @dataclass
 class SyncPlan:
     creates: list[Create] = field(default_factory=list)
@@ -392,6 +430,8 @@ class SyncPlan:
     unchanged: int = 0
     #: key -> (mod_revision, desired hash) of live objects found equal to git
     verified: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: changes refused (immutable objects): a plan with any is not applied
+    refused: list[Refusal] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -554,6 +594,10 @@ def plan_sync(
         else:
             plan.unchanged += 1
             plan.verified[key] = (lv.resource_version, d.hash)
+            continue
+        violation = immutable_violation(d.kind, live_normal, d.normal) if differs else None
+        if violation is not None:
+            plan.refused.append(Refusal(key, d.kind, d.namespace, d.name, d.path, *violation))
             continue
         fields = tuple(changed_fields(live_normal, d.normal)) if differs else ()
         plan.updates.append(

@@ -187,6 +187,26 @@ def _sync_error(err: ManifestError) -> SyncError:
     )
 
 
+def _refusal_errors(plan: SyncPlan, manifests: list[Manifest]) -> list[SyncError]:
+    """The plan's refused changes as errors located at their manifests."""
+    where = {m.obj.key: m for m in manifests}
+    errors = []
+    for r in plan.refused:
+        manifest = where.get(r.key)
+        errors.append(
+            SyncError(
+                message=f"{r.kind} {r.namespace}/{r.name} {r.message}",
+                file=r.path,
+                line=manifest.line if manifest is not None else 0,
+                kind=r.kind,
+                name=r.name,
+                field=r.field,
+                document=manifest.document if manifest is not None else 0,
+            )
+        )
+    return errors
+
+
 _gc_holders = 0
 
 
@@ -390,6 +410,12 @@ class SyncLoop:
                 self_heal=self.settings.self_heal,
             )
             result.plan, result.unchanged = plan, plan.unchanged
+            if plan.refused:
+                result.outcome = "Failed"
+                result.errors = _refusal_errors(plan, manifests)
+                result.message = f"{len(result.errors)} error(s) in {commit[:12]}"
+                result.duration_seconds = time.perf_counter() - started
+                return result
             result.created, result.updated = len(plan.creates), len(plan.updates)
             result.deleted = len(plan.deletes)
             if not plan.empty or plan.drifted:
@@ -437,6 +463,16 @@ class SyncLoop:
                 verified=self._verified,
             )
             self._verified = plan.verified
+            if plan.refused:
+                result.outcome = "Failed"
+                result.errors = _refusal_errors(plan, manifests)
+                result.message = (
+                    f"{len(result.errors)} error(s) in {commit[:12]}; nothing applied"
+                    + (f", still at {state.revision[:12]}" if state.revision else "")
+                )
+                state.attempted_revision, state.attempted_at = commit, now_iso()
+                state.phase, state.message, state.errors = "Failed", result.message, result.errors
+                return await self._finish(result, state, history, started, started_at)
             if plan.empty:
                 break
             before = len(applied.revisions)
