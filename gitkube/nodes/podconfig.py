@@ -225,7 +225,7 @@ def resolve_env(
                 if cref.optional:
                     continue
                 raise ConfigMissing(f'configmap "{cref.name}" not found (env {var.name})')
-            data = config_map_bytes(config_map)
+            data = {k: v.encode() for k, v in config_map.data.items()}  # not binaryData
             if cref.key not in data:
                 if cref.optional:
                     continue
