@@ -291,6 +291,7 @@ class Agent:
 
         started: list[asyncio.Task[None]] = []
         uids = set(mine) | set(sandboxes_by_uid) | set(containers_by_uid)
+        await self._remove_stale_pod_dirs(uids | set(self._workers), report)
         for uid in sorted(uids):
             pod: Pod | None = mine.get(uid)
             worker = self._workers.get(uid)
@@ -487,6 +488,16 @@ class Agent:
                 continue
             del self._failures[(uid, container.name)]
             self.backoff.forget(start_key(uid, container.name))
+
+    async def _remove_stale_pod_dirs(self, keep: set[str], report: AgentPass) -> None:
+        """Volume directories of pods that are gone (deleted while the agent
+        was down, or a teardown cut short) hold Secret files: remove them."""
+        pods_dir = self.runtime.pods_dir
+        stale = set(await asyncio.to_thread(pod_volumes.known_pod_uids, pods_dir)) - keep
+        for uid in sorted(stale):
+            await asyncio.to_thread(pod_volumes.remove_pod_dir, pods_dir, uid)
+            self._volume_digests.pop(uid, None)
+            report.removed.append(f"volumes of pod {uid[:8]}")
 
     async def _write_volumes(self, pod: Pod, sources: ConfigSources) -> list[str]:
         """Write the pod's volumes (changed ones only); raises ``ConfigMissing``."""

@@ -12,7 +12,8 @@
 - init containers run one after another, each to completion, before the app
   containers, sharing an emptyDir; a failing one is restarted
   (Init:CrashLoopBackOff) or, with restartPolicy Never, fails the pod;
-  status.initContainerStatuses and the Initialized condition.
+  status.initContainerStatuses and the Initialized condition;
+- the volume directory of a pod that is gone (Secret files) is removed.
 """
 
 from __future__ import annotations
@@ -338,3 +339,13 @@ class TestInitContainers:
         assert pod_status_text(failed) == "Init:Error"
         term = failed.status.init_container_statuses[0].state.terminated
         assert term is not None and term.exit_code == 4
+
+
+class TestCleanup:
+    async def test_volumes_of_pods_that_are_gone_are_removed(self, harness: Harness) -> None:
+        stale = harness.runtime.pods_dir / "0badc0de-gone" / "volumes" / "sec"
+        stale.mkdir(parents=True)
+        (stale / "token").write_text(PLANTED)
+        await harness.wait(
+            lambda: not stale.parent.parent.exists(), what="the stale pod directory removed"
+        )
