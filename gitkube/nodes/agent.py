@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitkube.api.objects import RESOURCES, ConfigMap, Container, Node, Pod, Probe, Secret
+from gitkube.api.objects import ConfigMap, Container, Node, Pod, Probe, Secret
 from gitkube.api.serde import to_dict
 from gitkube.errors import Conflict, GitkubeError, StoreUnavailable
 from gitkube.loops import Backoff, run_loop
@@ -223,11 +223,8 @@ class Agent:
                     f"agent {self.node_name}",
                     self.reconcile_once,
                     self.objects,
-                    resources=[
-                        r
-                        for r in ("pods", "nodes", "configmaps", "secrets")
-                        if r in RESOURCES  # every one, once the kinds are registered
-                    ],
+                    # ConfigMaps and Secrets: a missing one appears, a mounted one changes
+                    resources=["pods", "nodes", "configmaps", "secrets"],
                     stop=stop,
                     resync_seconds=self.settings.relist_seconds,
                     kick=self.kick,
