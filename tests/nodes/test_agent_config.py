@@ -13,7 +13,9 @@
   containers, sharing an emptyDir; a failing one is restarted
   (Init:CrashLoopBackOff) or, with restartPolicy Never, fails the pod;
   status.initContainerStatuses and the Initialized condition;
-- the volume directory of a pod that is gone (Secret files) is removed.
+- the volume directory of a pod that is gone (Secret files) is removed;
+- a pod waiting on a missing ConfigMap starts as soon as it appears, not
+  when its start back-off (60 s here) ends.
 """
 
 from __future__ import annotations
@@ -349,3 +351,58 @@ class TestCleanup:
         await harness.wait(
             lambda: not stale.parent.parent.exists(), what="the stale pod directory removed"
         )
+
+
+async def test_config_error_does_not_wait_out_the_back_off(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    from gitkube.nodes.agent import Agent
+    from gitkube.nodes.backoff import BackoffSettings
+    from gitkube.nodes.registration import NodeSettings
+    from gitkube.nodes.runtime.process import ProcessRuntime
+    from gitkube.store.factory import open_store
+    from gitkube.store.objects import ObjectStore
+
+    settings = test_agent.agent_settings()
+    settings.backoff = BackoffSettings(initial=60.0, cap=120.0)
+    runtime = ProcessRuntime(node_name=test_agent.NODE, state_dir=tmp_path / "node")
+    store = await open_store(f"sqlite:///{tmp_path}/state.db")
+    objects = ObjectStore(store)
+    node = NodeSettings(name=test_agent.NODE, address="127.0.0.1", runtime_name="process")
+    h = Harness(
+        "process", objects, runtime, Agent(objects, runtime, node=node, settings=settings),
+        tmp_path / "node", asyncio.Event(),
+    )  # fmt: skip
+    try:
+        await h.start()
+        pod = make_pod(
+            "late",
+            "exec sleep 30",
+            env=[
+                EnvVar(
+                    "X",
+                    value_from=EnvVarSource(config_map_key_ref=ConfigMapKeySelector("late", "x")),
+                )
+            ],
+        )
+        await h.create(pod)
+        await h.wait_pod(
+            "late",
+            lambda p: (
+                bool(p.status.container_statuses)
+                and p.status.container_statuses[0].state.waiting is not None
+                and p.status.container_statuses[0].state.waiting.reason
+                == "CreateContainerConfigError"
+            ),
+            what="CreateContainerConfigError",
+        )
+        appeared = time.monotonic()
+        await objects.create(config("late", x="1"))
+        await h.wait_pod("late", lambda p: p.status.phase == "Running", timeout=20, what="Running")
+        assert time.monotonic() - appeared < 30  # the back-off would have been 60 s
+    finally:
+        await h.halt()
+        await test_agent.wipe(runtime)
+        await runtime.close()
+        await store.close()
