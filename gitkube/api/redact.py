@@ -4,17 +4,19 @@ Two tools, used by every surface (``get``, ``diff``, ``status``, the status
 branch, metrics, logs, error messages, the HTTP API):
 
 - **Structural**: ``redact_object`` masks a Secret's ``data`` and
-  ``stringData`` values (keys stay: they are names, not secrets) and the
+  ``stringData`` values (keys stay: they are names, not secrets), the
   ``kubectl.kubernetes.io/last-applied-configuration`` annotation, which
-  repeats them. ``redact_diff_pair`` does the same to the two sides of a
-  diff, marking the keys whose value changed, so a reader learns *that* and
-  *where*, never *what*.
+  repeats them, and gitkube's desired-hash annotation (a hash of them).
+  ``redact_diff_pair`` does the same to the two sides of a diff, marking
+  the keys whose value changed, so a reader learns *that* and *where*,
+  never *what*.
 - **Textual**: a ``Scrubber`` knows the values of the Secrets this process
   has read (each as text, as base64, and each line of a multi-line value)
-  and replaces them in any text: log records (``RedactingFilter``), error
-  messages, reports. ``remember_secret`` feeds the process-wide one.
+  and replaces them in any text: every log record (a record factory,
+  ``install_log_redaction``), error messages, reports. ``remember_secret``
+  feeds the process-wide one.
 
-Pure: no I/O, nothing of gitkube imported.
+No I/O; imports only ``gitkube.api``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from gitkube.api.annotations import DESIRED_HASH
 
 #: what a Secret's value is shown as (valid base64, so a redacted Secret
 #: still has the shape of one, as Argo CD does it)
@@ -60,9 +64,11 @@ def redact_object(data: Mapping[str, Any]) -> dict[str, Any]:
     meta = out.get("metadata")
     if isinstance(meta, Mapping):
         annotations = meta.get("annotations")
-        if isinstance(annotations, Mapping) and LAST_APPLIED in annotations:
+        hidden = [k for k in (LAST_APPLIED, DESIRED_HASH) if k in (annotations or {})]
+        if isinstance(annotations, Mapping) and hidden:
+            # the desired hash is a hash of the values: a weak one could be guessed from it
             meta = dict(meta)
-            meta["annotations"] = {**annotations, LAST_APPLIED: MASK}
+            meta["annotations"] = {**annotations, **dict.fromkeys(hidden, MASK)}
             out["metadata"] = meta
     return out
 

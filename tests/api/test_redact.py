@@ -1,4 +1,4 @@
-"""gitkube.api.redact (pure): Secret values masked in wire dicts and diffs,
+"""gitkube.api.redact (pure): Secret values (and the hash of them) masked in wire dicts and diffs,
 changed keys named; free text scrubbed of known values (plain, base64, each
 line); log records scrubbed whatever handler writes them."""
 
@@ -39,8 +39,11 @@ def secret(**data: str) -> dict[str, object]:
 
 
 def test_secret_values_are_masked_keys_kept() -> None:
-    red = redact_object(secret(password=VALUE, user="admin"))
+    data = secret(password=VALUE, user="admin")
+    data["metadata"]["annotations"]["gitkube.io/desired-hash"] = "0123abcd"  # type: ignore[index]
+    red = redact_object(data)
     assert red["data"] == {"password": MASK, "user": MASK}
+    assert red["metadata"]["annotations"]["gitkube.io/desired-hash"] == MASK
     assert VALUE not in repr(red) and B64 not in repr(red)
 
 
