@@ -224,7 +224,9 @@ def resolve_env(
             if config_map is None:
                 if cref.optional:
                     continue
-                raise ConfigMissing(f'configmap "{cref.name}" not found (env {var.name})')
+                raise ConfigMissing(
+                    f'configmap "{cref.name}" not found (key {cref.key}, env {var.name})'
+                )
             data = {k: v.encode() for k, v in config_map.data.items()}  # not binaryData
             if cref.key not in data:
                 if cref.optional:
@@ -240,7 +242,9 @@ def resolve_env(
             if secret is None:
                 if sref2.optional:
                     continue
-                raise ConfigMissing(f'secret "{sref2.name}" not found (env {var.name})')
+                raise ConfigMissing(
+                    f'secret "{sref2.name}" not found (key {sref2.key}, env {var.name})'
+                )
             decoded = secret_bytes(secret)
             if sref2.key not in decoded:
                 if sref2.optional:

@@ -178,7 +178,7 @@ class TestMissingConfig:
 
         waiting = await harness.wait_pod("waits", config_error, what="CreateContainerConfigError")
         message = waiting.status.container_statuses[0].state.waiting.message  # type: ignore[union-attr]
-        assert '"settings"' in message and "LEVEL" in message
+        assert '"settings"' in message and "key level" in message and "LEVEL" in message
         assert waiting.status.phase == "Pending"
         # the map appears without the key: the message names the key
         await harness.objects.create(config("settings", other="1"))
