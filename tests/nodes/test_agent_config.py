@@ -186,7 +186,8 @@ class TestMissingConfig:
             "waits",
             lambda p: (
                 config_error(p)
-                and "key level" in p.status.container_statuses[0].state.waiting.message
+                and "couldn't find key level"
+                in p.status.container_statuses[0].state.waiting.message
             ),  # type: ignore[union-attr]
             what="a message naming the key",
         )
