@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from gitkube.api.keys import DELIVERIES_KEY, SYSTEM
 from gitkube.api.objects import Pod
-from gitkube.config import Settings
+from gitkube.config import Settings, redact_url
 from gitkube.control import Applier, Cache
 from gitkube.election import LeaderElection
 from gitkube.errors import ConfigError, GitkubeError
@@ -216,6 +216,10 @@ class Operator:
                 grace_period_seconds=s.node_grace_seconds(),
                 eviction_timeout_seconds=s.eviction_timeout_seconds(),
                 monitor_period_seconds=min(5.0, s.node_grace_seconds() / 4),
+                eviction_rate=s.node_eviction_rate,
+                secondary_eviction_rate=s.secondary_node_eviction_rate,
+                unhealthy_zone_threshold=s.unhealthy_zone_threshold,
+                large_cluster_size_threshold=s.large_cluster_size_threshold,
             ),
             cache=cache,
             applier=applier,
@@ -291,6 +295,12 @@ class Operator:
                 data["leader"] = await self.election.leader()
             return data
 
+        from gitkube.server.kubeapi import GitLocation, KubeApi
+
+        async def git_location() -> GitLocation:
+            return GitLocation(redact_url(s.repo), s.branch, s.path)
+
+        kubeapi = KubeApi(self.objects, git=git_location)
         self.http = HttpServer(
             metrics=self.metrics,
             branch=s.branch,
@@ -302,6 +312,9 @@ class Operator:
             deliveries=DeliveryLog(persist),
             ready=self._ready,
             before_metrics=self._refresh_metrics,
+            kubeapi=kubeapi,
+            api_token=s.read_api_token(),
+            ssl_context=s.ssl_context(),
         )
         host, port = s.listen_host_port()
         try:
@@ -311,7 +324,13 @@ class Operator:
                 f"--listen {s.listen}: {exc.strerror or exc}; is another gitkube running? "
                 "choose another address with --listen HOST:PORT"
             ) from exc
-        log.info("HTTP on http://%s:%d (webhooks under /hooks/)", host, self.http.port)
+        scheme = "https" if self.http.ssl_context is not None else "http"
+        log.info(
+            "HTTP on %s://%s:%d (webhooks under /hooks/, Kubernetes API under /api)",
+            scheme,
+            host,
+            self.http.port,
+        )
         try:
             await stop.wait()
         finally:
