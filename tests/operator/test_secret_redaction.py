@@ -7,7 +7,8 @@ diff` while suspended, then synced), and broken in git (an invalid revision
 whose error is about the Secret). Then every output is collected: the
 operator's verbose log, `gitkube status` (text and -o json), `gitkube get
 secrets` (table, -o json, -o yaml), `gitkube get pods -o json`, `gitkube
-diff`, `gitkube validate` of the bad manifest, /metrics and /api/v1/status,
+diff`, `gitkube validate` of the bad manifest, /metrics, /api/v1/status, the
+Kubernetes API (get, list, watch of secrets; events),
 and every file of the status branch (status.json, STATUS.md) with its commit
 messages. None holds a planted value in any form (plain, base64, a line of
 it). `get secrets -o json --show-secrets` does hold it: the control that the
@@ -189,7 +190,16 @@ async def test_no_secret_value_in_any_output(
         ):
             outputs[" ".join(args)] = cli(*args, store=store)
         async with aiohttp.ClientSession() as session:
-            for path in ("/metrics", "/api/v1/status"):
+            for path in (
+                "/metrics",
+                "/api/v1/status",
+                # the Kubernetes API (read-only): get, list, watch, events
+                "/api/v1/namespaces/default/secrets/db",
+                "/api/v1/namespaces/default/secrets",
+                "/api/v1/secrets",
+                "/api/v1/namespaces/default/secrets?watch=true&timeoutSeconds=1",
+                "/api/v1/events",
+            ):
                 async with session.get(base + path) as resp:
                     outputs[path] = await resp.text()
 
@@ -209,6 +219,9 @@ async def test_no_secret_value_in_any_output(
             "log", "--format=%B", "refs/heads/gitkube/status", cwd=git_remote.bare
         )
 
+        assert '"kind": "Secret"' in outputs["/api/v1/namespaces/default/secrets/db"].replace(
+            '":"', '": "'
+        )
         # the control: the values were there to leak
         shown = run_gitkube(["get", "secrets", "db", "-o", "json", "--show-secrets",
                              "--store", store]).stdout  # fmt: skip
