@@ -177,8 +177,8 @@ def check_config_key(value: str) -> str | None:
 def _check_base64(value: str) -> str | None:
     stripped = value.replace("\n", "").replace("\r", "")
     if len(stripped) % 4 or not _BASE64.match(stripped):
-        shown = value if len(value) <= 20 else value[:17] + "..."
-        return f"must be base64-encoded, and {shown!r} is not valid base64"
+        # never quoted: this is a Secret's value (gitkube.api.redact)
+        return f"must be base64-encoded; this value ({len(value)} characters) is not valid base64"
     return None
 
 

@@ -56,6 +56,7 @@ from gitkube.api.manifests import (
 )
 from gitkube.api.objects import API_VERSIONS, KINDS, ApiObject, Secret, unsupported_class
 from gitkube.api.quantity import QuantityError, parse_quantity
+from gitkube.api.redact import is_secret, remember_secret, scrub_message
 from gitkube.api.schema import (
     Sink,
     check_dns1035_label,
@@ -1059,6 +1060,12 @@ def load_manifests(
                 for p in doc.problems
             ]
             doc_errors += [_error(path, doc, kind, name, fpath, msg) for fpath, msg in found]
+            if is_secret(doc.data):
+                # its values never reach a message, a log line or a report
+                remember_secret(doc.data)
+                doc_errors = [
+                    replace(e, message=scrub_message(e.message, doc.data)) for e in doc_errors
+                ]
             doc_errors.sort(key=lambda e: e.line)
             errors += doc_errors
             ignored += [

@@ -42,6 +42,7 @@ from gitkube.api.annotations import SOURCE_PATH
 from gitkube.api.keys import SYSTEM, object_key, parse_key, resource_prefix
 from gitkube.api.labels import SelectorError, expressions_match, parse_selector
 from gitkube.api.objects import KINDS, RESOURCES, ApiObject, Node, Pod
+from gitkube.api.redact import is_secret, redact_object
 from gitkube.errors import Compacted, GitkubeError
 from gitkube.server.watchhub import HubEvent, TooOld, WatchHub
 from gitkube.store.base import KeyValue
@@ -247,19 +248,14 @@ def decode_continue(token: str) -> tuple[int, str]:
 
 # ---------------------------------------------------------------- redaction
 
-_REDACTED = base64.b64encode(b"<redacted>").decode()
-
 
 def served_form(kv: KeyValue) -> dict[str, Any]:
     """The object as the API serves it: the stored wire form with its
     resourceVersion, Secret values redacted."""
     data: dict[str, Any] = json.loads(kv.value)
     data.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
-    if data.get("kind") == "Secret":
-        for field_name in ("data", "stringData"):
-            values = data.get(field_name)
-            if isinstance(values, dict):
-                data[field_name] = dict.fromkeys(values, _REDACTED)
+    if is_secret(data):
+        data = redact_object(data)  # the one redaction every surface uses
     return data
 
 

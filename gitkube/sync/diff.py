@@ -49,6 +49,7 @@ import yaml
 from gitkube.api import annotations as ann
 from gitkube.api.keys import object_key
 from gitkube.api.objects import KINDS, ApiObject
+from gitkube.api.redact import changed_secret_keys, is_secret, redact_diff_pair
 from gitkube.api.serde import _fields as serde_fields
 
 #: metadata fields the system owns; never a difference, kept from the live object
@@ -414,6 +415,8 @@ def immutable_change(d: Desired, live: Live) -> Refusal | None:
     if not changed:
         return None
     what = "data" if d.kind == "ConfigMap" or changed[0] != "type" else "type"
+    keys = changed_secret_keys(live.wire, d.normal)
+    detail = ", ".join(changed) + (f"; keys {', '.join(keys)}" if keys else "")  # never values
     return Refusal(
         d.key,
         d.kind,
@@ -422,7 +425,7 @@ def immutable_change(d: Desired, live: Live) -> Refusal | None:
         d.path,
         changed[0],
         f"{d.kind} {d.name!r} is immutable: its {what} cannot change (Kubernetes refuses "
-        f"it too; changed: {', '.join(changed)}); give it a new name and point its users "
+        f"it too; changed: {detail}); give it a new name and point its users "
         "at that, or remove it from git, sync, then add it back",
     )
 
@@ -660,6 +663,11 @@ def render_diff(plan: SyncPlan) -> str:
 
     def one(title: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
         label = title.split(" ", 2)[1]
+        if is_secret(old) or is_secret(new):
+            keys = changed_secret_keys(old, new)
+            if keys and old is not None and new is not None:
+                title += f" (secret data changed: {', '.join(keys)}; values not shown)"
+            old, new = redact_diff_pair(old, new)
         body = difflib.unified_diff(
             _yaml_lines(old), _yaml_lines(new), fromfile=f"live/{label}", tofile=f"git/{label}"
         )

@@ -7,7 +7,8 @@ absent from the store); Unknown when its status says nothing we can read.
   scheduler's reason when it is unschedulable); Failed is Degraded; any
   container waiting with a reason that starts with ``Err`` or ends with
   ``Error`` or ``BackOff`` (CrashLoopBackOff, ImagePullBackOff, ErrImagePull…)
-  is Degraded whatever the phase, for pods that restart (policy Always).
+  is Degraded whatever the phase, for pods that restart (policy Always);
+  init containers count as well (Init:CrashLoopBackOff).
   Running but not ready is Degraded when a container has terminated before
   (it is restarting), else Progressing. A pod being deleted is Progressing.
 - **ReplicationController** — Progressing while ``status.observedGeneration``
@@ -119,15 +120,19 @@ def pod_health(pod: Pod) -> Health:
         return Health(PROGRESSING, "pending deletion")
     if pod.spec.restart_policy == "Always":
         waits = [
-            (cs.name, cs.state.waiting)
-            for cs in status.container_statuses
+            (f"init container {cs.name}" if init else f"container {cs.name}", cs.state.waiting)
+            for init, statuses in (
+                (True, status.init_container_statuses),
+                (False, status.container_statuses),
+            )
+            for cs in statuses
             if cs.state.waiting is not None and _is_failing_wait(cs.state.waiting.reason)
         ]
         if waits:
             return Health(
                 DEGRADED,
                 "; ".join(
-                    f"container {name}: {w.reason}" + (f": {w.message}" if w.message else "")
+                    f"{name}: {w.reason}" + (f": {w.message}" if w.message else "")
                     for name, w in waits
                     if w is not None
                 ),
@@ -148,7 +153,7 @@ def pod_health(pod: Pod) -> Health:
     if phase == "Failed":
         if status.message:
             return Health(DEGRADED, status.message)
-        for cs in status.container_statuses:
+        for cs in [*status.init_container_statuses, *status.container_statuses]:
             message = _container_failure(cs)
             if message:
                 return Health(DEGRADED, message)

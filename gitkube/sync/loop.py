@@ -74,7 +74,7 @@ from gitkube.loops import Backoff
 from gitkube.store.base import Compare, Put
 from gitkube.store.objects import ObjectStore, now_iso
 from gitkube.sync.apply import DEFAULT_BATCH_SIZE, ApplyResult, apply_plan
-from gitkube.sync.diff import Desired, Live, Refusal, SyncPlan, plan_sync
+from gitkube.sync.diff import Desired, Live, SyncPlan, plan_sync
 from gitkube.sync.source import Entry, GitSource
 from gitkube.sync.state import (
     HISTORY_LENGTH,
@@ -196,14 +196,24 @@ def _sync_error(err: ManifestError) -> SyncError:
     )
 
 
-def _refusal_error(refusal: Refusal) -> SyncError:
-    return SyncError(
-        message=refusal.message,
-        file=refusal.path,
-        kind=refusal.kind,
-        name=refusal.name,
-        field=refusal.field,
-    )
+def _refusal_errors(plan: SyncPlan, manifests: list[Manifest]) -> list[SyncError]:
+    """The plan's refused changes as errors located at their manifests."""
+    where = {m.obj.key: m for m in manifests}
+    errors = []
+    for r in plan.refused:
+        manifest = where.get(r.key)
+        errors.append(
+            SyncError(
+                message=r.message,
+                file=r.path,
+                line=manifest.line if manifest is not None else 0,
+                kind=r.kind,
+                name=r.name,
+                field=r.field,
+                document=manifest.document if manifest is not None else 0,
+            )
+        )
+    return errors
 
 
 _gc_holders = 0
@@ -409,16 +419,14 @@ class SyncLoop:
                 self_heal=self.settings.self_heal,
             )
             result.plan, result.unchanged = plan, plan.unchanged
-            result.created, result.updated = len(plan.creates), len(plan.updates)
-            result.deleted = len(plan.deletes)
             if plan.refused:
                 result.outcome = "Failed"
-                result.errors = [_refusal_error(r) for r in plan.refused]
-                result.message = (
-                    f"{len(plan.refused)} change(s) Kubernetes refuses in {commit[:12]}"
-                )
+                result.errors = _refusal_errors(plan, manifests)
+                result.message = f"{len(result.errors)} error(s) in {commit[:12]}"
                 result.duration_seconds = time.perf_counter() - started
                 return result
+            result.created, result.updated = len(plan.creates), len(plan.updates)
+            result.deleted = len(plan.deletes)
             if not plan.empty or plan.drifted:
                 result.outcome = "OutOfSync"
             result.message = (
@@ -466,11 +474,11 @@ class SyncLoop:
             self._verified = plan.verified
             if plan.refused:
                 result.outcome = "Failed"
-                result.errors = [_refusal_error(r) for r in plan.refused]
+                result.errors = _refusal_errors(plan, manifests)
                 result.message = (
-                    f"{len(plan.refused)} change(s) Kubernetes refuses in {commit[:12]}; "
-                    "nothing applied"
-                ) + (f", still at {state.revision[:12]}" if state.revision else "")
+                    f"{len(result.errors)} error(s) in {commit[:12]}; nothing applied"
+                    + (f", still at {state.revision[:12]}" if state.revision else "")
+                )
                 state.attempted_revision, state.attempted_at = commit, now_iso()
                 state.phase, state.message, state.errors = "Failed", result.message, result.errors
                 return await self._finish(result, state, history, started, started_at)

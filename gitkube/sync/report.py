@@ -18,6 +18,7 @@ no history), so the write-back can tell whether the outcome changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -48,6 +49,7 @@ from gitkube.api.objects import (
     ReplicationController,
     Service,
 )
+from gitkube.api.redact import SCRUBBER, remember_secret
 from gitkube.api.serde import camel
 from gitkube.store.base import KeyValue, Store
 from gitkube.store.objects import ObjectStore, decode
@@ -479,7 +481,10 @@ def compose_status_report(
     report.health = worst(o.health for o in report.objects) if report.objects else UNKNOWN
     if not report.objects and state is not None and state.revision:
         report.health = HEALTHY  # a revision that declares nothing is trivially healthy
-    return report
+    # no Secret value this process knows reaches status, status.json, STATUS.md
+    # or the status API, whatever message carried it
+    scrubbed: StatusReport = SCRUBBER.scrub_object(report)
+    return scrubbed
 
 
 # ---------------------------------------------------------------- reading the store
@@ -608,6 +613,12 @@ async def build_status_report(objects: ObjectStore, *, now: datetime | None = No
     )
     control = _parse_control(await store.get(SYNC_CONTROL_KEY))
     proxy_kvs, _ = await store.range(PROXY_STATUS_PREFIX)
+    # every stored Secret's values are scrubbed from the report, even from
+    # messages an older process stored
+    secret_kvs, _ = await store.range(resource_prefix("secrets"))
+    for kv in secret_kvs:
+        with contextlib.suppress(ValueError):
+            remember_secret(json.loads(kv.value))
     live = await _read_live(store, state)
     snapshot = ClusterSnapshot.of(live, proxy_errors=parse_proxy_errors(proxy_kvs))
     return compose_status_report(

@@ -216,7 +216,9 @@ def test_secret_string_data_is_merged_into_data_and_wins() -> None:
         (
             "  user: YWRtaW4=\n",
             "  user: not base64!\n",
-            "m.yaml:6: Secret/db: data.user: must be base64-encoded, and 'not base64!' is not valid base64",
+            # the value is never quoted: it is a Secret's
+            "m.yaml:6: Secret/db: data.user: must be base64-encoded; this value (11 characters) "
+            "is not valid base64",
         ),
         (
             "  user: YWRtaW4=\n",
