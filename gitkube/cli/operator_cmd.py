@@ -56,6 +56,7 @@ SelfHeal = Annotated[
     bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
 ]
 Verbose = Annotated[bool | None, Opt("--verbose", "-v", help="debug logging")]
+Ui = Annotated[bool | None, Opt("--ui/--no-ui", help="the web page at / of the HTTP server")]
 
 
 def _checkout_defaults(settings: Settings, sources: dict[str, str]) -> None:
@@ -140,6 +141,7 @@ def run_command(
     api_token_file: ApiTokenFile = None,
     tls_cert_file: TlsCert = None,
     tls_key_file: TlsKey = None,
+    ui: Ui = None,
     state_dir: StateDir = None,
     address: Annotated[str | None, Opt("--address", help="node address (127.0.0.1)")] = None,
     proxy_address: Annotated[
@@ -184,6 +186,7 @@ def master_command(
     api_token_file: ApiTokenFile = None,
     tls_cert_file: TlsCert = None,
     tls_key_file: TlsKey = None,
+    ui: Ui = None,
     state_dir: StateDir = None,
     status_branch: StatusBranch = None,
     writeback: Writeback = None,
