@@ -96,8 +96,8 @@ function wireActions() {
 let statusTimer = 0, statusBusy = false, statusAgain = false;
 function scheduleStatus(delay = 150) {
   if (statusBusy) { statusAgain = true; return; }
-  clearTimeout(statusTimer);
-  statusTimer = setTimeout(loadStatus, delay);
+  if (statusTimer) return;  // one read soon is enough; a stream of changes must not postpone it
+  statusTimer = setTimeout(() => { statusTimer = 0; loadStatus(); }, delay);
 }
 
 async function loadStatus() {
@@ -589,6 +589,8 @@ function applyEvent(kind, data) {
   S.idx = null;
   window.__gk.updates++;
   scheduleRender();
+  // the health of git's objects comes from the status report: read it again soon
+  scheduleStatus(400);
 }
 
 let podTimer = 0;
