@@ -614,7 +614,7 @@ def redact_secret(
     kind: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
 ) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
     """Normal forms with a Secret's values replaced (keys kept); a value that
-    differs shows as ``<redacted: old value>`` / ``<redacted: new value>``."""
+    differs shows as ``<redacted old value>`` / ``<redacted new value>``."""
     if kind != "Secret":
         return old, new
     fields = ("data", "stringData")
@@ -634,7 +634,7 @@ def redact_secret(
             out[f] = {
                 k: REDACTED
                 if (old is None or new is None or other.get(k) == v)
-                else f"{REDACTED[:-1]}: {side} value>"
+                else f"<redacted {side} value>"
                 for k, v in mine.items()
             }
         return out
