@@ -346,6 +346,41 @@ def test_sync_now_adds_a_history_entry_with_its_diff(cluster: Cluster, browser: 
     shot(browser, "history")
 
 
+def test_the_overview_shows_the_last_error_and_the_webhook_deliveries(
+    cluster: Cluster, browser: Any
+) -> None:
+    cluster.remote.write(
+        "manifests-example/broken.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: broken\nspec:\n  containers: 7\n",
+    )
+    revision = cluster.remote.commit_and_push("a broken pod")
+    cluster.webhook(revision)
+    open_view(browser, cluster, "#/overview")
+    wait_for(
+        browser,
+        lambda d: "manifests-example/broken.yaml:6" in d.find_element("id", "overview").text,
+        "the error with its file and line",
+    )
+    assert "Failed" in browser.find_element("id", "summary").text
+    wait_for(
+        browser,
+        lambda d: revision[:12] in d.find_element("id", "deliveries").text,
+        "the webhook delivery",
+    )
+    shot(browser, "error")
+    cluster.remote.remove("manifests-example/broken.yaml")
+    fixed = cluster.remote.commit_and_push("remove the broken pod")
+    cluster.webhook(fixed)
+    wait_for(
+        browser,
+        lambda d: (
+            "none" in d.find_element("id", "overview").text
+            and fixed[:12] in d.find_element("id", "summary").text
+        ),
+        "the error gone",
+    )
+
+
 def run_axe(driver: Any) -> list[dict[str, Any]]:
     driver.execute_script(AXE.read_text())
     result = driver.execute_async_script(
