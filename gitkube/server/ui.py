@@ -228,6 +228,8 @@ class Dashboard:
         self._subscribers: set[asyncio.Queue[bytes | None]] = set()
         self._remove_handler: Callable[[], None] | None = None
         self._status_watch: asyncio.Task[None] | None = None
+        #: log streams being served (they follow forever: ended at shutdown)
+        self._log_tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def read_only(self) -> bool:
@@ -536,8 +538,8 @@ class Dashboard:
                         break
                     chunks.append(more)
                 await response.write(b"".join(chunks))
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the page went away
         finally:
             self._subscribers.discard(queue)
             self._stop_if_idle()
@@ -565,6 +567,9 @@ class Dashboard:
             return response
         chunks = runtime.logs(cid, tail=LOG_TAIL_LINES, follow=True)
         pending = b""
+        task = asyncio.current_task()
+        if task is not None:
+            self._log_tasks.add(task)
         try:
             await response.write(_sse("where", {"where": where}))
             async for chunk in chunks:
@@ -579,9 +584,10 @@ class Dashboard:
         except GitkubeError as exc:
             with contextlib.suppress(ConnectionResetError):
                 await response.write(_sse("fail", {"message": f"{where}: {exc}"}))
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the page went away
         finally:
+            self._log_tasks.discard(task)
             with contextlib.suppress(BaseException):
                 await chunks.aclose()  # type: ignore[attr-defined]
             await runtime.close()
@@ -619,7 +625,10 @@ class Dashboard:
         return web.json_response({"ok": True, "message": message}, status=202)
 
     async def _shutdown(self, app: web.Application) -> None:
+        """End every stream, so that stopping the server does not wait for pages."""
         for queue in list(self._subscribers):
             queue.put_nowait(None)
         self._subscribers.clear()
         self._stop_if_idle()
+        for task in list(self._log_tasks):
+            task.cancel()
