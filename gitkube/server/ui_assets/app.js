@@ -590,7 +590,8 @@ function applyEvent(kind, data) {
   window.__gk.updates++;
   scheduleRender();
   // the health of git's objects comes from the status report: read it again soon
-  scheduleStatus(400);
+  // (less often in a big cluster, where building it takes longer)
+  scheduleStatus(S.objects.size > 2000 ? 1500 : 400);
 }
 
 let podTimer = 0;
