@@ -232,10 +232,12 @@ async def measure(total: int, driver: Any) -> dict[str, Any]:
                     vp.scrollTop = vp.scrollHeight / 2; render();
                     out.scroll_ms = performance.now() - t;
                     t = performance.now();
-                    document.getElementById('f-label').value = 'app=app-00042'; render();
+                    const label = document.getElementById('f-label');
+                    label.value = 'app=app-00042';
+                    label.dispatchEvent(new Event('input')); render();
                     out.filter_ms = performance.now() - t;
                     out.filtered_rows = S.rows.length;
-                    document.getElementById('f-label').value = ''; render();
+                    label.value = ''; label.dispatchEvent(new Event('input')); render();
                     t = performance.now();
                     document.getElementById('f-expand').click(); render();
                     out.expand_all_ms = performance.now() - t;

@@ -19,6 +19,7 @@ const S = {
   session: { readOnly: true, authenticated: false },
   expanded: new Map(),     // row path -> bool (default: expanded)
   rows: [],                // the flattened tree
+  treeDirty: true,         // rows to build again
   rowEls: new Map(),       // row id -> element (visible rows only)
   idx: null,               // indices, rebuilt when objects change
   rev: 0,
@@ -109,7 +110,7 @@ async function loadStatus() {
     renderOverview();
     if (S.view === 'history') renderHistory();
     S.idx = null;
-    scheduleRender();
+    invalidate();
   } catch (e) {
     $('summary').textContent = `cannot read the status: ${e.message}`;
   } finally {
@@ -359,6 +360,8 @@ function rowHTML(r) {
 }
 
 let renderQueued = false;
+// the tree's rows are built again only when objects, filters or expansion change
+function invalidate() { S.treeDirty = true; scheduleRender(); }
 function scheduleRender() {
   if (renderQueued) return;
   renderQueued = true;
@@ -367,7 +370,10 @@ function scheduleRender() {
 
 function render() {
   window.__gk.renders++;
-  if (S.view === 'tree') { buildRows(); renderTree(); }
+  if (S.view === 'tree') {
+    if (S.treeDirty) { S.treeDirty = false; buildRows(); }
+    renderTree();
+  }
   else if (S.view === 'nodes') renderNodes();
   else $('count-tree').textContent = `(${S.objects.size})`;
 }
@@ -413,14 +419,14 @@ function renderTree() {
 
 function wireTree() {
   const vp = $('tree');
-  vp.addEventListener('scroll', () => scheduleRender(), { passive: true });
+  vp.addEventListener('scroll', () => scheduleRender(), { passive: true });  // rows stay, only the window moves
   vp.addEventListener('click', (ev) => {
     const t = ev.target.closest('.tg');
     if (!t) return;
     const row = t.closest('.row');
     const r = S.rows[row._index];
     S.expanded.set(r.id, !r.open);
-    scheduleRender();
+    invalidate();
   });
   vp.addEventListener('keydown', (ev) => {
     const row = document.activeElement && document.activeElement.closest('.row');
@@ -432,14 +438,14 @@ function wireTree() {
     if (ev.key === 'ArrowDown') { ev.preventDefault(); focusRow(Math.min(S.rows.length - 1, i + 1)); }
     else if (ev.key === 'ArrowUp') { ev.preventDefault(); focusRow(Math.max(0, i - 1)); }
     else if ((ev.key === 'ArrowRight' && !r.open) || (ev.key === 'ArrowLeft' && r.open)) {
-      if (r.kids) { ev.preventDefault(); S.expanded.set(r.id, !r.open); scheduleRender(); }
+      if (r.kids) { ev.preventDefault(); S.expanded.set(r.id, !r.open); invalidate(); }
     }
   });
-  for (const id of ['f-kind', 'f-ns', 'f-health']) $(id).addEventListener('change', scheduleRender);
-  $('f-label').addEventListener('input', scheduleRender);
+  for (const id of ['f-kind', 'f-ns', 'f-health']) $(id).addEventListener('change', invalidate);
+  $('f-label').addEventListener('input', invalidate);
   $('filters').addEventListener('submit', (ev) => ev.preventDefault());
-  $('f-expand').addEventListener('click', () => { for (const r of S.rows) if (r.kids) S.expanded.set(r.id, true); scheduleRender(); });
-  $('f-collapse').addEventListener('click', () => { S.expanded.clear(); for (const r of S.rows) if (r.kids && r.depth === 0) S.expanded.set(r.id, false); scheduleRender(); });
+  $('f-expand').addEventListener('click', () => { for (const r of S.rows) if (r.kids) S.expanded.set(r.id, true); invalidate(); });
+  $('f-collapse').addEventListener('click', () => { S.expanded.clear(); for (const r of S.rows) if (r.kids && r.depth === 0) S.expanded.set(r.id, false); invalidate(); });
 }
 
 function focusRow(i) {
@@ -588,7 +594,7 @@ function applyEvent(kind, data) {
   }
   S.idx = null;
   window.__gk.updates++;
-  scheduleRender();
+  invalidate();
   // the health of git's objects comes from the status report: read it again soon
   // (less often in a big cluster, where building it takes longer)
   scheduleStatus(S.objects.size > 2000 ? 1500 : 400);
@@ -607,7 +613,7 @@ async function loadObjects() {
   const later = pending.filter(([, d]) => !d.rev || d.rev > S.rev);
   pending = null;
   for (const [k, d] of later) applyEvent(k, d);
-  scheduleRender();
+  invalidate();
 }
 
 function connect() {
@@ -645,7 +651,7 @@ function route() {
   if (view === 'history') renderHistory();
   if (view === 'drift') renderDrift();
   if (view === 'overview' && S.status) renderOverview();
-  scheduleRender();
+  invalidate();
 }
 
 async function start() {
