@@ -77,6 +77,9 @@ class Settings:
     api_token_file: str = _setting(
         "", "file holding the bearer token of the Kubernetes API (needed beyond loopback)"
     )
+    ui: bool = _setting(
+        True, "serve the web page at / of the HTTP server (--no-ui: off)", kind="bool"
+    )
     tls_cert_file: str = _setting("", "TLS certificate (PEM) of the HTTP server and API")
     tls_key_file: str = _setting("", "TLS private key (PEM) of the HTTP server and API")
     watch: bool = _setting(

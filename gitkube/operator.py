@@ -322,20 +322,40 @@ class Operator:
             return GitLocation(redact_url(s.repo), s.branch, s.path)
 
         kubeapi = KubeApi(self.objects, git=git_location)
+        secret, api_token = s.read_webhook_secret(), s.read_api_token()
+        dashboard = None
+        if s.ui:
+            from gitkube.server.ui import Dashboard
+            from gitkube.sync.loop import resume, suspend
+
+            objects, cache = self.objects, self.cache
+            assert cache is not None
+            dashboard = Dashboard(
+                objects,
+                cache,
+                status=status,
+                on_sync=lambda: self._on_push(None),
+                suspend=lambda: suspend(objects, reason="from the web page"),
+                resume=lambda: resume(objects),
+                tokens=[t for t in (api_token, secret) if t],
+                api_token=api_token,
+                secure=s.ssl_context() is not None,
+            )
         self.http = HttpServer(
             metrics=self.metrics,
             branch=s.branch,
             on_push=self._on_push,
             status=status,
-            secret=s.read_webhook_secret(),
+            secret=secret,
             allow_unsigned=s.allow_unsigned_webhooks,
             notify_token=ensure_notify_token(self.state_dir),
             deliveries=DeliveryLog(persist),
             ready=self._ready,
             before_metrics=self._refresh_metrics,
             kubeapi=kubeapi,
-            api_token=s.read_api_token(),
+            api_token=api_token,
             ssl_context=s.ssl_context(),
+            dashboard=dashboard,
         )
         host, port = s.listen_host_port()
         try:
@@ -346,6 +366,14 @@ class Operator:
                 "choose another address with --listen HOST:PORT"
             ) from exc
         scheme = "https" if self.http.ssl_context is not None else "http"
+        if dashboard is not None:
+            if not self.http.loopback and api_token is None:
+                log.warning(
+                    "the web page is off: beyond loopback it needs --api-token-file "
+                    "(or pass --no-ui)"
+                )
+            else:
+                log.info("web page on %s://%s:%d/", scheme, host, self.http.port)
         log.info(
             "HTTP on %s://%s:%d (webhooks under /hooks/, Kubernetes API under /api)",
             scheme,

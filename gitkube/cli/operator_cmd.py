@@ -84,6 +84,7 @@ LargeClusterSizeThreshold = Annotated[
         help="an unhealthy zone of at most this many nodes stops evicting (50)",
     ),
 ]
+Ui = Annotated[bool | None, Opt("--ui/--no-ui", help="the web page at / of the HTTP server")]
 
 
 def _checkout_defaults(settings: Settings, sources: dict[str, str]) -> None:
@@ -169,6 +170,7 @@ def run_command(
     api_token_file: ApiTokenFile = None,
     tls_cert_file: TlsCert = None,
     tls_key_file: TlsKey = None,
+    ui: Ui = None,
     state_dir: StateDir = None,
     address: Annotated[str | None, Opt("--address", help="node address (127.0.0.1)")] = None,
     proxy_address: Annotated[
@@ -218,6 +220,7 @@ def master_command(
     api_token_file: ApiTokenFile = None,
     tls_cert_file: TlsCert = None,
     tls_key_file: TlsKey = None,
+    ui: Ui = None,
     state_dir: StateDir = None,
     status_branch: StatusBranch = None,
     writeback: Writeback = None,

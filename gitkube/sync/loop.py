@@ -55,6 +55,8 @@ from gitkube.api import annotations as ann
 from gitkube.api.keys import (
     PREFIX,
     SYNC_CONTROL_KEY,
+    SYNC_DIFFS_KEY,
+    SYNC_DRIFT_KEY,
     SYNC_HISTORY_KEY,
     SYNC_STATE_KEY,
     SYSTEM,
@@ -74,7 +76,14 @@ from gitkube.loops import Backoff
 from gitkube.store.base import Compare, Put
 from gitkube.store.objects import ObjectStore, now_iso
 from gitkube.sync.apply import DEFAULT_BATCH_SIZE, ApplyResult, apply_plan
-from gitkube.sync.diff import Desired, Live, SyncPlan, plan_sync
+from gitkube.sync.diff import (
+    Desired,
+    Live,
+    SyncPlan,
+    plan_sync,
+    recorded_diff,
+    recorded_drift,
+)
 from gitkube.sync.source import Entry, GitSource
 from gitkube.sync.state import (
     HISTORY_LENGTH,
@@ -271,6 +280,8 @@ class SyncLoop:
         # the no-op check: (commit, store revision) after the last full pass
         self._quiet: tuple[str, int] | None = None
         self._suspended = False
+        #: the drift record last written (written again only when it changes)
+        self._drift_written = b""
         # triggers
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -535,6 +546,8 @@ class SyncLoop:
             result.duration_seconds = time.perf_counter() - started
             return result
         now = now_iso()
+        if state.revision != commit or not state.commit:
+            state.commit = await self.source.commit_info(commit)
         state.revision, state.synced_at = commit, now
         state.attempted_revision, state.attempted_at = commit, now
         state.phase = "OutOfSync" if plan.drifted else "Synced"
@@ -706,6 +719,9 @@ class SyncLoop:
             errors=len(result.errors),
             duration_seconds=round(result.duration_seconds, 4),
             message=result.message,
+            commit_message=(state.commit.get("message", "").splitlines() or [""])[0]
+            if result.revision and result.revision == state.revision
+            else "",
         )
         last = history[-1] if history else None
         if (
@@ -720,11 +736,13 @@ class SyncLoop:
         else:
             history.append(record)
         history = history[-HISTORY_LENGTH:]
+        writes = [
+            Put(SYNC_STATE_KEY, state.to_json()),
+            Put(SYNC_HISTORY_KEY, history_to_json(history)),
+            *await self._record_diff(result, record, history),
+        ]
         before = self._live_revision
-        txn = await self.objects.store.txn(
-            [],
-            [Put(SYNC_STATE_KEY, state.to_json()), Put(SYNC_HISTORY_KEY, history_to_json(history))],
-        )
+        txn = await self.objects.store.txn([], writes)
         if before and txn.revision == before + 1:
             self._live_revision = txn.revision
         else:
@@ -732,6 +750,37 @@ class SyncLoop:
         ok = result.outcome != "Failed" or not result.retryable
         self._quiet = (result.revision, txn.revision) if self._live_revision and ok else None
         return result
+
+    async def _record_diff(
+        self, result: SyncResult, record: SyncRecord, history: list[SyncRecord]
+    ) -> list[Put]:
+        """The diff this sync applied (kept beside the history, bounded) and the
+        objects left drifted, for the web page; nothing when neither changed."""
+        writes: list[Put] = []
+        plan = result.plan
+        if plan is None:
+            return writes
+        if result.created or result.updated or result.deleted:
+            kv = await self.objects.store.get(SYNC_DIFFS_KEY)
+            try:
+                diffs = json.loads(kv.value) if kv else []
+            except ValueError:
+                diffs = []
+            kept = {(r.started_at, r.revision) for r in history}
+            diffs = [
+                d
+                for d in diffs
+                if isinstance(d, dict) and (d.get("startedAt"), d.get("revision")) in kept
+            ]
+            diffs.append(
+                {"startedAt": record.started_at, "revision": record.revision, **recorded_diff(plan)}
+            )
+            writes.append(Put(SYNC_DIFFS_KEY, json.dumps(diffs).encode()))
+        drift = json.dumps(recorded_drift(plan)).encode()
+        if drift != self._drift_written:
+            writes.append(Put(SYNC_DRIFT_KEY, drift))
+            self._drift_written = drift
+        return writes
 
     async def _record_suspended(
         self, control: SyncControl, started: float, started_at: str

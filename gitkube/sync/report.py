@@ -240,6 +240,8 @@ class StatusReport:
     attempted_at: str = ""
     message: str = ""
     suspended: bool = False
+    #: the synced commit's message, author and time
+    commit: dict[str, str] = field(default_factory=dict)
     #: the worst health among the objects declared in git
     health: str = HEALTHY
     objects: list[ObjectReport] = field(default_factory=list)
@@ -270,6 +272,7 @@ class StatusReport:
                 "attemptedAt": self.attempted_at,
                 "message": self.message,
                 "suspended": self.suspended,
+                "commit": dict(self.commit),
             },
             "health": {"status": self.health, "counts": self.health_counts()},
             "objects": [o.to_dict() for o in self.objects],
@@ -450,6 +453,7 @@ def compose_status_report(
         report.message = state.message
         report.errors = list(state.errors)
         report.suspended = state.suspended
+        report.commit = dict(state.commit)
     if control is not None and control.suspended and not report.suspended:
         # suspended since the last pass: the loop has not recorded it yet
         report.message = "sync is suspended" + (f": {control.reason}" if control.reason else "")
