@@ -52,10 +52,9 @@ from typing import Any
 
 from gitkube.api.keys import PROXY_STATUS_PREFIX
 from gitkube.api.objects import Endpoints, Service, ServicePort
-from gitkube.config import PROXY_RELAYS
 from gitkube.errors import NotFound, StoreError
 from gitkube.loops import run_loop
-from gitkube.services import native
+from gitkube.services import RELAY_MODES, native
 from gitkube.services.endpoints import endpoint_targets
 from gitkube.services.relay import Balancer, NativeRelay, RawServer, Relay
 from gitkube.services.workers import bind_shared, worker_group_pids
@@ -66,7 +65,6 @@ log = logging.getLogger(__name__)
 #: Kubernetes' default ClientIP affinity timeout (3 hours)
 DEFAULT_AFFINITY_SECONDS = 10800
 NODE_PORT_TYPES = frozenset({"NodePort", "LoadBalancer"})
-RELAY_MODES = PROXY_RELAYS
 
 
 def install_uvloop() -> bool:
