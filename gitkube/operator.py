@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
+from gitkube.agent_factory import AgentOptions
 from gitkube.api.keys import DELIVERIES_KEY, SYSTEM
 from gitkube.api.objects import Pod
 from gitkube.config import Settings
@@ -121,6 +122,10 @@ class Operator:
             raise ConfigError("no repository: pass --repo URL or set GITKUBE_REPO")
         if settings.nodes < 0:
             raise ConfigError("--nodes must be 0 or more")
+        #: the local agents' settings (``gitkube run``), checked before anything starts
+        self.agent_options: AgentOptions | None = (
+            AgentOptions.from_settings(settings) if role == "run" else None
+        )
         self.settings = settings
         self.role = role
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
@@ -215,46 +220,20 @@ class Operator:
         ]
 
     async def _local_agents(self) -> list[tuple[str, Task]]:
-        from gitkube.nodes.agent import Agent, AgentSettings
-        from gitkube.nodes.registration import NodeSettings, parse_labels
-        from gitkube.nodes.runtime import make_runtime
-        from gitkube.services.proxy import ServiceProxy
+        """The local agents and the proxy, built as `gitkube agent` builds its own."""
+        from gitkube.agent_factory import build_agent, build_proxy
 
-        assert self.objects is not None
-        s = self.settings
+        assert self.objects is not None and self.agent_options is not None
+        options = self.agent_options
         tasks: list[tuple[str, Task]] = []
-        names = node_names(s)
+        names = node_names(self.settings)
         for name in names:
-            node_dir = self.state_dir / f"node-{name}"
-            runtime = await make_runtime(
-                s.runtime,
-                node_name=name,
-                state_dir=node_dir,
-                node_address=s.address,
-                run_as=s.run_as or None,
-            )
+            agent, runtime = await build_agent(options, self.objects, node_name=name)
             self._runtimes.append(runtime)
-            agent = Agent(
-                self.objects,
-                runtime,
-                node=NodeSettings(
-                    name=name,
-                    address=s.address,
-                    labels=parse_labels(s.labels),
-                    runtime_name=runtime.name,
-                    state_dir=str(node_dir) if runtime.name == "process" else "",
-                ),
-                settings=AgentSettings(heartbeat_ttl=max(1, round(s.node_grace_seconds() / 3))),
-            )
             self.agents.append(agent)
             tasks.append((f"agent {name}", agent.run))
-        if names:
-            proxy = ServiceProxy(
-                self.objects,
-                address=s.proxy_address,
-                node_name=names[0],
-                relay=s.proxy_relay,
-            )
+        if names and options.proxy:
+            proxy = build_proxy(options, self.objects, node_name=names[0])
             tasks.append(("proxy", proxy.run))
         return tasks
 
