@@ -42,7 +42,6 @@ from gitkube.nodes.podplan import (
     plan_pod,
     plan_teardown,
     restart_key,
-    start_key,
 )
 from gitkube.nodes.podstatus import TERMINAL_PHASES, Waiting, compute_pod_status
 from gitkube.nodes.probes import ProbeKind, ProbeManager, ProbeSpec, ProbeTarget
@@ -381,9 +380,12 @@ class Agent:
             message = str(exc)
             log.warning("pod %s: sandbox: %s", _pod_name(pod), message)
             report.errors.append(f"{_pod_name(pod)}: sandbox: {message}")
-            for start in plan.start:
-                waiting[start.container.name] = Waiting("CreatePodSandboxError", message)
-            self._requeue_in(self.settings.backoff.initial)
+            for step in plan.start:
+                # no attempt was made: the retry waits the container's back-off
+                self._record_failure(
+                    pod.metadata.uid, step.container.name, "CreatePodSandboxError", message
+                )
+                waiting[step.container.name] = Waiting("CreatePodSandboxError", message)
             return None
         report.sandboxes_created.append(_pod_name(pod))
         return sandbox
@@ -407,11 +409,11 @@ class Agent:
                     pod, sandbox, step.container, attempt=step.attempt
                 )
             except ContainerStartError as exc:
-                self._start_failed(uid, cname, exc.reason, exc.message, report, label)
+                self._start_failed(uid, step, exc.reason, exc.message, report, label)
                 waiting[cname] = Waiting(exc.reason, exc.message)
                 return
             except GitkubeError as exc:
-                self._start_failed(uid, cname, "RunContainerError", str(exc), report, label)
+                self._start_failed(uid, step, "RunContainerError", str(exc), report, label)
                 waiting[cname] = Waiting("RunContainerError", str(exc))
                 return
             self._failures.pop((uid, cname), None)
@@ -422,14 +424,38 @@ class Agent:
         return waiting, new
 
     def _start_failed(
-        self, uid: str, cname: str, reason: str, message: str, report: AgentPass, label: str
+        self,
+        uid: str,
+        step: StartContainer,
+        reason: str,
+        message: str,
+        report: AgentPass,
+        label: str,
     ) -> None:
-        now = time.time()
-        self._failures[(uid, cname)] = StartFailure(reason, message, now)
-        delay = self.backoff.advance(start_key(uid, cname), now=now)
-        self._requeue_in(delay)
+        self._record_failure(
+            uid, step.container.name, reason, message, attempt=step.attempt, counted=step.restart
+        )
         report.start_failed.append(f"{label}: {reason}: {message}")
         log.warning("%s: %s: %s", label, reason, message)
+
+    def _record_failure(
+        self,
+        uid: str,
+        cname: str,
+        reason: str,
+        message: str,
+        *,
+        attempt: int = -1,
+        counted: bool = False,
+    ) -> None:
+        """A start of ``cname`` failed: its retry waits the container's back-off,
+        advanced here unless the start (a restart) ``counted`` already."""
+        now = time.time()
+        self._failures[(uid, cname)] = StartFailure(reason, message, now, attempt=attempt)
+        key = restart_key(uid, cname)
+        if not counted:
+            self.backoff.advance(key, now=now)
+        self._requeue_in(self.backoff.delay(key))
 
     async def _teardown(
         self,
