@@ -21,6 +21,7 @@ from gitkube.errors import ConfigError
 from gitkube.nodes.backoff import BackoffSettings
 
 if TYPE_CHECKING:
+    from gitkube.control import Cache
     from gitkube.nodes.agent import Agent
     from gitkube.nodes.runtime.base import Runtime
     from gitkube.services.proxy import ServiceProxy
@@ -90,9 +91,10 @@ class AgentOptions:
 
 
 async def build_agent(
-    options: AgentOptions, objects: ObjectStore, *, node_name: str
+    options: AgentOptions, objects: ObjectStore, *, node_name: str, cache: Cache | None = None
 ) -> tuple[Agent, Runtime]:
-    """The runtime and the agent of node ``node_name``; the caller closes the runtime."""
+    """The runtime and the agent of node ``node_name`` (reading ``cache``, the
+    process's shared cache, when given); the caller closes the runtime."""
     from gitkube.nodes.agent import Agent, AgentSettings
     from gitkube.nodes.registration import NodeSettings
     from gitkube.nodes.runtime import make_runtime
@@ -120,11 +122,14 @@ async def build_agent(
         runtime,
         node=node,
         settings=AgentSettings(backoff=options.backoff, heartbeat_ttl=options.heartbeat_ttl),
+        cache=cache,
     )
     return agent, runtime
 
 
-def build_proxy(options: AgentOptions, objects: ObjectStore, *, node_name: str) -> ServiceProxy:
+def build_proxy(
+    options: AgentOptions, objects: ObjectStore, *, node_name: str, cache: Cache | None = None
+) -> ServiceProxy:
     """The service proxy that runs beside the agent of ``node_name``."""
     from gitkube.services.proxy import ServiceProxy
 
@@ -133,4 +138,5 @@ def build_proxy(options: AgentOptions, objects: ObjectStore, *, node_name: str) 
         address=options.proxy_address,
         node_name=node_name,
         relay=options.proxy_relay,
+        cache=cache,
     )

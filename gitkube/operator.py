@@ -30,6 +30,7 @@ from gitkube.agent_factory import AgentOptions
 from gitkube.api.keys import DELIVERIES_KEY, SYSTEM
 from gitkube.api.objects import Pod
 from gitkube.config import Settings
+from gitkube.control import Cache
 from gitkube.election import LeaderElection
 from gitkube.errors import ConfigError, GitkubeError
 from gitkube.hooks import ensure_notify_token
@@ -133,6 +134,8 @@ class Operator:
         self.metrics = Metrics()
         self.store: Store | None = None
         self.objects: ObjectStore | None = None
+        #: the process's one cache, shared by every loop
+        self.cache: Cache | None = None
         self.sync: Any = None
         self.http: HttpServer | None = None
         self.election: LeaderElection | None = None
@@ -153,6 +156,7 @@ class Operator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(s.store_url())
         self.objects = ObjectStore(self.store)
+        self.cache = Cache(self.store)
         source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
         writeback = None
         if s.writeback:
@@ -224,16 +228,16 @@ class Operator:
         from gitkube.agent_factory import build_agent, build_proxy
 
         assert self.objects is not None and self.agent_options is not None
-        options = self.agent_options
+        options, cache = self.agent_options, self.cache
         tasks: list[tuple[str, Task]] = []
         names = node_names(self.settings)
         for name in names:
-            agent, runtime = await build_agent(options, self.objects, node_name=name)
+            agent, runtime = await build_agent(options, self.objects, node_name=name, cache=cache)
             self._runtimes.append(runtime)
             self.agents.append(agent)
             tasks.append((f"agent {name}", agent.run))
         if names and options.proxy:
-            proxy = build_proxy(options, self.objects, node_name=names[0])
+            proxy = build_proxy(options, self.objects, node_name=names[0], cache=cache)
             tasks.append(("proxy", proxy.run))
         return tasks
 
@@ -362,7 +366,10 @@ class Operator:
             )
             watcher.start(loop)
             log.info("watching %s for pushes to %s", git_dir, self.settings.branch)
+        assert self.cache is not None
         tasks: list[asyncio.Task[Any]] = [
+            # first: every loop started after it finds it running and shares it
+            asyncio.create_task(self.cache.run(stop), name="cache"),
             asyncio.create_task(self._http(stop), name="http"),
         ]
         try:

@@ -127,6 +127,7 @@ def agent_command(
 
 
 async def _run_agent(settings: Settings, options: AgentOptions) -> None:
+    from gitkube.control import Cache
     from gitkube.store.factory import open_store
     from gitkube.store.objects import ObjectStore
 
@@ -138,15 +139,19 @@ async def _run_agent(settings: Settings, options: AgentOptions) -> None:
 
     node_name = settings.node or socket.gethostname()
     store = await open_store(settings.store_url())
+    # one cache for the agent and its proxy, fed by one watch
+    cache = Cache(store)
     try:
         objects = ObjectStore(store)
-        agent, runtime = await build_agent(options, objects, node_name=node_name)
+        agent, runtime = await build_agent(options, objects, node_name=node_name, cache=cache)
     except BaseException:
         await store.close()
         raise
+    cache_task = asyncio.create_task(cache.run(stop), name="cache")
     try:
         if options.proxy:
-            agent.add_task("proxy", build_proxy(options, objects, node_name=node_name).run)
+            proxy = build_proxy(options, objects, node_name=node_name, cache=cache)
+            agent.add_task("proxy", proxy.run)
         log.info(
             "agent for node %s: runtime %s, address %s, store %s",
             node_name,
@@ -157,5 +162,7 @@ async def _run_agent(settings: Settings, options: AgentOptions) -> None:
         await agent.run(stop)
         log.info("agent for node %s stopped; its pods keep running", node_name)
     finally:
+        cache_task.cancel()
+        await asyncio.gather(cache_task, return_exceptions=True)
         await runtime.close()
         await store.close()
