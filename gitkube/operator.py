@@ -9,8 +9,11 @@
   and runs controllers. Webhooks reaching a follower are handed to the leader
   through the store (``SYNC_REQUEST_KEY``).
 
-Components never call each other: they meet in the store. A clean stop
-(SIGTERM, Ctrl-C) leaves pods running; the next start adopts them.
+Components never call each other: they meet in the store. One shared
+cache (``gitkube.control.Cache``) per process feeds every controller; in the
+master role every controller write carries the leader's fence, as the
+sync's do. A clean stop (SIGTERM, Ctrl-C) leaves pods running; the next
+start adopts them.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from typing import Any, Literal
 from gitkube.agent_factory import AgentOptions
 from gitkube.api.keys import DELIVERIES_KEY, SYSTEM
 from gitkube.api.objects import Pod
-from gitkube.config import Settings
-from gitkube.control import Cache
+from gitkube.config import Settings, redact_url
+from gitkube.control import Applier, Cache
 from gitkube.election import LeaderElection
 from gitkube.errors import ConfigError, GitkubeError
 from gitkube.hooks import ensure_notify_token
@@ -201,11 +204,16 @@ class Operator:
         )
         from gitkube.services.controller import EndpointsController
 
-        assert self.objects is not None
+        assert self.objects is not None and self.cache is not None
         s = self.settings
+        # a master's controllers write only while its term lasts
+        fence = self.election.fence if self.election is not None else None
+        cache, applier = self.cache, Applier(self.objects, fence=fence)
         scheduler = SchedulerLoop(
             self.objects,
             on_scheduled=lambda _key, latency: self.metrics.scheduling_latency.observe(latency),
+            cache=cache,
+            applier=applier,
         )
         lifecycle = NodeLifecycleController(
             self.objects,
@@ -214,13 +222,15 @@ class Operator:
                 eviction_timeout_seconds=s.eviction_timeout_seconds(),
                 monitor_period_seconds=min(5.0, s.node_grace_seconds() / 4),
             ),
+            cache=cache,
+            applier=applier,
         )
         return [
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
-            ("replication", ReplicationManager(self.objects).run),
+            ("replication", ReplicationManager(self.objects, cache=cache, applier=applier).run),
             ("node-lifecycle", lifecycle.run),
-            ("endpoints", EndpointsController(self.objects).run),
+            ("endpoints", EndpointsController(self.objects, cache=cache, applier=applier).run),
         ]
 
     async def _local_agents(self) -> list[tuple[str, Task]]:
@@ -260,6 +270,12 @@ class Operator:
                 data["leader"] = await self.election.leader()
             return data
 
+        from gitkube.server.kubeapi import GitLocation, KubeApi
+
+        async def git_location() -> GitLocation:
+            return GitLocation(redact_url(s.repo), s.branch, s.path)
+
+        kubeapi = KubeApi(self.objects, git=git_location)
         self.http = HttpServer(
             metrics=self.metrics,
             branch=s.branch,
@@ -271,6 +287,9 @@ class Operator:
             deliveries=DeliveryLog(persist),
             ready=self._ready,
             before_metrics=self._refresh_metrics,
+            kubeapi=kubeapi,
+            api_token=s.read_api_token(),
+            ssl_context=s.ssl_context(),
         )
         host, port = s.listen_host_port()
         try:
@@ -280,7 +299,13 @@ class Operator:
                 f"--listen {s.listen}: {exc.strerror or exc}; is another gitkube running? "
                 "choose another address with --listen HOST:PORT"
             ) from exc
-        log.info("HTTP on http://%s:%d (webhooks under /hooks/)", host, self.http.port)
+        scheme = "https" if self.http.ssl_context is not None else "http"
+        log.info(
+            "HTTP on %s://%s:%d (webhooks under /hooks/, Kubernetes API under /api)",
+            scheme,
+            host,
+            self.http.port,
+        )
         try:
             await stop.wait()
         finally:
