@@ -193,6 +193,7 @@ class Operator:
                 prune=s.prune, self_heal=s.self_heal, interval_seconds=s.interval_seconds()
             ),
             after_sync=after_sync,
+            cache=self.cache,
         )
 
     def _controllers(self) -> list[tuple[str, Task]]:
