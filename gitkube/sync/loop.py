@@ -28,8 +28,8 @@
 The live objects are read from the process's shared cache
 (``gitkube.control.Cache``, fed by the store watch), never by listing the
 store: an incremental sync costs the changed files, not the repository.
-Their wire form (what the plan compares) is kept per object and store
-revision, so an object is converted again only when it changed.
+An object's wire form (what the plan compares) is made only when the plan
+compares it: objects verified at their revision by an earlier pass are not.
 
 ``after_sync`` (e.g. the status write-back) is called after every pass with
 its result, "Unchanged" ones included; it decides what is worth doing, and
@@ -238,10 +238,8 @@ class SyncLoop:
         self._index_commit = ""
         self._index: dict[str, Entry] = {}
         self._parsed: dict[tuple[str, str], _Parsed] = {}
-        # store side: the wire form of the cached live objects, by key (each
-        # carries its mod_revision), and the store revision up to which this
-        # loop knows every write (0: unknown; someone else may have written)
-        self._lives: dict[str, Live] = {}
+        # store side: the store revision up to which this loop knows every
+        # write (0: unknown; someone else may have written)
         self._known_revision = 0
         #: key -> (mod_revision, desired hash) of live objects known to equal git
         self._verified: dict[str, tuple[int, str]] = {}
@@ -331,7 +329,6 @@ class SyncLoop:
         if full:
             self._quiet = None
             self._known_revision = 0
-            self._lives = {}
 
         store_revision = await store.revision()
         quiet = self._quiet is not None and self._quiet[1] == store_revision
@@ -597,19 +594,13 @@ class SyncLoop:
 
     async def _read_live(self) -> tuple[dict[str, Live], int]:
         """The live objects, from the shared cache brought up to the store's
-        current revision, and that revision."""
+        current revision, and that revision. Nothing is copied: an object's
+        wire form is made only if the plan compares it."""
         await self.cache.sync()
-        revision = self.cache.revision
-        lives: dict[str, Live] = {}
-        known = self._lives
-        for cls in KINDS.values():
-            for obj in self.cache.list(cls):
-                live = known.get(obj.key)
-                if live is None or str(live.resource_version) != obj.metadata.resource_version:
-                    live = Live.of(obj)
-                lives[obj.key] = live
-        self._lives = lives
-        return lives, revision
+        lives = {
+            obj.key: Live.cached(obj) for cls in KINDS.values() for obj in self.cache.list(cls)
+        }
+        return lives, self.cache.revision
 
     def _note_writes(self, applied: ApplyResult, read_at: int, *, first_txn: int) -> None:
         """Remember what this pass wrote equals git; the loop knows every write
