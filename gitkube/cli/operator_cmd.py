@@ -56,6 +56,27 @@ SelfHeal = Annotated[
     bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
 ]
 Verbose = Annotated[bool | None, Opt("--verbose", "-v", help="debug logging")]
+EvictionRate = Annotated[
+    float | None, Opt("--node-eviction-rate", help="nodes/s whose pods are evicted, per zone (0.1)")
+]
+SecondaryEvictionRate = Annotated[
+    float | None,
+    Opt("--secondary-node-eviction-rate", help="eviction rate in an unhealthy zone (0.01)"),
+]
+UnhealthyZoneThreshold = Annotated[
+    float | None,
+    Opt(
+        "--unhealthy-zone-threshold",
+        help="share of NotReady nodes that makes a zone unhealthy (0.55)",
+    ),
+]
+LargeClusterSizeThreshold = Annotated[
+    int | None,
+    Opt(
+        "--large-cluster-size-threshold",
+        help="an unhealthy zone of at most this many nodes stops evicting (50)",
+    ),
+]
 
 
 def _checkout_defaults(settings: Settings, sources: dict[str, str]) -> None:
@@ -185,6 +206,10 @@ def run_command(
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
     ] = None,
+    node_eviction_rate: EvictionRate = None,
+    secondary_node_eviction_rate: SecondaryEvictionRate = None,
+    unhealthy_zone_threshold: UnhealthyZoneThreshold = None,
+    large_cluster_size_threshold: LargeClusterSizeThreshold = None,
     config: Config = None,
     verbose: Verbose = None,
 ) -> None:
@@ -221,6 +246,10 @@ def master_command(
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
     ] = None,
+    node_eviction_rate: EvictionRate = None,
+    secondary_node_eviction_rate: SecondaryEvictionRate = None,
+    unhealthy_zone_threshold: UnhealthyZoneThreshold = None,
+    large_cluster_size_threshold: LargeClusterSizeThreshold = None,
     config: Config = None,
     verbose: Verbose = None,
 ) -> None:
