@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gitkube.agent_factory import AgentOptions
-from gitkube.api.keys import DELIVERIES_KEY, SYSTEM
+from gitkube.api.keys import DELIVERIES_KEY, HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX, SYSTEM
 from gitkube.api.objects import Pod
 from gitkube.config import Settings, redact_url
 from gitkube.control import Applier, Cache
@@ -159,7 +159,8 @@ class Operator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(s.store_url())
         self.objects = ObjectStore(self.store)
-        self.cache = Cache(self.store)
+        # the proxies' reports too: the status report reads them from the cache
+        self.cache = Cache(self.store, raw_prefixes=(HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX))
         source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
         writeback = None
         if s.writeback:
@@ -171,7 +172,7 @@ class Operator:
                 cache_dir=self.state_dir / "status-git",
                 synced_branch=s.branch,
             )
-            writeback = StatusWriteback(writer, self.objects)
+            writeback = StatusWriteback(writer, self.objects, cache=self.cache)
 
         async def after_sync(result: Any) -> None:
             if result.revision and not result.retryable:
@@ -268,7 +269,7 @@ class Operator:
 
         async def status() -> dict[str, Any]:
             assert self.objects is not None
-            report = await build_status_report(self.objects)
+            report = await build_status_report(self.objects, cache=self.cache)
             data = report.to_dict()
             data["role"] = self.role
             if self.election is not None:
@@ -365,7 +366,7 @@ class Operator:
         from gitkube.sync.report import build_status_report
 
         assert self.objects is not None
-        report = await build_status_report(self.objects)
+        report = await build_status_report(self.objects, cache=self.cache)
         self.metrics.objects.clear()
         counts: dict[tuple[str, str], int] = {}
         for obj in report.objects:
@@ -373,7 +374,7 @@ class Operator:
             counts[key] = counts.get(key, 0) + 1
         for (kind, health), n in counts.items():
             self.metrics.objects.labels(kind=kind, health=health).set(n)
-        pods, _ = await self.objects.list(Pod)
+        pods = self.cache.list(Pod) if self.cache is not None else (await self.objects.list(Pod))[0]
         phases: dict[str, int] = dict.fromkeys(
             ("Pending", "Running", "Succeeded", "Failed", "Unknown"), 0
         )

@@ -3,7 +3,8 @@ cache, fed by one store watch; none lists the store on a pass (a real SQLite
 store, the process runtime, a real git remote):
 
 - started together on one cache, they bring up what git declares (a pod
-  bound to the node, a Service the proxy listens for);
+  bound to the node, a Service the proxy listens for), and the sync's
+  status write-back reads its report from the cache too;
 - after that, a new commit (a second pod) is synced, started and reported,
   and the loops then idle through many relists of the runtime, and the store
   is not ranged once: reads come from the cache;
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gitkube.api.keys import HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX
 from gitkube.api.objects import Pod
 from gitkube.control import Applier, Cache
 from gitkube.control.applier import AnyWrite
@@ -34,6 +36,7 @@ from gitkube.store.factory import open_store
 from gitkube.store.objects import ObjectStore
 from gitkube.sync.loop import SyncLoop, SyncSettings
 from gitkube.sync.source import GitSource
+from gitkube.sync.writeback import StatusWriteback, StatusWriter
 from tests.fixtures.git import GitRemote
 
 NODE = f"quiet-{uuid.uuid4().hex[:8]}"
@@ -107,18 +110,26 @@ async def test_agent_proxy_and_sync_read_the_cache_not_the_store(
     real = await open_store(f"sqlite:///{tmp_path}/state.db")
     store = RangeCountingStore(real)
     objects = ObjectStore(store)  # type: ignore[arg-type]
-    cache = Cache(store)  # type: ignore[arg-type]
+    # as the operator's: the proxies' reports too (the status report reads them)
+    cache = Cache(store, raw_prefixes=(HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX))  # type: ignore[arg-type]
     txns: list[int] = []
 
     async def count(writes: Sequence[AnyWrite]) -> None:
         txns.append(len(writes))
 
+    writer = StatusWriter(
+        git_remote.url,
+        cache_dir=tmp_path / "status-git",
+        synced_branch=git_remote.branch,
+    )
+    writeback = StatusWriteback(writer, objects, cache=cache)
     sync = SyncLoop(
         objects,
         GitSource(git_remote.url, cache_dir=tmp_path / "git"),
         SyncSettings(),
         cache=cache,
         applier=Applier(objects, on_txn=count),
+        after_sync=writeback,
     )
     runtime = ProcessRuntime(node_name=NODE, state_dir=tmp_path / "node")
     agent = Agent(
@@ -162,6 +173,7 @@ async def test_agent_proxy_and_sync_read_the_cache_not_the_store(
             lambda: _after(agent.relists >= settled + 20), what="twenty relists of the runtime"
         )
         assert (await sync.reconcile_once()).outcome == "Unchanged"
+        assert writeback.last is not None and writeback.last.outcome in ("Committed", "Unchanged")
         assert store.ranges == before, "a loop listed the store"
         assert cache.lists == 1
         # at rest, nothing is reconciled again (no status rewritten, no pass per relist)
