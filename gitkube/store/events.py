@@ -62,12 +62,15 @@ class EventRecorder:
         *,
         host: str = "",
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        lease_window_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.objects = objects
         self.component = component
         self.host = host or socket.gethostname()
         self.ttl_seconds = ttl_seconds
+        #: events written within this long share a lease (it lives this much longer)
+        self.lease_window_seconds = lease_window_seconds
         self.clock = clock
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._counts: dict[str, int] = {}
@@ -143,8 +146,9 @@ class EventRecorder:
 
     async def _lease_now(self) -> int:
         now = time.monotonic()
-        if not self._lease or now - self._lease_at > 60:
-            self._lease = await self.objects.store.grant_lease(self.ttl_seconds + 60)
+        if not self._lease or now - self._lease_at >= self.lease_window_seconds:
+            ttl = self.ttl_seconds + max(0, round(self.lease_window_seconds))
+            self._lease = await self.objects.store.grant_lease(ttl)
             self._lease_at = now
         return self._lease
 

@@ -26,6 +26,7 @@ from tests.fixtures.require import missing, require_binary
 from tests.operator.helpers import (
     Running,
     eventually,
+    free_port,
     kill_processes_under,
     operator_settings,
     start_operator,
@@ -265,3 +266,70 @@ async def test_official_python_client(cluster: tuple[Running, Path]) -> None:
     assert int(result["rv"]) > 0
     assert len(result["log"].splitlines()) == 3 and "tick" in result["log"]
     assert sorted(result["events"]) == sorted(("ADDED", p.name) for p in pods)
+
+
+async def test_tls_token_and_gitkube_kubeconfig(git_remote: GitRemote, tmp_path: Path) -> None:
+    """Beyond loopback the API needs the token of --api-token-file; with
+    --tls-cert-file it is HTTPS, and `gitkube kubeconfig` gives kubectl the
+    server, the certificate as authority and the token."""
+    from typer.testing import CliRunner
+
+    from gitkube.cli import app
+
+    openssl = require_binary("openssl", "install openssl")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=gitkube", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    token = tmp_path / "token"
+    token.write_text("t0ken-for-tests\n")
+    git_remote.write("app/web.yaml", APP.format(replicas=1))
+    git_remote.commit_and_push("one web pod")
+    settings = operator_settings(
+        git_remote.url,
+        tmp_path / "state",
+        path="app",
+        writeback=False,
+        listen=f"0.0.0.0:{free_port()}",
+        api_token_file=str(token),
+        tls_cert_file=str(cert),
+        tls_key_file=str(key),
+    )
+    running = await start_operator(settings)
+    try:
+        port = settings.listen_host_port()[1]
+        made = CliRunner().invoke(
+            app,
+            [
+                "kubeconfig", "--listen", f"0.0.0.0:{port}", "--api-token-file", str(token),
+                "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+            ],
+            env={},
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+        config = tmp_path / "kubeconfig"
+        config.write_text(made.stdout)
+        assert f"https://127.0.0.1:{port}" in made.stdout and "t0ken-for-tests" in made.stdout
+        kubectl = require_binary("kubectl", "install kubectl")
+
+        async def listed() -> bool:
+            result = await akubectl(kubectl, config, "get", "pods", "-o", "name", check=False)
+            return result.returncode == 0 and "pod/web-" in result.stdout
+
+        await eventually(listed, timeout=60, what="kubectl over HTTPS with the token")
+        wrong = tmp_path / "wrong"
+        wrong.write_text(made.stdout.replace("t0ken-for-tests", "not-the-token"))
+        refused = await akubectl(kubectl, wrong, "get", "pods", check=False)
+        assert refused.returncode != 0 and "Forbidden" in refused.stderr, refused.stderr
+        plain = tmp_path / "plain"
+        plain.write_text(made.stdout.replace("https://", "http://"))
+        assert (await akubectl(kubectl, plain, "get", "pods", check=False)).returncode != 0
+    finally:
+        await running.shutdown()
+        kill_processes_under(tmp_path)
