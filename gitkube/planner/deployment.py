@@ -61,9 +61,30 @@ from gitkube.api.objects import (
     ReplicaSet,
     ReplicaSetSpec,
 )
+from gitkube.api.rollout import (
+    AVAILABLE,
+    DESIRED_REPLICAS,
+    FOUND_NEW_RS,
+    MAX_REPLICAS,
+    MINIMUM_REPLICAS_AVAILABLE,
+    MINIMUM_REPLICAS_UNAVAILABLE,
+    NEW_RS_AVAILABLE,
+    NEW_RS_CREATED,
+    PAUSED,
+    POD_TEMPLATE_HASH,
+    PROGRESSING,
+    REPLICA_FAILURE,
+    RESUMED,
+    REVISION,
+    REVISION_COMMIT,
+    REVISION_HISTORY,
+    RS_UPDATED,
+    TIMED_OUT,
+    desired_replicas,
+    revision_of,
+)
 from gitkube.api.serde import to_dict
 from gitkube.planner.replication import (
-    REPLICA_FAILURE,
     TERMINAL_PHASES,
     format_time,
     is_available,
@@ -71,18 +92,10 @@ from gitkube.planner.replication import (
     parse_time,
 )
 
-POD_TEMPLATE_HASH = "pod-template-hash"
-REVISION = "deployment.kubernetes.io/revision"
-REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
-DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
-MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
-#: gitkube: the git commit that made a ReplicaSet's revision
-REVISION_COMMIT = f"{DOMAIN}/revision-commit"
 #: annotations of the Deployment never copied to its ReplicaSets
 _NOT_COPIED_PREFIXES = (f"{DOMAIN}/", "deployment.kubernetes.io/")
 _NOT_COPIED = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
 
-DEFAULT_REPLICAS = 1
 DEFAULT_MAX_SURGE = "25%"
 DEFAULT_MAX_UNAVAILABLE = "25%"
 DEFAULT_REVISION_HISTORY_LIMIT = 10
@@ -90,19 +103,6 @@ DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
 
 RECREATE = "Recreate"
 ROLLING_UPDATE = "RollingUpdate"
-
-# condition types and reasons (apps/v1)
-AVAILABLE = "Available"
-PROGRESSING = "Progressing"
-MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
-MINIMUM_REPLICAS_UNAVAILABLE = "MinimumReplicasUnavailable"
-NEW_RS_CREATED = "NewReplicaSetCreated"
-FOUND_NEW_RS = "FoundNewReplicaSet"
-RS_UPDATED = "ReplicaSetUpdated"
-NEW_RS_AVAILABLE = "NewReplicaSetAvailable"
-TIMED_OUT = "ProgressDeadlineExceeded"
-PAUSED = "DeploymentPaused"
-RESUMED = "DeploymentResumed"
 
 #: safe-encoding alphabet of Kubernetes' rand.SafeEncodeString
 _ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
@@ -173,10 +173,6 @@ def _round_half_away(value: float) -> int:
     return int(math.copysign(math.floor(abs(value) + 0.5), value))
 
 
-def desired_replicas(d: Deployment) -> int:
-    return max(d.spec.replicas if d.spec.replicas is not None else DEFAULT_REPLICAS, 0)
-
-
 def rollout_limits(d: Deployment) -> tuple[int, int]:
     """(maxSurge, maxUnavailable) as counts: Kubernetes' ResolveFenceposts.
 
@@ -203,13 +199,6 @@ def rollout_limits(d: Deployment) -> tuple[int, int]:
 def progress_deadline(d: Deployment) -> int:
     seconds = d.spec.progress_deadline_seconds
     return DEFAULT_PROGRESS_DEADLINE_SECONDS if seconds is None else seconds
-
-
-def revision_of(rs: ReplicaSet) -> int:
-    try:
-        return int(rs.metadata.annotations.get(REVISION, "0"))
-    except ValueError:
-        return 0
 
 
 def rs_replicas(rs: ReplicaSet) -> int:
@@ -860,43 +849,3 @@ def plan_deployment(
     else:
         planner.rolling()
     return planner.plan
-
-
-# ---------------------------------------------------------------- rollout status
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    message: str
-    #: the rollout finished: every replica updated and available
-    done: bool = False
-    #: the rollout exceeded its progress deadline
-    failed: bool = False
-
-
-def rollout_state(d: Deployment) -> RolloutState:
-    """What ``kubectl rollout status`` says of a Deployment, from its status."""
-    status = d.status
-    if d.metadata.generation > status.observed_generation:
-        return RolloutState("Waiting for deployment spec update to be observed...")
-    cond = next((c for c in status.conditions if c.type == PROGRESSING), None)
-    name = d.name
-    if cond is not None and cond.reason == TIMED_OUT:
-        return RolloutState(f'deployment "{name}" exceeded its progress deadline', failed=True)
-    replicas = desired_replicas(d)
-    if status.updated_replicas < replicas:
-        return RolloutState(
-            f'Waiting for deployment "{name}" rollout to finish: {status.updated_replicas} out '
-            f"of {replicas} new replicas have been updated..."
-        )
-    if status.replicas > status.updated_replicas:
-        return RolloutState(
-            f'Waiting for deployment "{name}" rollout to finish: '
-            f"{status.replicas - status.updated_replicas} old replicas are pending termination..."
-        )
-    if status.available_replicas < status.updated_replicas:
-        return RolloutState(
-            f'Waiting for deployment "{name}" rollout to finish: {status.available_replicas} of '
-            f"{status.updated_replicas} updated replicas are available..."
-        )
-    return RolloutState(f'deployment "{name}" successfully rolled out', done=True)

@@ -41,6 +41,7 @@ from gitkube.api.objects import (
     ReplicaSetSpec,
     RollingUpdateDeployment,
 )
+from gitkube.api.rollout import rollout_state
 from gitkube.planner.deployment import (
     DESIRED_REPLICAS,
     NEW_RS_AVAILABLE,
@@ -54,7 +55,6 @@ from gitkube.planner.deployment import (
     fnv32a,
     plan_deployment,
     rollout_limits,
-    rollout_state,
     safe_encode,
 )
 from gitkube.planner.replication import (
