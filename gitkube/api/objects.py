@@ -828,13 +828,15 @@ class ReplicaSet(ApiObject):
     status: ReplicaSetStatus = field(default_factory=ReplicaSetStatus)
 
 
+_V1_CORE: tuple[type[ApiObject], ...] = (Pod, ReplicationController, Service, Endpoints, Node)
+_WORKLOADS: tuple[type[ApiObject], ...] = (Namespace, ConfigMap, Secret, Deployment, ReplicaSet)
+#: the kinds added to the 2015 core (kept as a name for code written against it)
+WORKLOAD_KINDS: dict[str, type[ApiObject]] = {cls.KIND: cls for cls in _WORKLOADS}
 #: the kinds validation, sync and the CLI know
-KINDS: dict[str, type[ApiObject]] = {
-    cls.KIND: cls for cls in (Pod, ReplicationController, Service, Endpoints, Node)
-}
-#: kinds whose types exist but are not registered in KINDS yet (being built)
-WORKLOAD_KINDS: dict[str, type[ApiObject]] = {
-    cls.KIND: cls for cls in (Namespace, ConfigMap, Secret, Deployment, ReplicaSet)
+KINDS: dict[str, type[ApiObject]] = {cls.KIND: cls for cls in (*_V1_CORE, *_WORKLOADS)}
+#: the apiVersion of each kind (``v1`` unless listed)
+API_VERSIONS: dict[str, str] = {
+    kind: ("apps/v1" if kind in ("Deployment", "ReplicaSet") else "v1") for kind in KINDS
 }
 RESOURCES: dict[str, type[ApiObject]] = {cls.RESOURCE: cls for cls in KINDS.values()}
 
