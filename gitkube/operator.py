@@ -1,8 +1,8 @@
 """The operator: every loop of gitkube wired into one process.
 
 - ``role="run"``: the sync loop, the controllers (scheduler, replication,
-  node lifecycle, endpoints), N local agents, the service proxy and the HTTP
-  server: the whole system on one machine.
+  ReplicaSets, Deployments, node lifecycle, endpoints), N local agents, the
+  service proxy and the HTTP server: the whole system on one machine.
 - ``role="master"``: the sync loop, the controllers and the HTTP server, for
   a cluster whose agents run on other machines (``gitkube agent``). Several
   masters may run; one leads through a store lease, and only the leader syncs
@@ -29,6 +29,7 @@ from typing import Any, Literal
 from gitkube.api.keys import DELIVERIES_KEY, SYSTEM
 from gitkube.api.objects import Pod
 from gitkube.config import Settings
+from gitkube.control import Applier, Cache
 from gitkube.election import LeaderElection
 from gitkube.errors import ConfigError, GitkubeError
 from gitkube.hooks import ensure_notify_token
@@ -190,6 +191,8 @@ class Operator:
             ReplicationManager,
             SchedulerLoop,
         )
+        from gitkube.planner.deployment_loop import DeploymentController
+        from gitkube.planner.replicaset_loop import ReplicaSetController
         from gitkube.services.controller import EndpointsController
 
         assert self.objects is not None
@@ -206,10 +209,23 @@ class Operator:
                 monitor_period_seconds=min(5.0, s.node_grace_seconds() / 4),
             ),
         )
+        # apps/v1 controllers on the control kit: one cache for both; in the
+        # master role every write carries the leader's fence
+        assert self.store is not None
+        apps_cache = Cache(self.store)
+        applier = Applier(
+            self.objects, fence=self.election.fence if self.election is not None else None
+        )
+        replicasets = ReplicaSetController(self.objects, cache=apps_cache, applier=applier)
+        deployments = DeploymentController(self.objects, cache=apps_cache, applier=applier)
         return [
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
             ("replication", ReplicationManager(self.objects).run),
+            # the cache first: the controllers see it running and share it
+            ("apps-cache", apps_cache.run),
+            ("replicasets", replicasets.run),
+            ("deployments", deployments.run),
             ("node-lifecycle", lifecycle.run),
             ("endpoints", EndpointsController(self.objects).run),
         ]
