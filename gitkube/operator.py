@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gitkube.api.keys import DELIVERIES_KEY, SYSTEM
-from gitkube.api.objects import Pod
+from gitkube.api.objects import Deployment, Pod
 from gitkube.config import Settings
 from gitkube.control import Applier, Cache
 from gitkube.election import LeaderElection
@@ -384,6 +384,8 @@ class Operator:
             phases[pod.status.phase or "Unknown"] = phases.get(pod.status.phase or "Unknown", 0) + 1
         for phase, n in phases.items():
             self.metrics.pods.labels(phase=phase).set(n)
+        deployments, _ = await self.objects.list(Deployment)
+        self.metrics.set_deployments(deployments)
 
     # ------------------------------------------------------------ running
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from gitkube.api.objects import Deployment, Pod
@@ -143,7 +146,6 @@ async def operator(
         node=node,
         interval="2s",
         watch=True,
-        writeback=False,
     )
     running = await start_operator(settings)
     try:
@@ -225,6 +227,22 @@ async def test_rolling_update_broken_template_and_rollback(
     assert "exceeded its progress deadline" in status.stdout
     assert len(await ready_pods(running, "v2")) == 3
     assert await answers(port) == "v2"
+    # … and every view says so: status, the status branch, metrics
+    report = await asyncio.to_thread(gitkube, "status", "-o", "json", "--store", store)
+    web = _deployment_entry(json.loads(report.stdout)["objects"])
+    assert web["health"] == "Degraded" and "ProgressDeadlineExceeded" in web["message"]
+    assert web["revision"] == "3" and web["replicas"]["ready"] == 3
+    await eventually(
+        lambda: _status_branch_health(git_remote, "Degraded"),
+        timeout=30,
+        what="status.json on gitkube/status saying Degraded",
+    )
+    metrics = await _metrics(running)
+    assert 'gitkube_deployment_rollout_stalled{deployment="web",namespace="default"} 1.0' in metrics
+    assert (
+        'gitkube_deployment_replicas{deployment="web",namespace="default",state="available"} 3.0'
+        in metrics
+    )
 
     # 4. the rollback is a commit; the sync applies it
     history = await asyncio.to_thread(
@@ -253,6 +271,34 @@ async def test_rolling_update_broken_template_and_rollback(
     assert len(await ready_pods(running, "v2")) == 3
     d = await deployment(running)
     assert d.metadata.annotations["gitkube.io/source-commit"] == head
+    await eventually(
+        lambda: _status_branch_health(git_remote, "Healthy"),
+        timeout=30,
+        what="status.json on gitkube/status saying Healthy",
+    )
+
+
+def _deployment_entry(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(o for o in objects if o["kind"] == "Deployment" and o["name"] == "web")
+
+
+async def _status_branch_health(remote: GitRemote, health: str) -> bool:
+    text = await asyncio.to_thread(
+        git, "show", "gitkube/status:status.json", cwd=remote.bare, check=False
+    )
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return bool(_deployment_entry(data["objects"])["health"] == health)
+
+
+async def _metrics(running: Running) -> str:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(running.base + "/metrics") as resp,
+    ):
+        return await resp.text()
 
 
 async def _is(value: object, expected: str) -> bool:
