@@ -16,8 +16,11 @@ sync applies it like any other change and automatic sync stays on.
   other byte of the file stays. JSON files are rewritten whole.
 - **How.** A clone of the branch in a temporary directory; a commit whose
   message names the Deployment, both revisions and commits, and the reason;
-  a push. A push refused because the branch moved is retried on the new tip
-  a bounded number of times.
+  a push. A repository that is a checkout on this machine (the quick start
+  syncs the clone it runs in) has its work tree updated with the push
+  (``receive.denyCurrentBranch=updateInstead``), and refuses it when that
+  work tree has uncommitted changes. A push refused because the branch
+  moved is retried on the new tip a bounded number of times.
 
 ``replace_template`` and ``find_template`` are pure (text in, text out).
 GitPython runs in a worker thread; credentials never appear in messages.
@@ -324,7 +327,7 @@ class RollbackWriter:
                         return result
                     self._commit(repo, result)
                     try:
-                        repo.git.push("origin", f"HEAD:refs/heads/{req.branch}")
+                        repo.git.push(*self._push_args())
                         result.commit = repo.head.commit.hexsha
                         return result
                     except git.GitCommandError as exc:
@@ -340,6 +343,18 @@ class RollbackWriter:
             finally:
                 repo.close()
         raise AssertionError("unreachable")
+
+    def _push_args(self) -> list[str]:
+        args = ["origin", f"HEAD:refs/heads/{self.request.branch}"]
+        local = Path(self.request.repo.removeprefix("file://")).expanduser()
+        if (local / ".git").exists():
+            # a checkout on this machine (gitkube run in a clone): its branch is
+            # checked out, so update its work tree too — git refuses when that
+            # work tree has uncommitted changes, and nothing is lost
+            args.insert(
+                0, "--receive-pack=git -c receive.denyCurrentBranch=updateInstead receive-pack"
+            )
+        return args
 
     def _edit(self, repo: git.Repo, root: Path) -> RollbackResult:
         req = self.request

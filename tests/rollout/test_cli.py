@@ -7,12 +7,12 @@ pushed by gitkube):
 - status: exit 0 for a complete rollout, 1 for an exceeded deadline, 1 when
   --timeout passes, a message for an unknown Deployment, exit 2 for a bad
   target;
-- rollback: a commit on the tracked branch that puts revision N's template
-  back into the declaring file as it was written (other documents and
-  comments kept), the reason in the message; the previous revision by
-  default; --dry-run prints the patch and pushes nothing; repository and
-  branch from the sync state or --repo/--branch; an unknown revision fails;
-  the cluster (store) is not touched.
+- rollback: a commit on the tracked branch (also into a checked-out local
+  clone) that puts revision N's template back into the declaring file as
+  it was written (other documents and comments kept), the reason in the
+  message; the previous revision by default; --dry-run prints the patch
+  and pushes nothing; repository and branch from the sync state or
+  --repo/--branch; an unknown revision fails; the store is not touched.
 """
 
 from __future__ import annotations
@@ -295,3 +295,26 @@ class TestRollback:
             app, ["rollback", "deployment/web", "--to-revision", "9", "--store", setup.url]
         )
         assert result.exit_code == 1 and "unable to find revision 9" in result.output
+
+    def test_a_checkout_on_this_machine_gets_the_commit_in_its_work_tree(
+        self, setup: Setup, git_remote: GitRemote
+    ) -> None:
+        # `gitkube run` in a clone syncs that clone, whose branch is checked out
+        git("pull", "--quiet", "origin", "main", cwd=git_remote.work)
+        result = runner.invoke(
+            app,
+            [
+                "rollback",
+                "deployment/web",
+                "--repo",
+                str(git_remote.work),
+                "--branch",
+                "main",
+                "--store",
+                setup.url,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert "image: app:2" in (git_remote.work / "k8s/web.yaml").read_text()
+        assert git("status", "--porcelain", cwd=git_remote.work) == ""
+        assert "Roll back" in git("log", "-1", "--format=%s", cwd=git_remote.work)
