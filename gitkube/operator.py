@@ -9,8 +9,11 @@
   and runs controllers. Webhooks reaching a follower are handed to the leader
   through the store (``SYNC_REQUEST_KEY``).
 
-Components never call each other: they meet in the store. A clean stop
-(SIGTERM, Ctrl-C) leaves pods running; the next start adopts them.
+Components never call each other: they meet in the store. One shared
+cache (``gitkube.control.Cache``) per process feeds every controller; in the
+master role every controller write carries the leader's fence, as the
+sync's do. A clean stop (SIGTERM, Ctrl-C) leaves pods running; the next
+start adopts them.
 """
 
 from __future__ import annotations
@@ -129,6 +132,8 @@ class Operator:
         self.metrics = Metrics()
         self.store: Store | None = None
         self.objects: ObjectStore | None = None
+        #: the process's one cache, shared by every loop
+        self.cache: Cache | None = None
         self.sync: Any = None
         self.http: HttpServer | None = None
         self.election: LeaderElection | None = None
@@ -149,6 +154,7 @@ class Operator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(s.store_url())
         self.objects = ObjectStore(self.store)
+        self.cache = Cache(self.store)
         source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
         writeback = None
         if s.writeback:
@@ -195,11 +201,16 @@ class Operator:
         from gitkube.planner.replicaset_loop import ReplicaSetController
         from gitkube.services.controller import EndpointsController
 
-        assert self.objects is not None
+        assert self.objects is not None and self.cache is not None
         s = self.settings
+        # a master's controllers write only while its term lasts
+        fence = self.election.fence if self.election is not None else None
+        cache, applier = self.cache, Applier(self.objects, fence=fence)
         scheduler = SchedulerLoop(
             self.objects,
             on_scheduled=lambda _key, latency: self.metrics.scheduling_latency.observe(latency),
+            cache=cache,
+            applier=applier,
         )
         lifecycle = NodeLifecycleController(
             self.objects,
@@ -208,26 +219,19 @@ class Operator:
                 eviction_timeout_seconds=s.eviction_timeout_seconds(),
                 monitor_period_seconds=min(5.0, s.node_grace_seconds() / 4),
             ),
+            cache=cache,
+            applier=applier,
         )
-        # apps/v1 controllers on the control kit: one cache for both; in the
-        # master role every write carries the leader's fence
-        assert self.store is not None
-        apps_cache = Cache(self.store)
-        applier = Applier(
-            self.objects, fence=self.election.fence if self.election is not None else None
-        )
-        replicasets = ReplicaSetController(self.objects, cache=apps_cache, applier=applier)
-        deployments = DeploymentController(self.objects, cache=apps_cache, applier=applier)
+        replicasets = ReplicaSetController(self.objects, cache=cache, applier=applier)
+        deployments = DeploymentController(self.objects, cache=cache, applier=applier)
         return [
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
-            ("replication", ReplicationManager(self.objects).run),
-            # the cache first: the controllers see it running and share it
-            ("apps-cache", apps_cache.run),
+            ("replication", ReplicationManager(self.objects, cache=cache, applier=applier).run),
             ("replicasets", replicasets.run),
             ("deployments", deployments.run),
             ("node-lifecycle", lifecycle.run),
-            ("endpoints", EndpointsController(self.objects).run),
+            ("endpoints", EndpointsController(self.objects, cache=cache, applier=applier).run),
         ]
 
     async def _local_agents(self) -> list[tuple[str, Task]]:
@@ -401,7 +405,10 @@ class Operator:
             )
             watcher.start(loop)
             log.info("watching %s for pushes to %s", git_dir, self.settings.branch)
+        assert self.cache is not None
         tasks: list[asyncio.Task[Any]] = [
+            # first: every loop started after it finds it running and shares it
+            asyncio.create_task(self.cache.run(stop), name="cache"),
             asyncio.create_task(self._http(stop), name="http"),
         ]
         try:

@@ -14,11 +14,13 @@ Cache (``gitkube.control.cache``)
       ``list(cls, namespace=None)``
     - ``select(cls, namespace, {"app": "web"})`` (label index),
       ``pods_on(node)`` (``""``: unbound pods), ``owned_by(uid, cls=None)``,
-      ``index(name, value)`` and ``add_index(name, func)``
+      ``index(name, value)``, ``indices()``, ``index_values(name)`` and
+      ``add_index(name, func)`` (``func(resource, obj) -> values``)
     - ``raw(prefix)``: raw keys, e.g. node heartbeats, as ``KeyValue``
     - ``add_handler(fn, replay=True)``: ``fn(CacheEvent)`` on every change
     - ``await sync()``: catch up with the store's current revision;
-      ``await wait_for_revision(rev)``: read your own writes
+      ``await wait_for_revision(rev)``: read your own writes (both raise
+      ``StoreUnavailable`` when the watch cannot get there in time)
     - objects are shared: never change them in place, ``obj.copy()`` first.
 
 Queue (``gitkube.control.queue``)

@@ -194,6 +194,14 @@ class Cache:
         """Raw keys under ``prefix`` (one of ``raw_prefixes``), by key."""
         return {k: kv for k, kv in self._raw.items() if k.startswith(prefix)}
 
+    def indices(self) -> builtins.list[str]:
+        """The names of the indices the cache keeps."""
+        return builtins.list(self._index_funcs)
+
+    def index_values(self, name: str) -> builtins.list[str]:
+        """Every value index ``name`` has objects for."""
+        return sorted(self._indices[name])
+
     def add_index(self, name: str, func: IndexFunc) -> None:
         """A custom index: ``func(resource, obj)`` gives its values for ``obj``."""
         if name in self._index_funcs:
@@ -246,16 +254,18 @@ class Cache:
             raise RuntimeError("this cache is already running")
         self._running = True
         backoff = Backoff(base=0.2, cap=5.0)
+        relist = not self.revision
         try:
             while not stop.is_set():
                 try:
-                    if not self.revision:
+                    if relist:
                         await self._list()
+                        relist = False
                     backoff.reset()
                     await self._follow(stop)
                 except Compacted as exc:
                     log.info("cache: %s; listing again", exc)
-                    await self._list()
+                    relist = True
                 except GitkubeError as exc:
                     delay = backoff.next()
                     log.warning("cache: watch interrupted (%s); again in %.1fs", exc, delay)
@@ -298,7 +308,7 @@ class Cache:
             await self.synced.wait()
             try:
                 await self.wait_for_revision(target, timeout=self.lag_timeout)
-            except TimeoutError:
+            except StoreUnavailable:
                 # revisions outside /gitkube/ (a shared etcd) never reach the watch
                 self._relist.set()
                 await self.wait_for_revision(target, timeout=max(self.lag_timeout, 10.0))
@@ -341,8 +351,9 @@ class Cache:
         await self._list()
 
     async def wait_for_revision(self, revision: int, *, timeout: float | None = 10.0) -> None:
-        """Return once the cache is exact at ``revision`` or later (``TimeoutError`` if not
-        within ``timeout``). Without a running watch, reads the missing events."""
+        """Return once the cache is exact at ``revision`` or later; ``StoreUnavailable``
+        (retryable) if not within ``timeout``. Without a running watch, reads the
+        missing events."""
         if self.revision >= revision:
             return
         if not self._running:
@@ -352,6 +363,11 @@ class Cache:
         self._waiters.append((revision, future))
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout=timeout)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the cache is at revision {self.revision}, not at {revision} "
+                f"after {timeout}s: is the store's watch down?"
+            ) from None
         finally:
             self._waiters = [(r, f) for r, f in self._waiters if f is not future]
 

@@ -135,7 +135,8 @@ class Controller:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Reconcile until ``stop``. Starts the cache if nobody runs it yet."""
-        self.queue = self.queue or WorkQueue()
+        if self.queue is None:
+            self.queue = WorkQueue()
         own_cache = None
         if not self.cache.running:
             own_cache = asyncio.create_task(self.cache.run(stop), name=f"{self.name}-cache")

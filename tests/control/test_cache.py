@@ -257,3 +257,23 @@ async def test_a_transaction_is_seen_whole(store: Store, objects: ObjectStore) -
             stop.set()
             if task is not None:
                 await asyncio.wait_for(task, 10)
+
+
+async def test_revisions_outside_gitkube_do_not_hang_sync(store: Store) -> None:
+    """In a store shared with other programs, a revision the watch of /gitkube/
+    never sees: ``sync`` re-lists instead of waiting for it forever."""
+    for running in (False, True):
+        cache = Cache(store, lag_timeout=0.2)
+        await cache.sync()
+        stop = asyncio.Event()
+        task = asyncio.create_task(cache.run(stop)) if running else None
+        try:
+            if task is not None:
+                await asyncio.wait_for(cache.synced.wait(), 10)
+            foreign = await store.put("/someone-else/key", b"x")
+            assert await asyncio.wait_for(cache.sync(), 20) >= foreign
+            assert cache.lists == 2
+        finally:
+            stop.set()
+            if task is not None:
+                await asyncio.wait_for(task, 10)
