@@ -4,23 +4,37 @@
   replicas being updated, old ones pending termination, new ones not yet
   available are Progressing; ProgressDeadlineExceeded and ReplicaFailure
   are Degraded; paused mid-rollout says so;
-- ReplicaSet: available replicas vs desired, ReplicaFailure.
+- ReplicaSet: available replicas vs desired, ReplicaFailure;
+- the status report (status.json, `gitkube status`): a Deployment's replicas
+  (ready, desired, updated, available), its revision, and why the pods of
+  its current revision are not serving.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from gitkube.api.objects import (
+    ContainerState,
+    ContainerStateWaiting,
+    ContainerStatus,
     Deployment,
     DeploymentCondition,
     DeploymentSpec,
     DeploymentStatus,
     ObjectMeta,
+    OwnerReference,
+    Pod,
+    PodStatus,
     ReplicaSet,
     ReplicaSetCondition,
     ReplicaSetSpec,
     ReplicaSetStatus,
 )
+from gitkube.api.rollout import REVISION
 from gitkube.sync.health import DEGRADED, HEALTHY, PROGRESSING, assess_health
+from gitkube.sync.report import ClusterSnapshot, compose_status_report
+from gitkube.sync.state import ObjectSyncStatus, SyncState
 
 
 def deployment(
@@ -109,3 +123,47 @@ class TestReplicaSetHealth:
             type="ReplicaFailure", status="True", reason="FailedCreate", message="x"
         )
         assert assess_health(self.rs(2, [cond])).status == DEGRADED
+
+
+def test_the_report_carries_replicas_revision_and_the_current_pods_problems() -> None:
+    cond = DeploymentCondition(
+        type="Progressing",
+        status="False",
+        reason="ProgressDeadlineExceeded",
+        message='ReplicaSet "web-new" has timed out progressing.',
+    )
+    d = deployment(total=4, updated=1, available=3, conditions=[cond])
+    d.metadata.annotations[REVISION] = "2"
+    owner = OwnerReference(kind="Deployment", name="web", controller=True)
+    new = ReplicaSet(
+        metadata=ObjectMeta(name="web-new", annotations={REVISION: "2"}, owner_references=[owner])
+    )
+    old = ReplicaSet(
+        metadata=ObjectMeta(name="web-old", annotations={REVISION: "1"}, owner_references=[owner])
+    )
+    crashing = Pod(
+        metadata=ObjectMeta(
+            name="web-new-abcde",
+            owner_references=[OwnerReference(kind="ReplicaSet", name="web-new", controller=True)],
+        ),
+        status=PodStatus(
+            phase="Running",
+            container_statuses=[
+                ContainerStatus(
+                    name="app",
+                    state=ContainerState(waiting=ContainerStateWaiting(reason="CrashLoopBackOff")),
+                )
+            ],
+        ),
+    )
+    state = SyncState(
+        phase="Synced", objects=[ObjectSyncStatus(kind="Deployment", namespace="", name="web")]
+    )
+    report = compose_status_report(
+        state, ClusterSnapshot.of([d, new, old, crashing]), now=datetime.now(UTC)
+    )
+    (entry,) = report.status_file()["objects"]
+    assert entry["health"] == "Degraded"
+    assert entry["revision"] == "2"
+    assert entry["replicas"] == {"ready": 3, "desired": 3, "updated": 1, "available": 3}
+    assert "pod web-new-abcde: app: CrashLoopBackOff" in entry["message"]
