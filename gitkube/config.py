@@ -74,6 +74,11 @@ class Settings:
     allow_unsigned_webhooks: bool = _setting(
         False, "accept webhooks without a secret configured (unsafe)", kind="bool"
     )
+    api_token_file: str = _setting(
+        "", "file holding the bearer token of the Kubernetes API (needed beyond loopback)"
+    )
+    tls_cert_file: str = _setting("", "TLS certificate (PEM) of the HTTP server and API")
+    tls_key_file: str = _setting("", "TLS private key (PEM) of the HTTP server and API")
     watch: bool = _setting(
         True, "sync when the refs of a repository on this machine change", kind="bool"
     )
@@ -127,6 +132,37 @@ class Settings:
                 raise ConfigError(f"webhook-secret-file: {self.webhook_secret_file} is empty")
             return text.encode()
         return None
+
+
+    def read_api_token(self) -> bytes | None:
+        if not self.api_token_file:
+            return None
+        try:
+            text = Path(self.api_token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"api-token-file: cannot read {self.api_token_file}: {exc.strerror}"
+            ) from exc
+        if not text:
+            raise ConfigError(f"api-token-file: {self.api_token_file} is empty")
+        return text.encode()
+
+    def ssl_context(self) -> Any:
+        """An SSL context for the HTTP server, or None without --tls-cert-file."""
+        if not self.tls_cert_file and not self.tls_key_file:
+            return None
+        if not (self.tls_cert_file and self.tls_key_file):
+            raise ConfigError("--tls-cert-file and --tls-key-file go together")
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"--tls-cert-file {self.tls_cert_file} / --tls-key-file {self.tls_key_file}: {exc}"
+            ) from exc
+        return context
 
 
 def env_name(name: str) -> str:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from gitkube.api.keys import DELIVERIES_KEY, SYSTEM
 from gitkube.api.objects import Deployment, Pod
-from gitkube.config import Settings
+from gitkube.config import Settings, redact_url
 from gitkube.control import Applier, Cache
 from gitkube.election import LeaderElection
 from gitkube.errors import ConfigError, GitkubeError
@@ -297,6 +297,12 @@ class Operator:
                 data["leader"] = await self.election.leader()
             return data
 
+        from gitkube.server.kubeapi import GitLocation, KubeApi
+
+        async def git_location() -> GitLocation:
+            return GitLocation(redact_url(s.repo), s.branch, s.path)
+
+        kubeapi = KubeApi(self.objects, git=git_location)
         self.http = HttpServer(
             metrics=self.metrics,
             branch=s.branch,
@@ -308,6 +314,9 @@ class Operator:
             deliveries=DeliveryLog(persist),
             ready=self._ready,
             before_metrics=self._refresh_metrics,
+            kubeapi=kubeapi,
+            api_token=s.read_api_token(),
+            ssl_context=s.ssl_context(),
         )
         host, port = s.listen_host_port()
         try:
@@ -317,7 +326,13 @@ class Operator:
                 f"--listen {s.listen}: {exc.strerror or exc}; is another gitkube running? "
                 "choose another address with --listen HOST:PORT"
             ) from exc
-        log.info("HTTP on http://%s:%d (webhooks under /hooks/)", host, self.http.port)
+        scheme = "https" if self.http.ssl_context is not None else "http"
+        log.info(
+            "HTTP on %s://%s:%d (webhooks under /hooks/, Kubernetes API under /api)",
+            scheme,
+            host,
+            self.http.port,
+        )
         try:
             await stop.wait()
         finally:

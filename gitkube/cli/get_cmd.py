@@ -39,6 +39,7 @@ from gitkube.api.objects import (
     ConfigMap,
     Deployment,
     Endpoints,
+    Event,
     LabelSelector,
     Namespace,
     Node,
@@ -78,6 +79,7 @@ RESOURCE_ALIASES: dict[str, tuple[type[ApiObject], tuple[str, ...]]] = {
     "secrets": (Secret, ("secret",)),
     "deployments": (Deployment, ("deployment", "deploy")),
     "replicasets": (ReplicaSet, ("replicaset", "rs")),
+    "events": (Event, ("event", "ev")),
 }
 KINDS_HELP = (
     "pods (po), replicationcontrollers (rc), services (svc), endpoints (ep), nodes (no, minions), "
@@ -362,7 +364,18 @@ HEADERS: dict[type[ApiObject], tuple[list[str], list[str]]] = {
         ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
         ["CONTAINERS", "IMAGES", "SELECTOR"],
     ),
+    Event: (["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], ["SOURCE", "COUNT"]),
 }
+
+def event_row(ev: Event, now: datetime, *, wide: bool) -> list[str]:
+    """LAST SEEN, TYPE, REASON, OBJECT, MESSAGE (and COUNT, wide), as kubectl."""
+    seen = human_duration(age_seconds(ev.last_timestamp or ev.metadata.creation_timestamp, now))
+    ref = ev.involved_object
+    row = [seen, ev.type, ev.reason, f"{ref.kind.lower()}/{ref.name}", ev.message]
+    if wide:
+        row += [ev.source.component, str(ev.count)]
+    return row
+
 
 #: the row function of each kind without special inputs
 _ROWS: dict[type[ApiObject], Any] = {
@@ -375,7 +388,24 @@ _ROWS: dict[type[ApiObject], Any] = {
     Secret: secret_row,
     Deployment: deployment_row,
     ReplicaSet: replicaset_row,
+    Event: event_row,
 }
+
+
+def object_row(
+    obj: ApiObject,
+    now: datetime,
+    *,
+    wide: bool,
+    pods: Sequence[Pod] = (),
+    alloc: dict[str, NodeAllocation] | None = None,
+) -> list[str]:
+    """One row of ``HEADERS[type(obj)]`` (pure); nodes need ``pods`` or ``alloc``."""
+    if isinstance(obj, Node):
+        if alloc is None:
+            alloc = allocations(pods)
+        return node_row(obj, now, wide=wide, alloc=alloc.get(obj.name, NodeAllocation()))
+    return list(_ROWS[type(obj)](obj, now, wide=wide))
 
 
 def render_table(
@@ -398,10 +428,7 @@ def render_table(
     alloc = allocations(pods) if cls is Node else {}
     rows: list[list[str]] = []
     for obj in items:
-        if isinstance(obj, Node):
-            row = node_row(obj, now, wide=wide, alloc=alloc.get(obj.name, NodeAllocation()))
-        else:
-            row = _ROWS[type(obj)](obj, now, wide=wide)
+        row = object_row(obj, now, wide=wide, alloc=alloc)
         rows.append([obj.namespace, *row] if namespaced else row)
     return format_columns(headers, rows) + "\n"
 

@@ -39,6 +39,12 @@ Interval = Annotated[str | None, Opt("--interval", help="poll interval: 30, 30s,
 SecretFile = Annotated[
     str | None, Opt("--webhook-secret-file", help="file holding the webhook secret")
 ]
+ApiTokenFile = Annotated[
+    str | None,
+    Opt("--api-token-file", help="bearer token of the Kubernetes API (needed beyond loopback)"),
+]
+TlsCert = Annotated[str | None, Opt("--tls-cert-file", help="TLS certificate (PEM) for HTTP")]
+TlsKey = Annotated[str | None, Opt("--tls-key-file", help="TLS private key (PEM) for HTTP")]
 StateDir = Annotated[str | None, Opt("--state-dir", help="state directory (.gitkube)")]
 StatusBranch = Annotated[str | None, Opt("--status-branch", help="status branch (gitkube/status)")]
 Config = Annotated[Path | None, Opt("--config", help="settings file (YAML, keys as flag names)")]
@@ -131,6 +137,9 @@ def run_command(
     listen: Listen = None,
     interval: Interval = None,
     webhook_secret_file: SecretFile = None,
+    api_token_file: ApiTokenFile = None,
+    tls_cert_file: TlsCert = None,
+    tls_key_file: TlsKey = None,
     state_dir: StateDir = None,
     address: Annotated[str | None, Opt("--address", help="node address (127.0.0.1)")] = None,
     proxy_address: Annotated[
@@ -172,6 +181,9 @@ def master_command(
     listen: Listen = None,
     interval: Interval = None,
     webhook_secret_file: SecretFile = None,
+    api_token_file: ApiTokenFile = None,
+    tls_cert_file: TlsCert = None,
+    tls_key_file: TlsKey = None,
     state_dir: StateDir = None,
     status_branch: StatusBranch = None,
     writeback: Writeback = None,
