@@ -749,7 +749,15 @@ class _Planner:
         if not already_complete:
             prev_old = previous.replicas - previous.updated_replicas
             progressing = (
-                status.updated_replicas > previous.updated_replicas
+                # a new spec (a fix, a rollback) after a timed-out rollout restarts
+                # the deadline, even when it finds an existing ReplicaSet and no
+                # count moves yet
+                (
+                    previous.observed_generation < self.d.metadata.generation
+                    and cond is not None
+                    and cond.reason == TIMED_OUT
+                )
+                or status.updated_replicas > previous.updated_replicas
                 or status.replicas - status.updated_replicas < prev_old
                 or status.ready_replicas > previous.ready_replicas
                 or status.available_replicas > previous.available_replicas

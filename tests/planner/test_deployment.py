@@ -558,3 +558,21 @@ class TestReplicaSetCore:
         (cond,) = plan.status.conditions
         assert (cond.type, cond.reason) == (REPLICA_FAILURE, "FailedCreate")
         assert cond.message == "no room"
+
+
+def test_a_new_spec_after_a_timed_out_rollout_restarts_the_deadline() -> None:
+    c = Cluster(
+        deployment(replicas=2, surge="100%", unavailable=0, deadline=5), bad_images={"bad:1"}
+    )
+    c.run(5)
+    first = next(iter(c.rs))
+    c.set_template("bad:1")
+    c.run(15)
+    assert c.condition("Progressing") == ("False", TIMED_OUT)
+    # back to the old template: its ReplicaSet is found, not created, and no
+    # count moves in the first pass (2 updated pods before and after)
+    c.set_template("app:1")
+    c.step()
+    assert c.condition("Progressing") == ("True", "ReplicaSetUpdated")
+    c.run(10)
+    assert c.complete() and c.rs[first].spec.replicas == 2
