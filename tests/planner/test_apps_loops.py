@@ -8,7 +8,9 @@ real embedded (SQLite) store, with the scheduler and heartbeating fake agents:
 - a template whose pods never turn Ready stops the rollout, the old pods keep
   serving, and the progress deadline turns Progressing False
   (ProgressDeadlineExceeded) without any event;
-- deleting the Deployment (as a prune does) removes its ReplicaSets and pods.
+- deleting the Deployment (as a prune does) removes its ReplicaSets and pods;
+- a ReplicaSet of its own (declared in git) keeps its pods: replaces a
+  deleted one, scales down.
 """
 
 from __future__ import annotations
@@ -203,3 +205,46 @@ async def test_deleting_the_deployment_removes_its_replicasets_and_pods(plane: P
         return not await plane.replicasets_() and not await plane.pods()
 
     await eventually(gone, timeout=30)
+
+
+async def test_a_replicaset_of_its_own_keeps_its_pods(plane: Plane) -> None:
+    from gitkube.api.objects import ReplicaSetSpec
+
+    rs = await plane.objects.create(
+        ReplicaSet(
+            metadata=ObjectMeta(name="cache"),
+            spec=ReplicaSetSpec(
+                replicas=3,
+                selector=LabelSelector(match_labels={"app": "cache"}),
+                template=PodTemplateSpec(
+                    metadata=ObjectMeta(labels={"app": "cache"}),
+                    spec=PodSpec(containers=[Container(name="c", image="cache:1")]),
+                ),
+            ),
+        )
+    )
+
+    async def status_is(replicas: int, ready: int) -> bool:
+        found = await plane.objects.get(ReplicaSet, "default", "cache")
+        pods = [p for p in await plane.pods() if p.metadata.labels.get("app") == "cache"]
+        return (
+            found is not None
+            and (found.status.replicas, found.status.available_replicas) == (replicas, ready)
+            and len(pods) == replicas
+        )
+
+    await eventually(lambda: status_is(3, 3), timeout=30)
+    # a pod deleted behind its back is replaced
+    victim = next(p for p in await plane.pods() if p.metadata.labels.get("app") == "cache")
+    await plane.objects.delete(victim, guarded=False)
+    await eventually(lambda: status_is(3, 3), timeout=30)
+    assert victim.name not in {p.name for p in await plane.pods()}
+    for _ in range(50):  # scale down as the sync would (compare-and-swap, retried)
+        current = await plane.objects.get(ReplicaSet, "default", "cache")
+        assert current is not None and current.metadata.uid == rs.metadata.uid
+        current.spec.replicas = 1
+        with contextlib.suppress(Conflict):
+            await plane.objects.update(current)
+            break
+        await asyncio.sleep(0.02)
+    await eventually(lambda: status_is(1, 1), timeout=30)
