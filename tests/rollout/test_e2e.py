@@ -11,7 +11,9 @@ in subprocesses.
    deadline is exceeded;
 4. `gitkube rollback` writes a commit on the branch; the sync applies it and
    `gitkube rollout status` exits 0; `rollout history` lists the revisions
-   with their commits.
+   with their commits; status, the status branch and metrics follow;
+5. the manifest removed from git: the Deployment is pruned, and with it its
+   ReplicaSets and their pods.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gitkube.api.objects import Deployment, Pod
+from gitkube.api.objects import Deployment, Pod, ReplicaSet
 from gitkube.api.rollout import REVISION, rollout_state
 from gitkube.nodes.runtime.base import LABEL_NODE
 from tests.fixtures.docker import TEST_IMAGE
@@ -277,6 +279,12 @@ async def test_rolling_update_broken_template_and_rollback(
         what="status.json on gitkube/status saying Healthy",
     )
 
+    # 5. removed from git: the Deployment is pruned, then its ReplicaSets and pods
+    git("pull", "--quiet", "origin", "main", cwd=git_remote.work)  # the rollback commit
+    git_remote.remove("k8s/web.yaml")
+    git_remote.commit_and_push("remove web")
+    await eventually(lambda: _nothing_left(running), timeout=timeout, what="everything pruned")
+
 
 def _deployment_entry(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return next(o for o in objects if o["kind"] == "Deployment" and o["name"] == "web")
@@ -299,6 +307,16 @@ async def _metrics(running: Running) -> str:
         session.get(running.base + "/metrics") as resp,
     ):
         return await resp.text()
+
+
+async def _nothing_left(running: Running) -> bool:
+    objects = running.operator.objects
+    assert objects is not None
+    for cls in (Deployment, ReplicaSet, Pod):
+        found, _ = await objects.list(cls, "default")
+        if found:
+            return False
+    return True
 
 
 async def _is(value: object, expected: str) -> bool:
