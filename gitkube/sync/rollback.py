@@ -131,9 +131,18 @@ def _documents(text: str, path: str) -> Iterator[Node]:
         raise RollbackError(f"{path}: not valid YAML: {exc}") from None
 
 
+def _objects(text: str, path: str) -> Iterator[Node]:
+    """Each document, and each item of a ``List`` kind (``List``, ``DeploymentList``…)."""
+    for doc in _documents(text, path):
+        yield doc
+        items = _get(doc, "items") if _scalar(doc, "kind").endswith("List") else None
+        if items is not None and isinstance(items[1], SequenceNode):
+            yield from items[1].value
+
+
 def find_template(text: str, path: str, *, namespace: str, name: str) -> TemplateSpan:
     """The span of ``spec.template`` of the Deployment ``namespace/name`` in ``text``."""
-    for doc in _documents(text, path):
+    for doc in _objects(text, path):
         if _scalar(doc, "kind") != Deployment.KIND or _scalar(doc, "metadata", "name") != name:
             continue
         if (_scalar(doc, "metadata", "namespace") or "default") != (namespace or "default"):

@@ -5,8 +5,8 @@ the one YAML document that declares the Deployment changes.
   after the template stay byte for byte;
 - a template written on the key's line (flow style) is replaced by a block;
 - the text as written at an older commit goes back verbatim (comments kept);
-- the Deployment is found by name and namespace; absent: an error naming the
-  file; a JSON manifest is rewritten whole;
+- the Deployment is found by name and namespace, also as an item of a List;
+  absent: an error naming the file; a JSON manifest is rewritten whole;
 - what comes out loads as the same template.
 """
 
@@ -117,3 +117,22 @@ def test_json_manifests_are_rewritten_whole() -> None:
         replace_template(text, "web.json", namespace="default", name="web", template=OLD)
     )
     assert new["spec"] == {"replicas": 2, "template": OLD}
+
+
+def test_a_deployment_inside_a_list_is_found() -> None:
+    text = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata:
+    name: web
+  spec:
+    template:
+      spec:
+        containers:
+        - {name: app, image: app:2}
+"""
+    new = replace_template(text, "list.yaml", namespace="default", name="web", template=OLD)
+    assert yaml.safe_load(new)["items"][0]["spec"]["template"] == OLD
