@@ -93,9 +93,10 @@ class DeploymentController:
     ) -> None:
         self.objects = objects
         self.settings = settings or DeploymentControllerSettings()
-        self.cache = cache or Cache(objects.store)
+        # not `cache or …`: an empty cache is falsy (it has a length)
+        self.cache = cache if cache is not None else Cache(objects.store)
         add_index(self.cache, DEPLOYMENT_INDEX, _deployment_of)
-        self.applier = applier or Applier(objects)
+        self.applier = applier if applier is not None else Applier(objects)
         self.clock = clock
         self.done = DeploymentPass()
 

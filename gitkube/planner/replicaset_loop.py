@@ -115,9 +115,10 @@ class ReplicaSetController:
     ) -> None:
         self.objects = objects
         self.settings = settings or ReplicaSetControllerSettings()
-        self.cache = cache or Cache(objects.store)
+        # not `cache or …`: an empty cache is falsy (it has a length)
+        self.cache = cache if cache is not None else Cache(objects.store)
         add_index(self.cache, RS_INDEX, _rs_of)
-        self.applier = applier or Applier(objects)
+        self.applier = applier if applier is not None else Applier(objects)
         self.clock = clock
         self.rand = random.Random(self.settings.seed)
         self.core = ReplicationSettings(burst_replicas=self.settings.burst_replicas)
