@@ -77,6 +77,9 @@ class Settings:
     api_token_file: str = _setting(
         "", "file holding the bearer token of the Kubernetes API (needed beyond loopback)"
     )
+    ui: bool = _setting(
+        True, "serve the web page at / of the HTTP server (--no-ui: off)", kind="bool"
+    )
     tls_cert_file: str = _setting("", "TLS certificate (PEM) of the HTTP server and API")
     tls_key_file: str = _setting("", "TLS private key (PEM) of the HTTP server and API")
     watch: bool = _setting(
@@ -86,6 +89,11 @@ class Settings:
     writeback: bool = _setting(True, "commit status to the status branch", kind="bool")
     prune: bool = _setting(True, "delete objects git no longer declares", kind="bool")
     self_heal: bool = _setting(True, "put back objects changed behind git's back", kind="bool")
+    unsupported_kinds: str = _setting(
+        "store",
+        "kinds gitkube does not run (Ingress, ServiceAccount, custom resources): "
+        "store (validate, store, show as not acted on) or error",
+    )
     run_as: str = _setting("", "user the process runtime runs containers as")
     cpu: str = _setting("", "agent: CPU capacity, e.g. 4 or 3500m (default: the host's)")
     memory: str = _setting("", "agent: memory capacity, e.g. 8Gi (default: the host's)")
@@ -95,6 +103,18 @@ class Settings:
     restart_backoff_max: str = _setting("5m", "agent: longest container restart back-off")
     node_grace: str = _setting("50s", "heartbeat lapse before a node is NotReady")
     eviction_timeout: str = _setting("300s", "NotReady time before a node's pods are evicted")
+    node_eviction_rate: float = _setting(
+        0.1, "nodes per second whose pods are evicted, per zone", kind="float"
+    )
+    secondary_node_eviction_rate: float = _setting(
+        0.01, "eviction rate in a zone past the unhealthy threshold", kind="float"
+    )
+    unhealthy_zone_threshold: float = _setting(
+        0.55, "share of a zone's nodes NotReady (more than 2) that slows evictions", kind="float"
+    )
+    large_cluster_size_threshold: int = _setting(
+        50, "zones of at most this many nodes stop evicting past the threshold", kind="int"
+    )
     verbose: bool = _setting(False, "debug logging", kind="bool")
     leader_ttl: int = _setting(10, "leader election lease TTL in seconds (master)", kind="int")
 
@@ -102,6 +122,13 @@ class Settings:
 
     def interval_seconds(self) -> float:
         return parse_duration(self.interval, name="interval")
+
+    def unsupported_kinds_mode(self) -> str:
+        if self.unsupported_kinds not in ("store", "error"):
+            raise ConfigError(
+                f"unsupported-kinds {self.unsupported_kinds!r}: expected store or error"
+            )
+        return self.unsupported_kinds
 
     def node_grace_seconds(self) -> float:
         return parse_duration(self.node_grace, name="node-grace")
@@ -176,6 +203,16 @@ def _coerce(name: str, kind: str, value: Any, source: str) -> Any:
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: {value!r} is not a whole number") from None
+    if kind == "float":
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {value!r} is not a number") from None
+        if number != number or number < 0 or number == float("inf"):
+            raise ConfigError(f"{where}: {value!r} must be a finite number, 0 or more")
+        return number
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -245,6 +282,16 @@ def resolve_settings(
             sources[f.name] = "default"
     settings = Settings(**values)
     settings.interval_seconds()  # fail early on a bad duration
+    if not 0 < settings.unhealthy_zone_threshold <= 1:
+        raise ConfigError(
+            f"unhealthy-zone-threshold ({sources['unhealthy_zone_threshold']}): "
+            f"{settings.unhealthy_zone_threshold!r} must be more than 0 and at most 1"
+        )
+    if settings.large_cluster_size_threshold < 0:
+        raise ConfigError(
+            f"large-cluster-size-threshold ({sources['large_cluster_size_threshold']}): "
+            f"{settings.large_cluster_size_threshold!r} must be 0 or more"
+        )
     if settings.proxy_relay not in PROXY_RELAYS:
         raise ConfigError(
             f"proxy-relay ({sources['proxy_relay']}): {settings.proxy_relay!r} is not one of "

@@ -142,6 +142,8 @@ class Operator:
         #: the last revision a sync finished with (a webhook for it needs no new sync)
         self.done_revision = ""
         self._runtimes: list[Any] = []
+        #: event recorders of the loops, flushed on stop
+        self._recorders: list[Any] = []
 
     # ------------------------------------------------------------ wiring
 
@@ -185,7 +187,10 @@ class Operator:
             self.objects,
             source,
             SyncSettings(
-                prune=s.prune, self_heal=s.self_heal, interval_seconds=s.interval_seconds()
+                prune=s.prune,
+                self_heal=s.self_heal,
+                interval_seconds=s.interval_seconds(),
+                unsupported_kinds=s.unsupported_kinds_mode(),
             ),
             after_sync=after_sync,
         )
@@ -200,17 +205,29 @@ class Operator:
         from gitkube.planner.deployment_loop import DeploymentController
         from gitkube.planner.replicaset_loop import ReplicaSetController
         from gitkube.services.controller import EndpointsController
+        from gitkube.services.loadbalancer import LoadBalancerStatusController
 
         assert self.objects is not None and self.cache is not None
         s = self.settings
         # a master's controllers write only while its term lasts
         fence = self.election.fence if self.election is not None else None
         cache, applier = self.cache, Applier(self.objects, fence=fence)
+
+        def observed(name: str) -> Applier:
+            """The applier of one loop, recording the events of its writes."""
+            from gitkube.control.events import COMPONENTS, recording
+            from gitkube.store.events import EventRecorder
+
+            assert self.objects is not None
+            recorder = EventRecorder(self.objects, COMPONENTS[name])
+            self._recorders.append(recorder)
+            return applier.observed(recording(recorder))
+
         scheduler = SchedulerLoop(
             self.objects,
             on_scheduled=lambda _key, latency: self.metrics.scheduling_latency.observe(latency),
             cache=cache,
-            applier=applier,
+            applier=observed("scheduler"),
         )
         lifecycle = NodeLifecycleController(
             self.objects,
@@ -218,16 +235,26 @@ class Operator:
                 grace_period_seconds=s.node_grace_seconds(),
                 eviction_timeout_seconds=s.eviction_timeout_seconds(),
                 monitor_period_seconds=min(5.0, s.node_grace_seconds() / 4),
+                eviction_rate=s.node_eviction_rate,
+                secondary_eviction_rate=s.secondary_node_eviction_rate,
+                unhealthy_zone_threshold=s.unhealthy_zone_threshold,
+                large_cluster_size_threshold=s.large_cluster_size_threshold,
             ),
             cache=cache,
-            applier=applier,
+            applier=observed("node-lifecycle"),
         )
-        replicasets = ReplicaSetController(self.objects, cache=cache, applier=applier)
-        deployments = DeploymentController(self.objects, cache=cache, applier=applier)
+        replication = ReplicationManager(self.objects, cache=cache, applier=observed("replication"))
+        replicasets = ReplicaSetController(
+            self.objects, cache=cache, applier=observed("replicaset")
+        )
+        deployments = DeploymentController(
+            self.objects, cache=cache, applier=observed("deployment")
+        )
         return [
+            ("load-balancers", LoadBalancerStatusController(self.objects).run),
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
-            ("replication", ReplicationManager(self.objects, cache=cache, applier=applier).run),
+            ("replication", replication.run),
             ("replicasets", replicasets.run),
             ("deployments", deployments.run),
             ("node-lifecycle", lifecycle.run),
@@ -263,6 +290,8 @@ class Operator:
                     labels=parse_labels(s.labels),
                     runtime_name=runtime.name,
                     state_dir=str(node_dir) if runtime.name == "process" else "",
+                    # one proxy serves the local agents; it runs as the first one
+                    proxy_address=s.proxy_address if name == names[0] else "",
                 ),
                 settings=AgentSettings(heartbeat_ttl=max(1, round(s.node_grace_seconds() / 3))),
             )
@@ -303,20 +332,40 @@ class Operator:
             return GitLocation(redact_url(s.repo), s.branch, s.path)
 
         kubeapi = KubeApi(self.objects, git=git_location)
+        secret, api_token = s.read_webhook_secret(), s.read_api_token()
+        dashboard = None
+        if s.ui:
+            from gitkube.server.ui import Dashboard
+            from gitkube.sync.loop import resume, suspend
+
+            objects, cache = self.objects, self.cache
+            assert cache is not None
+            dashboard = Dashboard(
+                objects,
+                cache,
+                status=status,
+                on_sync=lambda: self._on_push(None),
+                suspend=lambda: suspend(objects, reason="from the web page"),
+                resume=lambda: resume(objects),
+                tokens=[t for t in (api_token, secret) if t],
+                api_token=api_token,
+                secure=s.ssl_context() is not None,
+            )
         self.http = HttpServer(
             metrics=self.metrics,
             branch=s.branch,
             on_push=self._on_push,
             status=status,
-            secret=s.read_webhook_secret(),
+            secret=secret,
             allow_unsigned=s.allow_unsigned_webhooks,
             notify_token=ensure_notify_token(self.state_dir),
             deliveries=DeliveryLog(persist),
             ready=self._ready,
             before_metrics=self._refresh_metrics,
             kubeapi=kubeapi,
-            api_token=s.read_api_token(),
+            api_token=api_token,
             ssl_context=s.ssl_context(),
+            dashboard=dashboard,
         )
         host, port = s.listen_host_port()
         try:
@@ -327,6 +376,14 @@ class Operator:
                 "choose another address with --listen HOST:PORT"
             ) from exc
         scheme = "https" if self.http.ssl_context is not None else "http"
+        if dashboard is not None:
+            if not self.http.loopback and api_token is None:
+                log.warning(
+                    "the web page is off: beyond loopback it needs --api-token-file "
+                    "(or pass --no-ui)"
+                )
+            else:
+                log.info("web page on %s://%s:%d/", scheme, host, self.http.port)
         log.info(
             "HTTP on %s://%s:%d (webhooks under /hooks/, Kubernetes API under /api)",
             scheme,
@@ -459,6 +516,9 @@ class Operator:
             for task, result in zip(tasks, results, strict=True):
                 if isinstance(result, Exception) and not isinstance(result, ConfigError):
                     log.error("%s ended with %r", task.get_name(), result)
+            for recorder in self._recorders:
+                with contextlib.suppress(Exception):
+                    await recorder.close()
             for runtime in self._runtimes:
                 with contextlib.suppress(Exception):
                     await runtime.close()

@@ -52,10 +52,39 @@ Writeback = Annotated[
     bool | None, Opt("--writeback/--no-writeback", help="commit status to the status branch")
 ]
 Prune = Annotated[bool | None, Opt("--prune/--no-prune", help="delete what git no longer has")]
+UnsupportedKinds = Annotated[
+    str | None,
+    Opt(
+        "--unsupported-kinds",
+        help="kinds gitkube does not run (Ingress, custom resources, ...): store or error (store)",
+    ),
+]
 SelfHeal = Annotated[
     bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
 ]
 Verbose = Annotated[bool | None, Opt("--verbose", "-v", help="debug logging")]
+EvictionRate = Annotated[
+    float | None, Opt("--node-eviction-rate", help="nodes/s whose pods are evicted, per zone (0.1)")
+]
+SecondaryEvictionRate = Annotated[
+    float | None,
+    Opt("--secondary-node-eviction-rate", help="eviction rate in an unhealthy zone (0.01)"),
+]
+UnhealthyZoneThreshold = Annotated[
+    float | None,
+    Opt(
+        "--unhealthy-zone-threshold",
+        help="share of NotReady nodes that makes a zone unhealthy (0.55)",
+    ),
+]
+LargeClusterSizeThreshold = Annotated[
+    int | None,
+    Opt(
+        "--large-cluster-size-threshold",
+        help="an unhealthy zone of at most this many nodes stops evicting (50)",
+    ),
+]
+Ui = Annotated[bool | None, Opt("--ui/--no-ui", help="the web page at / of the HTTP server")]
 
 
 def _checkout_defaults(settings: Settings, sources: dict[str, str]) -> None:
@@ -85,6 +114,7 @@ def _settings(flags: dict[str, Any], config: Path | None, *, checkout: bool = Fa
         settings.listen_host_port()
         settings.node_grace_seconds()
         settings.eviction_timeout_seconds()
+        settings.unsupported_kinds_mode()
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -140,6 +170,7 @@ def run_command(
     api_token_file: ApiTokenFile = None,
     tls_cert_file: TlsCert = None,
     tls_key_file: TlsKey = None,
+    ui: Ui = None,
     state_dir: StateDir = None,
     address: Annotated[str | None, Opt("--address", help="node address (127.0.0.1)")] = None,
     proxy_address: Annotated[
@@ -154,10 +185,15 @@ def run_command(
     writeback: Writeback = None,
     prune: Prune = None,
     self_heal: SelfHeal = None,
+    unsupported_kinds: UnsupportedKinds = None,
     node_grace: Annotated[str | None, Opt("--node-grace", help="heartbeat grace (50s)")] = None,
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
     ] = None,
+    node_eviction_rate: EvictionRate = None,
+    secondary_node_eviction_rate: SecondaryEvictionRate = None,
+    unhealthy_zone_threshold: UnhealthyZoneThreshold = None,
+    large_cluster_size_threshold: LargeClusterSizeThreshold = None,
     config: Config = None,
     verbose: Verbose = None,
 ) -> None:
@@ -184,16 +220,22 @@ def master_command(
     api_token_file: ApiTokenFile = None,
     tls_cert_file: TlsCert = None,
     tls_key_file: TlsKey = None,
+    ui: Ui = None,
     state_dir: StateDir = None,
     status_branch: StatusBranch = None,
     writeback: Writeback = None,
     prune: Prune = None,
     self_heal: SelfHeal = None,
+    unsupported_kinds: UnsupportedKinds = None,
     leader_ttl: Annotated[int | None, Opt("--leader-ttl", help="leader lease TTL (10)")] = None,
     node_grace: Annotated[str | None, Opt("--node-grace", help="heartbeat grace (50s)")] = None,
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
     ] = None,
+    node_eviction_rate: EvictionRate = None,
+    secondary_node_eviction_rate: SecondaryEvictionRate = None,
+    unhealthy_zone_threshold: UnhealthyZoneThreshold = None,
+    large_cluster_size_threshold: LargeClusterSizeThreshold = None,
     config: Config = None,
     verbose: Verbose = None,
 ) -> None:

@@ -199,7 +199,15 @@ class DeploymentController:
         try:
             for writes, kept in (
                 ([create(rs) for rs in plan.creates], self.done.created),
-                ([update(rs) for rs in plan.updates], self.done.updated),
+                # with the ReplicaSet as read: its generation moves with a new
+                # size, and the write records a ScalingReplicaSet event
+                (
+                    [
+                        update(rs, self.cache.get(ReplicaSet, rs.namespace, rs.name))
+                        for rs in plan.updates
+                    ],
+                    self.done.updated,
+                ),
                 ([delete(rs) for rs in plan.deletes], self.done.deleted),
             ):
                 if not writes:

@@ -10,7 +10,8 @@ fenced when the process is a master):
 
 - the nodes whose Ready condition changes, guarded on their revision;
 - evictions: deletes of the pods of nodes not ready for the eviction
-  timeout, guarded on each pod's revision.
+  timeout and admitted by the per-zone eviction rate limiter, guarded on
+  each pod's revision.
 
 The memory of when each heartbeat last moved lives in this object: a
 restarted controller starts the grace period afresh, as Kubernetes' does.
@@ -29,8 +30,13 @@ from gitkube.api.keys import HEARTBEAT_PREFIX
 from gitkube.api.objects import Node, Pod
 from gitkube.control import Applier, Cache, Controller, Result, constant_key, delete, update
 from gitkube.planner.nodelifecycle import (
+    DEFAULT_EVICTION_RATE,
     DEFAULT_EVICTION_TIMEOUT_SECONDS,
     DEFAULT_GRACE_PERIOD_SECONDS,
+    DEFAULT_LARGE_CLUSTER_SIZE_THRESHOLD,
+    DEFAULT_SECONDARY_EVICTION_RATE,
+    DEFAULT_UNHEALTHY_ZONE_THRESHOLD,
+    EvictionLimiter,
     NodeHealth,
     NodeLifecycleSettings,
     plan_node_lifecycle,
@@ -47,6 +53,10 @@ class NodeLifecycleControllerSettings:
     #: how often heartbeats are looked at (a heartbeat alone wakes nothing)
     monitor_period_seconds: float = 5.0
     evict_when_all_nodes_down: bool = False
+    eviction_rate: float = DEFAULT_EVICTION_RATE
+    secondary_eviction_rate: float = DEFAULT_SECONDARY_EVICTION_RATE
+    unhealthy_zone_threshold: float = DEFAULT_UNHEALTHY_ZONE_THRESHOLD
+    large_cluster_size_threshold: int = DEFAULT_LARGE_CLUSTER_SIZE_THRESHOLD
 
 
 @dataclass
@@ -82,10 +92,15 @@ class NodeLifecycleController:
         self.applier = applier if applier is not None else Applier(objects)
         self.clock = clock
         self.health: dict[str, NodeHealth] = {}
+        self.limiter = EvictionLimiter()
         self.core_settings = NodeLifecycleSettings(
             grace_period_seconds=self.settings.grace_period_seconds,
             eviction_timeout_seconds=self.settings.eviction_timeout_seconds,
             evict_when_all_nodes_down=self.settings.evict_when_all_nodes_down,
+            eviction_rate=self.settings.eviction_rate,
+            secondary_eviction_rate=self.settings.secondary_eviction_rate,
+            unhealthy_zone_threshold=self.settings.unhealthy_zone_threshold,
+            large_cluster_size_threshold=self.settings.large_cluster_size_threshold,
         )
         self.last_pass = NodeLifecyclePass()
 
@@ -112,8 +127,10 @@ class NodeLifecycleController:
             now=self.clock(),
             timestamp=now_iso(),
             settings=self.core_settings,
+            limiter=self.limiter,
         )
         self.health = plan.health
+        self.limiter = plan.limiter
         result = NodeLifecyclePass(ready=plan.ready, not_ready=plan.not_ready)
         self.last_pass = result
         previous = {n.name: n for n in nodes}
