@@ -20,9 +20,8 @@ from typing import Any
 import yaml
 
 from gitkube.errors import ConfigError
+from gitkube.services import RELAY_MODES as PROXY_RELAYS
 
-#: the service proxy's data paths (gitkube.services.proxy.RELAY_MODES)
-PROXY_RELAYS = ("auto", "native", "asyncio")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -159,7 +158,6 @@ class Settings:
                 raise ConfigError(f"webhook-secret-file: {self.webhook_secret_file} is empty")
             return text.encode()
         return None
-
 
     def read_api_token(self) -> bytes | None:
         if not self.api_token_file:

@@ -279,18 +279,36 @@ class Desired:
         )
 
 
-@dataclass(frozen=True)
 class Live:
     """One object read from the store, as its wire dict (no typed decode: a
-    sync compares thousands of them)."""
+    sync compares thousands of them). ``Live.cached(obj)`` wraps an object of
+    the shared cache and makes its wire dict only when the plan compares it:
+    objects verified by revision (most of them, on an incremental sync) are
+    never converted."""
 
-    key: str
-    kind: str
-    namespace: str
-    name: str
-    #: the key's mod_revision
-    resource_version: int
-    wire: dict[str, Any]
+    __slots__ = ("_obj", "_wire", "key", "kind", "name", "namespace", "resource_version")
+
+    def __init__(
+        self,
+        key: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        resource_version: int,
+        wire: dict[str, Any] | None = None,
+        *,
+        obj: ApiObject | None = None,
+    ) -> None:
+        if wire is None and obj is None:
+            raise ValueError("a live object needs its wire dict or its typed object")
+        self.key = key
+        self.kind = kind
+        self.namespace = namespace
+        self.name = name
+        #: the key's mod_revision
+        self.resource_version = resource_version
+        self._wire = wire
+        self._obj = obj
 
     @classmethod
     def of(cls, obj: ApiObject | Live) -> Live:
@@ -301,6 +319,12 @@ class Live:
         return cls(obj.key, obj.KIND, obj.namespace, obj.name, rv, wire)
 
     @classmethod
+    def cached(cls, obj: ApiObject) -> Live:
+        """``obj`` (shared: never changed), its wire dict made on first use."""
+        rv = int(obj.metadata.resource_version or 0)
+        return cls(obj.key, obj.KIND, obj.namespace, obj.name, rv, obj=obj)
+
+    @classmethod
     def from_wire(cls, wire: dict[str, Any], *, key: str, mod_revision: int) -> Live:
         meta = wire.get("metadata") or {}
         return cls(
@@ -309,7 +333,18 @@ class Live:
         )  # fmt: skip
 
     @property
+    def wire(self) -> dict[str, Any]:
+        if self._wire is None:
+            assert self._obj is not None
+            wire = self._obj.to_dict()
+            wire["metadata"].pop("resourceVersion", None)
+            self._wire = wire
+        return self._wire
+
+    @property
     def annotations(self) -> dict[str, str]:
+        if self._wire is None and self._obj is not None:
+            return self._obj.metadata.annotations
         meta = self.wire.get("metadata") or {}
         result: dict[str, str] = meta.get("annotations") or {}
         return result
@@ -320,6 +355,8 @@ class Live:
 
     @property
     def has_controller(self) -> bool:
+        if self._wire is None and self._obj is not None:
+            return any(ref.controller for ref in self._obj.metadata.owner_references)
         refs = (self.wire.get("metadata") or {}).get("ownerReferences") or []
         return any(ref.get("controller") for ref in refs)
 
@@ -327,6 +364,20 @@ class Live:
         obj = KINDS[self.kind].from_dict(self.wire)
         obj.metadata.resource_version = str(self.resource_version)
         return obj
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Live):
+            return NotImplemented
+        return (self.key, self.resource_version, self.wire) == (
+            other.key,
+            other.resource_version,
+            other.wire,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Live({self.kind} {self.key} @{self.resource_version})"
 
 
 # ---------------------------------------------------------------- the plan

@@ -38,13 +38,13 @@ async def test_master_controllers_share_one_cache_and_carry_the_fence(
         loops = loops_of(op)
         controllers = {k: v for k, v in loops.items() if k != "sync"}
         assert set(controllers) == {
-            "load-balancers",
             "scheduler",
             "replication",
             "replicasets",
             "deployments",
             "node-lifecycle",
             "endpoints",
+            "load-balancers",
         }
         for name, loop in controllers.items():
             assert loop.cache is op.cache, name
