@@ -58,6 +58,7 @@ from gitkube.nodes.podconfig import (
     resolve_container,
     resolve_volumes,
 )
+from gitkube.nodes.podevents import PodEvent, killing, pod_events
 from gitkube.nodes.podplan import (
     PodPlan,
     StartContainer,
@@ -76,6 +77,7 @@ from gitkube.nodes.runtime.base import (
     RuntimeContainer,
     Sandbox,
 )
+from gitkube.store.events import EventRecorder
 from gitkube.store.objects import ObjectStore, now_iso
 
 log = logging.getLogger(__name__)
@@ -176,6 +178,8 @@ class Agent:
         )
         #: the keys (pod uids) to reconcile, while running
         self.queue: WorkQueue | None = None
+        #: v1 Events of what the agent does (Pulled, Started, Killing, ...)
+        self.events: EventRecorder | None = EventRecorder(objects, "kubelet", host=node.name)
         #: counters, for tests and metrics
         self.relists = 0
         self.reconciles = 0
@@ -286,6 +290,8 @@ class Agent:
         await self.settle()
         await self.probes.close()
         await self.heartbeat.stop()
+        if self.events is not None:
+            await self.events.close()
 
     async def settle(self, timeout: float | None = None) -> None:
         """Wait for the pod work ``reconcile_once`` started (tests, shutdown)."""
@@ -531,8 +537,12 @@ class Agent:
         states = {rc.id: rc for rc in containers}
 
         async def kill(cid: str) -> None:
+            rc = states.get(cid)
+            known = self._known.get(rc.pod_uid) if rc is not None else None
+            if known is not None and rc is not None:
+                self._record_events(known, [killing(rc.name)])
             await self.runtime.stop_container(cid, grace_seconds=grace)
-            report.killed.append(self._describe(states.get(cid), cid))
+            report.killed.append(self._describe(rc, cid))
 
         async def remove(cid: str) -> None:
             rc = states.get(cid)
@@ -824,6 +834,12 @@ class Agent:
                 ready.add(rc.id)
         return ready
 
+    def _record_events(self, pod: Pod, events: list[PodEvent]) -> None:
+        if self.events is None:
+            return
+        for type_, reason, message in events:
+            self.events.record(pod, type_, reason, message)
+
     async def _write_status(
         self,
         pod: Pod,
@@ -861,6 +877,7 @@ class Agent:
                 current = await self.objects.get(Pod, pod.namespace, pod.name)
                 continue
             report.statuses_written.append(_pod_name(pod))
+            self._record_events(updated, pod_events(current, updated))
             return
         report.errors.append(f"{_pod_name(pod)}: status kept conflicting; trying again later")
 
