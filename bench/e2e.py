@@ -13,10 +13,17 @@
     p90. Goal: p50 under 200 ms. (Status write-back is off here: it commits
     after the state is Synced, off the measured path.)
 
+(c) a rolling update of a Deployment of 20 replicas (maxSurge 25%,
+    maxUnavailable 25%) through Docker: from `git push` of a template change
+    to the rollout complete (every replica updated and available, as
+    `gitkube rollout status` reads it), with the lowest count of available
+    pods seen on the way (it must stay at or above replicas - maxUnavailable).
+
 Argo CD polls every 120 s plus jitter by default and Flux bootstraps with a
 1-minute source interval; both are printed beside (b) as context.
 
     python bench/e2e.py [--pods 20] [--rounds 3] [--changes 20] [--objects 100]
+                        [--only a,b,c]
 
 Every container (labelled with the bench's node names, and the compose
 project) and every process is removed at the end, on failure too.
@@ -48,7 +55,8 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from gitkube.api.keys import SYNC_STATE_KEY  # noqa: E402
-from gitkube.api.objects import Pod, ReplicationController  # noqa: E402
+from gitkube.api.objects import Deployment, Pod, ReplicationController  # noqa: E402
+from gitkube.api.rollout import REVISION, rollout_state  # noqa: E402
 from gitkube.config import resolve_settings  # noqa: E402
 from gitkube.nodes.runtime.base import LABEL_NODE  # noqa: E402
 from gitkube.operator import Operator  # noqa: E402
@@ -360,6 +368,96 @@ async def bench_push_to_synced(objects: int, changes: int, workdir: Path) -> dic
     return out
 
 
+# ---------------------------------------------------------------- (c) a rollout
+
+
+def web_deployment(replicas: int, image: str, version: str) -> str:
+    return f"""\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: web}}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {{maxSurge: 25%, maxUnavailable: 25%}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: web
+        image: {image}
+        command: ["sh", "-c", "{SERVE}"]
+        env:
+        - {{name: VERSION, value: "{version}"}}
+        ports:
+        - {{name: http, containerPort: 8000}}
+        readinessProbe:
+          httpGet: {{path: /, port: http}}
+          periodSeconds: 1
+"""
+
+
+async def _rolled_out(running: Running, revision: str) -> bool:
+    assert running.operator.objects is not None
+    d = await running.operator.objects.get(Deployment, "default", "web")
+    return (
+        d is not None
+        and d.metadata.annotations.get(REVISION) == revision
+        and d.status.observed_generation == d.metadata.generation
+        and rollout_state(d).done
+    )
+
+
+async def bench_rollout(
+    replicas: int, image: str, workdir: Path, nodes: list[str]
+) -> dict[str, float]:
+    node = f"bench-roll-{uuid.uuid4().hex[:6]}"
+    nodes.append(node)
+    root = workdir / node
+    repo = Repo(root)
+    repo.write("web.yaml", web_deployment(replicas, image, "v1"))
+    repo.commit("web v1")
+    repo.push()
+    try:
+        async with Running(repo, root / "state", runtime="docker", node=node) as running:
+            op = running.operator
+            assert op.objects is not None
+            deadline = time.monotonic() + 240
+            while not await _rolled_out(running, "1"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"rollout: {replicas} replicas of v1 not up after 240 s")
+                await asyncio.sleep(0.05)
+            repo.write("web.yaml", web_deployment(replicas, image, "v2"))
+            sha = repo.commit("web v2")
+            lowest = replicas
+            started = time.perf_counter()
+            await running.push(repo, sha)
+            while not await _rolled_out(running, "2"):
+                listed, _ = await op.objects.list(Pod, "default")
+                lowest = min(lowest, sum(p.is_ready() for p in listed))
+                if time.perf_counter() - started > 240:
+                    raise RuntimeError("rollout: v2 not rolled out after 240 s")
+                await asyncio.sleep(0.02)
+            took = time.perf_counter() - started
+            repo.write("web.yaml", web_deployment(0, image, "v2"))
+            await running.push(repo, await asyncio.to_thread(repo.commit, "zero"))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                listed, _ = await op.objects.list(Pod)
+                if not listed:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        await asyncio.to_thread(remove_node_containers, node)
+    return {"rollout": took, "lowest_ready": float(lowest)}
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -373,6 +471,42 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def run(args: argparse.Namespace, workdir: Path, nodes: list[str]) -> int:
+    parts = set(args.only.split(","))
+    if "a" in parts:
+        await run_pods(args, workdir, nodes)
+    if "b" in parts:
+        await run_sync(args, workdir)
+    if "c" in parts:
+        await run_rollout(args, workdir, nodes)
+    return 0
+
+
+async def run_rollout(args: argparse.Namespace, workdir: Path, nodes: list[str]) -> None:
+    replicas = args.pods
+    results = []
+    for round_no in range(args.rounds):
+        results.append(await bench_rollout(replicas, args.image, workdir, nodes))
+        print(
+            f"rollout round {round_no + 1}: push -> rolled out {results[-1]['rollout']:.2f}s, "
+            f"lowest ready {results[-1]['lowest_ready']:.0f}/{replicas}",
+            flush=True,
+        )
+    took = statistics.median(r["rollout"] for r in results)
+    lowest = min(r["lowest_ready"] for r in results)
+    floor = replicas - replicas * 25 // 100
+    print(
+        f"\n(c) rolling update of {replicas} replicas (maxSurge 25%, maxUnavailable 25%) "
+        f"through Docker, median of {args.rounds} rounds:"
+    )
+    print(f"  git push -> rollout complete              {took:6.2f}s")
+    print(f"  per replica                               {took / replicas:6.2f}s")
+    print(
+        f"  lowest ready pods during the rollouts     {lowest:6.0f}  "
+        f"(floor replicas - maxUnavailable = {floor}: {verdict(lowest >= floor)})"
+    )
+
+
+async def run_pods(args: argparse.Namespace, workdir: Path, nodes: list[str]) -> None:
     gk: list[dict[str, float]] = []
     dc: list[dict[str, float]] = []
     for round_no in range(args.rounds):
@@ -398,6 +532,8 @@ async def run(args: argparse.Namespace, workdir: Path, nodes: list[str]) -> int:
     )
     print(f"  ratio gitkube Running / compose up -d:    {g['running'] / c['running']:6.2f}x")
 
+
+async def run_sync(args: argparse.Namespace, workdir: Path) -> None:
     sync = await bench_push_to_synced(args.objects, args.changes, workdir)
     p50, p90 = pct(sync["total"], 50), pct(sync["total"], 90)
     print(
@@ -417,7 +553,6 @@ async def run(args: argparse.Namespace, workdir: Path, nodes: list[str]) -> int:
         f"+ jitter,\n  {ARGO_POLL_S / p50:.0f}x the p50; Flux's {FLUX_INTERVAL_S:.0f} s source "
         f"interval is {FLUX_INTERVAL_S / p50:.0f}x the p50"
     )
-    return 0
 
 
 def main() -> int:
@@ -427,6 +562,9 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=20, help="sequential pushes in (b)")
     parser.add_argument("--objects", type=int, default=100, help="objects changed per push in (b)")
     parser.add_argument("--image", default="gitkube-test/busybox:latest")
+    parser.add_argument(
+        "--only", default="a,b,c", help="parts to run: a (pods), b (push to Synced), c (rollout)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR)

@@ -1,8 +1,8 @@
 """The operator: every loop of gitkube wired into one process.
 
 - ``role="run"``: the sync loop, the controllers (scheduler, replication,
-  node lifecycle, endpoints), N local agents, the service proxy and the HTTP
-  server: the whole system on one machine.
+  ReplicaSets, Deployments, node lifecycle, endpoints), N local agents, the
+  service proxy and the HTTP server: the whole system on one machine.
 - ``role="master"``: the sync loop, the controllers and the HTTP server, for
   a cluster whose agents run on other machines (``gitkube agent``). Several
   masters may run; one leads through a store lease, and only the leader syncs
@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from gitkube.agent_factory import AgentOptions
 from gitkube.api.keys import DELIVERIES_KEY, HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX, SYSTEM
-from gitkube.api.objects import Pod
+from gitkube.api.objects import Deployment, Pod
 from gitkube.config import Settings, redact_url
 from gitkube.control import Applier, Cache
 from gitkube.election import LeaderElection
@@ -209,6 +209,8 @@ class Operator:
             ReplicationManager,
             SchedulerLoop,
         )
+        from gitkube.planner.deployment_loop import DeploymentController
+        from gitkube.planner.replicaset_loop import ReplicaSetController
         from gitkube.services.controller import EndpointsController
         from gitkube.services.loadbalancer import LoadBalancerStatusController
 
@@ -249,6 +251,12 @@ class Operator:
             applier=observed("node-lifecycle"),
         )
         replication = ReplicationManager(self.objects, cache=cache, applier=observed("replication"))
+        replicasets = ReplicaSetController(
+            self.objects, cache=cache, applier=observed("replicaset")
+        )
+        deployments = DeploymentController(
+            self.objects, cache=cache, applier=observed("deployment")
+        )
         return [
             (
                 "load-balancers",
@@ -259,6 +267,8 @@ class Operator:
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
             ("replication", replication.run),
+            ("replicasets", replicasets.run),
+            ("deployments", deployments.run),
             ("node-lifecycle", lifecycle.run),
             ("endpoints", EndpointsController(self.objects, cache=cache, applier=applier).run),
         ]
@@ -441,6 +451,8 @@ class Operator:
             phases[pod.status.phase or "Unknown"] = phases.get(pod.status.phase or "Unknown", 0) + 1
         for phase, n in phases.items():
             self.metrics.pods.labels(phase=phase).set(n)
+        deployments, _ = await self.objects.list(Deployment)
+        self.metrics.set_deployments(deployments)
 
     # ------------------------------------------------------------ running
 

@@ -12,6 +12,7 @@ from gitkube.cli import (
     logs_cmd,  # noqa: F401
     operator_cmd,  # noqa: F401
     proxy_cmd,  # noqa: F401
+    rollout_cmd,  # noqa: F401
     status_cmd,  # noqa: F401
     sync_cmd,  # noqa: F401
     validate_cmd,  # noqa: F401

@@ -25,6 +25,12 @@ deadline (600 s, Kubernetes' progressDeadlineSeconds; settable, and per RC
 with ``gitkube.io/progress-deadline-seconds``) stops surging: the old pods
 keep serving and the status says Degraded with the reason.
 
+**ReplicaSets** (apps/v1) share this core: ``plan_replicaset`` claims pods
+with the same adoption, release, failure and deletion-order rules, through a
+set-based selector, and keeps ``replicas`` pods of its one template — a
+ReplicaSet never rolls; Deployments roll by moving replicas between
+ReplicaSets (``planner.deployment``).
+
 No I/O and no clock: ``now`` (unix seconds) and ``rand`` are passed in.
 """
 
@@ -35,7 +41,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -47,10 +53,15 @@ from gitkube.api.annotations import (
 )
 from gitkube.api.labels import selector_matches
 from gitkube.api.objects import (
+    ApiObject,
     Node,
     ObjectMeta,
     OwnerReference,
     Pod,
+    PodTemplateSpec,
+    ReplicaSet,
+    ReplicaSetCondition,
+    ReplicaSetStatus,
     ReplicationController,
     ReplicationControllerCondition,
     ReplicationControllerStatus,
@@ -264,39 +275,102 @@ def deletion_order(pods: Sequence[Pod]) -> list[Pod]:
     )
 
 
-def _controller_ref(rc: ReplicationController) -> OwnerReference:
+def _controller_ref(owner: ApiObject) -> OwnerReference:
     return OwnerReference(
-        api_version=rc.api_version or "v1",
-        kind=rc.KIND,
-        name=rc.name,
-        uid=rc.metadata.uid,
+        api_version=owner.api_version or "v1",
+        kind=owner.KIND,
+        name=owner.name,
+        uid=owner.metadata.uid,
         controller=True,
     )
 
 
 def new_pod(rc: ReplicationController, name: str, hash_: str) -> Pod:
     """A pod from the RC's template, owned by the RC."""
-    template = rc.spec.template
-    labels = dict(template.metadata.labels)
+    labels = dict(rc.spec.template.metadata.labels)
     labels[TEMPLATE_HASH_LABEL] = hash_
-    return Pod(
-        metadata=ObjectMeta(
-            name=name,
-            namespace=rc.namespace,
-            labels=labels,
-            annotations=dict(template.metadata.annotations),
-            owner_references=[_controller_ref(rc)],
-        ),
-        spec=copy.deepcopy(template.spec),
+    return pod_from_template(rc, rc.spec.template, name, labels)
+
+
+def owned_by(obj: ApiObject, owner: ApiObject) -> bool:
+    """True when ``owner`` is ``obj``'s controller (by uid; by name before a uid exists)."""
+    ref = obj.metadata.controller_ref()
+    return (
+        ref is not None
+        and ref.kind == owner.KIND
+        and (ref.uid == owner.metadata.uid if owner.metadata.uid else ref.name == owner.name)
     )
 
 
-def _owned_by(pod: Pod, rc: ReplicationController) -> bool:
-    ref = pod.metadata.controller_ref()
-    return (
-        ref is not None
-        and ref.kind == rc.KIND
-        and (ref.uid == rc.metadata.uid if rc.metadata.uid else ref.name == rc.name)
+@dataclass
+class ClaimedPods:
+    """The pods a controller owns, after adoption and release (Kubernetes'
+    ClaimPods), split into the active ones and those to delete."""
+
+    active: list[Pod] = field(default_factory=list)
+    adoptions: list[Pod] = field(default_factory=list)
+    releases: list[Pod] = field(default_factory=list)
+    deletes: list[PodDelete] = field(default_factory=list)
+
+
+def claim_pods(
+    owner: ApiObject,
+    matches: Callable[[dict[str, str]], bool],
+    pods: Sequence[Pod],
+    node_names: set[str],
+) -> ClaimedPods:
+    """Adopt matching orphans, release owned pods that stopped matching, and
+    mark failed pods and pods on lost nodes for deletion."""
+    claimed = ClaimedPods()
+    owned: list[Pod] = []
+    for pod in pods:
+        if pod.namespace != owner.namespace:
+            continue
+        match = matches(pod.metadata.labels)
+        if owned_by(pod, owner):
+            if match:
+                owned.append(pod)
+            else:
+                released = pod.copy()
+                released.metadata.owner_references = [
+                    r for r in released.metadata.owner_references if not r.controller
+                ]
+                claimed.releases.append(released)
+        elif (
+            match
+            and pod.metadata.controller_ref() is None
+            and not pod.metadata.deletion_timestamp
+            and pod.status.phase not in TERMINAL_PHASES
+        ):
+            adopted = pod.copy()
+            adopted.metadata.owner_references.append(_controller_ref(owner))
+            claimed.adoptions.append(adopted)
+            owned.append(adopted)
+    for pod in owned:
+        if pod.metadata.deletion_timestamp:
+            continue
+        if pod.status.phase in TERMINAL_PHASES:
+            claimed.deletes.append(PodDelete(pod, DELETE_FAILED))
+        elif pod.spec.node_name and pod.spec.node_name not in node_names:
+            claimed.deletes.append(PodDelete(pod, DELETE_NODE_LOST))
+        else:
+            claimed.active.append(pod)
+    return claimed
+
+
+def pod_from_template(
+    owner: ApiObject, template: PodTemplateSpec, name: str, labels: dict[str, str]
+) -> Pod:
+    """A pod from ``template`` named ``name``, with ``labels``, controlled by ``owner``."""
+    return Pod(
+        metadata=ObjectMeta(
+            name=name,
+            namespace=owner.namespace,
+            labels=labels,
+            annotations=dict(template.metadata.annotations),
+            owner_references=[_controller_ref(owner)],
+        ),
+        spec=copy.deepcopy(template.spec),
     )
 
 
@@ -321,41 +395,10 @@ def plan_replication(
     burst = max(settings.burst_replicas, 1)
     node_names = {n.name for n in nodes}
 
-    owned: list[Pod] = []
-    for pod in pods:
-        if pod.namespace != rc.namespace:
-            continue
-        matches = selector_matches(selector, pod.metadata.labels)
-        if _owned_by(pod, rc):
-            if matches:
-                owned.append(pod)
-            else:
-                released = pod.copy()
-                released.metadata.owner_references = [
-                    r for r in released.metadata.owner_references if not r.controller
-                ]
-                plan.releases.append(released)
-        elif (
-            matches
-            and pod.metadata.controller_ref() is None
-            and not pod.metadata.deletion_timestamp
-            and pod.status.phase not in TERMINAL_PHASES
-        ):
-            adopted = pod.copy()
-            adopted.metadata.owner_references.append(_controller_ref(rc))
-            plan.adoptions.append(adopted)
-            owned.append(adopted)
-
-    active: list[Pod] = []
-    for pod in owned:
-        if pod.metadata.deletion_timestamp:
-            continue
-        if pod.status.phase in TERMINAL_PHASES:
-            plan.deletes.append(PodDelete(pod, DELETE_FAILED))
-        elif pod.spec.node_name and pod.spec.node_name not in node_names:
-            plan.deletes.append(PodDelete(pod, DELETE_NODE_LOST))
-        else:
-            active.append(pod)
+    claimed = claim_pods(rc, lambda labels: selector_matches(selector, labels), pods, node_names)
+    plan.adoptions, plan.releases = claimed.adoptions, claimed.releases
+    plan.deletes = list(claimed.deletes)
+    active = claimed.active
 
     new = [p for p in active if p.metadata.labels.get(TEMPLATE_HASH_LABEL) == hash_]
     old = [p for p in active if p.metadata.labels.get(TEMPLATE_HASH_LABEL) != hash_]
@@ -565,3 +608,97 @@ def _status(
         )
     status.conditions = conditions
     return status
+
+
+# ---------------------------------------------------------------- ReplicaSets
+
+#: the reason of a ReplicaSet's ReplicaFailure condition when pods cannot be created
+REASON_FAILED_CREATE = "FailedCreate"
+
+
+@dataclass
+class ReplicaSetPlan:
+    rs: ReplicaSet
+    creates: list[Pod] = field(default_factory=list)
+    deletes: list[PodDelete] = field(default_factory=list)
+    adoptions: list[Pod] = field(default_factory=list)
+    releases: list[Pod] = field(default_factory=list)
+    status: ReplicaSetStatus = field(default_factory=ReplicaSetStatus)
+    status_changed: bool = False
+
+    def has_pod_changes(self) -> bool:
+        return bool(self.creates or self.deletes or self.adoptions or self.releases)
+
+    def __bool__(self) -> bool:
+        return self.has_pod_changes() or self.status_changed
+
+
+def plan_replicaset(
+    rs: ReplicaSet,
+    pods: Sequence[Pod],
+    nodes: Sequence[Node],
+    *,
+    now: float,
+    rand: random.Random,
+    settings: ReplicationSettings | None = None,
+    create_failure: str = "",
+) -> ReplicaSetPlan:
+    """What must change for ``rs``'s pods to match its spec, and its new status.
+
+    ``create_failure``: why the last attempt to create its pods failed (the
+    loop remembers it), reported as the ReplicaFailure condition.
+    """
+    settings = settings or ReplicationSettings()
+    plan = ReplicaSetPlan(rs=rs)
+    replicas = max(rs.spec.replicas if rs.spec.replicas is not None else 1, 0)
+    burst = max(settings.burst_replicas, 1)
+    selector = rs.spec.selector
+    if selector.is_empty():
+        # validation refuses it; an empty apps/v1 selector would match every pod
+        claimed = ClaimedPods()
+    else:
+        claimed = claim_pods(rs, selector.matches, pods, {n.name for n in nodes})
+    plan.adoptions, plan.releases = claimed.adoptions, claimed.releases
+    active = claimed.active
+    deletes = list(claimed.deletes)
+    diff = len(active) - replicas
+    creates = 0
+    if diff < 0:
+        creates = -diff
+    elif diff > 0:
+        deletes += [PodDelete(p, DELETE_SURPLUS) for p in deletion_order(active)[:diff]]
+    plan.deletes = deletes[:burst]
+    taken = {p.name for p in pods if p.namespace == rs.namespace}
+    labels = dict(rs.spec.template.metadata.labels)
+    for _ in range(min(creates, burst)):
+        name = generate_name(rs.name, rand, taken)
+        taken.add(name)
+        plan.creates.append(pod_from_template(rs, rs.spec.template, name, dict(labels)))
+
+    min_ready = rs.spec.min_ready_seconds
+    status = ReplicaSetStatus(
+        replicas=len(active),
+        fully_labeled_replicas=sum(
+            1 for p in active if all(p.metadata.labels.get(k) == v for k, v in labels.items())
+        ),
+        ready_replicas=sum(1 for p in active if p.is_ready()),
+        available_replicas=sum(
+            1 for p in active if is_available(p, min_ready_seconds=min_ready, now=now)
+        ),
+        observed_generation=rs.metadata.generation,
+    )
+    if create_failure:
+        previous = next((c for c in rs.status.conditions if c.type == REPLICA_FAILURE), None)
+        wanted = ReplicaSetCondition(
+            type=REPLICA_FAILURE,
+            status="True",
+            reason=REASON_FAILED_CREATE,
+            message=create_failure,
+            last_transition_time=format_time(now),
+        )
+        if previous is not None and previous.status == "True":
+            wanted = replace(wanted, last_transition_time=previous.last_transition_time)
+        status.conditions = [wanted]
+    plan.status = status
+    plan.status_changed = status != rs.status
+    return plan

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -10,6 +12,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from gitkube.api.objects import Deployment
+from gitkube.api.rollout import desired_replicas, revision_of, rollout_state
 
 
 class Metrics:
@@ -51,7 +56,47 @@ class Metrics:
             ["hook", "outcome"],
             registry=r,
         )
+        self.deployment_replicas = Gauge(
+            "gitkube_deployment_replicas",
+            "Replicas of a Deployment by state (desired, updated, ready, available, unavailable)",
+            ["namespace", "deployment", "state"],
+            registry=r,
+        )
+        self.deployment_revision = Gauge(
+            "gitkube_deployment_revision",
+            "The Deployment's current revision (deployment.kubernetes.io/revision)",
+            ["namespace", "deployment"],
+            registry=r,
+        )
+        self.deployment_stalled = Gauge(
+            "gitkube_deployment_rollout_stalled",
+            "1 when the rollout exceeded its progress deadline (ProgressDeadlineExceeded)",
+            ["namespace", "deployment"],
+            registry=r,
+        )
         self.leader = Gauge("gitkube_leader", "1 while this process leads (master)", registry=r)
+
+    def set_deployments(self, deployments: Iterable[Deployment]) -> None:
+        """The Deployment gauges, from the Deployments in the store."""
+        for gauge in (self.deployment_replicas, self.deployment_revision, self.deployment_stalled):
+            gauge.clear()
+        for d in deployments:
+            ns, name, status = d.namespace, d.name, d.status
+            states = {
+                "desired": desired_replicas(d),
+                "updated": status.updated_replicas,
+                "ready": status.ready_replicas,
+                "available": status.available_replicas,
+                "unavailable": status.unavailable_replicas,
+            }
+            for state, value in states.items():
+                self.deployment_replicas.labels(namespace=ns, deployment=name, state=state).set(
+                    value
+                )
+            self.deployment_revision.labels(namespace=ns, deployment=name).set(revision_of(d))
+            self.deployment_stalled.labels(namespace=ns, deployment=name).set(
+                1 if rollout_state(d).failed else 0
+            )
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

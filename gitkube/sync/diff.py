@@ -69,6 +69,10 @@ PROVENANCE = (
     ann.MANAGED_BY,
     ann.MANAGED_LABELS,
 )
+#: annotations controllers write on objects from git (gitkube's own, and the
+#: Deployment controller's ``deployment.kubernetes.io/revision``): not drift,
+#: and kept on updates, when git does not set them
+CONTROLLER_ANNOTATION_PREFIXES = (ann.DOMAIN + "/", "deployment.kubernetes.io/")
 #: kinds the sync reads from the store (resource names)
 SYNCED_RESOURCES = tuple(cls.RESOURCE for cls in KINDS.values())
 
@@ -138,7 +142,7 @@ def _live_normal(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[st
         kept = {
             k: v
             for k, v in meta["annotations"].items()
-            if k in want_ann or not k.startswith(ann.DOMAIN + "/")
+            if k in want_ann or not k.startswith(CONTROLLER_ANNOTATION_PREFIXES)
         }
         if kept:
             meta["annotations"] = kept
@@ -573,7 +577,11 @@ def _update_wire(d: Desired, live: Live, revision: str) -> dict[str, Any]:
     for key, value in live_ann.items():
         # another component's annotation of gitkube's domain (e.g. the endpoints
         # controller's) is kept when git does not set it
-        if key.startswith(ann.DOMAIN + "/") and key not in PROVENANCE and key not in annotations:
+        if (
+            key.startswith(CONTROLLER_ANNOTATION_PREFIXES)
+            and key not in PROVENANCE
+            and key not in annotations
+        ):
             annotations[key] = value
     meta["annotations"] = _provenance(annotations, revision=revision, path=d.path, digest=d.hash)
     wire["metadata"] = meta

@@ -16,6 +16,14 @@ absent from the store); Unknown when its status says nothing we can read.
   ready (or a rollout still has pods on the old template); Degraded when a
   condition says so: ``ReplicaFailure``/``Degraded``/``RolloutDegraded`` with
   status True, or ``Progressing`` with status False (a stalled rollout).
+- **Deployment** — as ``kubectl rollout status`` reads it: Healthy when the
+  rollout is complete (every replica updated and available); Progressing
+  while the controller has not observed the spec, or replicas are being
+  updated, old ones terminated, new ones becoming available (and while it is
+  paused mid-rollout); Degraded when Progressing is False with reason
+  ProgressDeadlineExceeded, or ReplicaFailure is True.
+- **ReplicaSet** — Degraded on ReplicaFailure; Progressing until the
+  controller observed it and every replica is available.
 - **Service** — Degraded when the proxy reported a problem serving it
   (``PROXY_STATUS_PREFIX`` keys, or a failure condition in its status), or
   when it has no ready endpoints; a headless Service (clusterIP None) is not
@@ -41,14 +49,17 @@ from gitkube.api.objects import (
     ApiObject,
     ConfigMap,
     ContainerStatus,
+    Deployment,
     Endpoints,
     Namespace,
     Node,
     Pod,
+    ReplicaSet,
     ReplicationController,
     Secret,
     Service,
 )
+from gitkube.api.rollout import PAUSED, REPLICA_FAILURE, TIMED_OUT, rollout_state
 
 HealthStatus = Literal["Healthy", "Progressing", "Degraded", "Missing", "Unknown", "NotActedOn"]
 
@@ -229,6 +240,43 @@ def replication_controller_health(rc: ReplicationController) -> Health:
     return Health(HEALTHY, f"{status.ready_replicas}/{desired} replicas ready")
 
 
+# ---------------------------------------------------------------- apps/v1
+
+
+def deployment_health(d: Deployment) -> Health:
+    for cond in d.status.conditions:
+        if cond.type == REPLICA_FAILURE and cond.status == "True":
+            return Health(
+                DEGRADED, f"{cond.reason}: {cond.message}" if cond.reason else cond.message
+            )
+        if cond.type == "Progressing" and cond.status == "False" and cond.reason == TIMED_OUT:
+            return Health(DEGRADED, f"{TIMED_OUT}: {cond.message}")
+    state = rollout_state(d)
+    if state.failed:
+        return Health(DEGRADED, state.message)
+    if state.done:
+        s = d.status
+        suffix = " (paused)" if d.spec.paused else ""
+        return Health(HEALTHY, f"{s.available_replicas}/{s.replicas} available{suffix}")
+    paused = d.spec.paused and any(c.reason == PAUSED for c in d.status.conditions)
+    return Health(PROGRESSING, ("paused: " if paused else "") + state.message)
+
+
+def replicaset_health(rs: ReplicaSet) -> Health:
+    status = rs.status
+    desired = rs.spec.replicas if rs.spec.replicas is not None else 1
+    for cond in status.conditions:
+        if cond.type == REPLICA_FAILURE and cond.status == "True":
+            return Health(
+                DEGRADED, f"{cond.reason}: {cond.message}" if cond.reason else cond.message
+            )
+    if rs.metadata.generation and status.observed_generation < rs.metadata.generation:
+        return Health(PROGRESSING, "waiting for the controller to observe the spec")
+    if status.available_replicas < desired or status.replicas != desired:
+        return Health(PROGRESSING, f"{status.available_replicas}/{desired} replicas available")
+    return Health(HEALTHY, f"{status.available_replicas}/{desired} replicas available")
+
+
 # ---------------------------------------------------------------- services
 
 
@@ -307,6 +355,10 @@ def assess_health(
         return pod_health(obj)
     if isinstance(obj, ReplicationController):
         return replication_controller_health(obj)
+    if isinstance(obj, Deployment):
+        return deployment_health(obj)
+    if isinstance(obj, ReplicaSet):
+        return replicaset_health(obj)
     if isinstance(obj, Service):
         return service_health(obj, endpoints, proxy_errors=proxy_errors)
     if isinstance(obj, Node):

@@ -43,14 +43,17 @@ from gitkube.api.keys import (
 from gitkube.api.objects import (
     KINDS,
     ApiObject,
+    Deployment,
     Endpoints,
     Node,
     Pod,
+    ReplicaSet,
     ReplicationController,
     Secret,
     Service,
 )
 from gitkube.api.redact import SCRUBBER, remember_secret
+from gitkube.api.rollout import REVISION, desired_replicas
 from gitkube.api.serde import camel
 from gitkube.control import Cache
 from gitkube.store.base import KeyValue, Store
@@ -170,6 +173,10 @@ class ObjectReport:
     replicas_ready: int | None = None
     replicas_desired: int | None = None
     endpoints: int | None = None
+    #: Deployments: replicas on the current template, available, and the revision
+    replicas_updated: int | None = None
+    replicas_available: int | None = None
+    revision: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -183,6 +190,12 @@ class ObjectReport:
         }
         if self.replicas_desired is not None:
             data["replicas"] = {"ready": self.replicas_ready, "desired": self.replicas_desired}
+            if self.replicas_updated is not None:
+                data["replicas"]["updated"] = self.replicas_updated
+            if self.replicas_available is not None:
+                data["replicas"]["available"] = self.replicas_available
+        if self.revision:
+            data["revision"] = self.revision
         if self.endpoints is not None:
             data["endpoints"] = self.endpoints
         return data
@@ -333,6 +346,10 @@ class ClusterSnapshot:
     proxy_errors: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     #: (namespace, name) of a ReplicationController -> its pods (those decoded)
     controlled_pods: dict[tuple[str, str], list[Pod]] = field(default_factory=dict)
+    #: (namespace, name) of a ReplicaSet -> its pods (those decoded)
+    replicaset_pods: dict[tuple[str, str], list[Pod]] = field(default_factory=dict)
+    #: (namespace, name) of a Deployment -> its ReplicaSets
+    deployment_replicasets: dict[tuple[str, str], list[ReplicaSet]] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -349,6 +366,14 @@ class ClusterSnapshot:
                 ref = obj.metadata.controller_ref()
                 if ref is not None and ref.kind == ReplicationController.KIND:
                     snap.controlled_pods.setdefault((obj.namespace, ref.name), []).append(obj)
+                if ref is not None and ref.kind == ReplicaSet.KIND:
+                    snap.replicaset_pods.setdefault((obj.namespace, ref.name), []).append(obj)
+            if isinstance(obj, ReplicaSet):
+                ref = obj.metadata.controller_ref()
+                if ref is not None and ref.kind == Deployment.KIND:
+                    snap.deployment_replicasets.setdefault((obj.namespace, ref.name), []).append(
+                        obj
+                    )
             snap.objects[(obj.KIND, obj.namespace, obj.name)] = obj
         return snap
 
@@ -386,6 +411,27 @@ def object_report(
         if health.status != HEALTHY:
             why = _pod_problems(snapshot.controlled_pods.get((namespace, declared.name), []))
             report.message = "; ".join(m for m in (report.message, why) if m)
+    if declared.kind == "Deployment" and isinstance(live, Deployment):
+        report.replicas_ready = live.status.ready_replicas
+        report.replicas_desired = desired_replicas(live)
+        report.replicas_updated = live.status.updated_replicas
+        report.replicas_available = live.status.available_replicas
+        report.revision = live.metadata.annotations.get(REVISION, "")
+        if health.status != HEALTHY:
+            # why the pods of the current revision are not serving
+            current = [
+                rs
+                for rs in snapshot.deployment_replicasets.get((namespace, declared.name), [])
+                if rs.metadata.annotations.get(REVISION) == report.revision
+            ]
+            pods = [
+                p for rs in current for p in snapshot.replicaset_pods.get((namespace, rs.name), [])
+            ]
+            why = _pod_problems(pods)
+            report.message = "; ".join(m for m in (report.message, why) if m)
+    if declared.kind == "ReplicaSet" and isinstance(live, ReplicaSet):
+        report.replicas_ready = live.status.ready_replicas
+        report.replicas_desired = live.spec.replicas if live.spec.replicas is not None else 1
     if declared.kind == "Service" and isinstance(live, Service):
         report.endpoints = ready_endpoint_count(endpoints)
     if isinstance(live, Pod) and live.spec.containers and not report.message:
@@ -565,12 +611,21 @@ async def _read_live(store: Store, state: SyncState | None) -> list[ApiObject]:
     live: list[ApiObject] = []
     # Services before Endpoints: without a declared list, the Endpoints wanted
     # are those of the managed Services found
-    order: list[type[ApiObject]] = [Pod, ReplicationController, Service, Endpoints, Node]
+    order: list[type[ApiObject]] = [
+        Pod,
+        ReplicationController,
+        Service,
+        Endpoints,
+        Node,
+        Deployment,
+        ReplicaSet,
+    ]
     for cls in order + [c for c in KINDS.values() if c not in order]:
         kvs, _ = await store.range(resource_prefix(cls.RESOURCE))
         for kv in kvs:
             _, namespace, name = parse_key(kv.key)
-            if cls is Node:
+            if cls is Node or cls is ReplicaSet:
+                # ReplicaSets: few, and they explain their Deployment's health
                 wanted = True
             elif cls is Endpoints:
                 wanted = (namespace, name) in services

@@ -40,6 +40,8 @@ async def test_master_controllers_share_one_cache_and_carry_the_fence(
         assert set(controllers) == {
             "scheduler",
             "replication",
+            "replicasets",
+            "deployments",
             "node-lifecycle",
             "endpoints",
             "load-balancers",

@@ -361,3 +361,41 @@ def test_wire_of_is_to_dict(obj: ApiObject, live: Live) -> None:
     assert wire_of(obj) == obj.to_dict()
     typed = live.to_object()
     assert wire_of(typed) == typed.to_dict()
+
+
+# ---------------------------------------------------------------- controller annotations
+
+
+def test_the_deployment_controllers_revision_annotation_is_not_drift_and_survives_updates() -> None:
+    from gitkube.api.objects import (
+        Container,
+        Deployment,
+        DeploymentSpec,
+        LabelSelector,
+        PodTemplateSpec,
+    )
+    from gitkube.api.objects import ObjectMeta as Meta
+    from gitkube.api.objects import PodSpec as PSpec
+
+    def web(image: str) -> Deployment:
+        return Deployment(
+            metadata=Meta(name="web"),
+            spec=DeploymentSpec(
+                selector=LabelSelector(match_labels={"app": "web"}),
+                template=PodTemplateSpec(
+                    metadata=Meta(labels={"app": "web"}),
+                    spec=PSpec(containers=[Container(name="app", image=image)]),
+                ),
+            ),
+        )
+
+    _, live = sync([M("web.yaml", web("app:1"))], {})
+    (key,) = live
+    wire = json.loads(json.dumps(live[key].wire))
+    wire["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "1"
+    live = {key: Live.from_wire(wire, key=key, mod_revision=200)}
+    plan, _ = sync([M("web.yaml", web("app:1"))], live)
+    assert plan.empty and not plan.drifted
+    plan, _ = sync([M("web.yaml", web("app:2"))], live, revision="c2")
+    (update,) = plan.updates
+    assert update.wire["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
