@@ -3,6 +3,7 @@
 - ``role="run"``: the sync loop, the controllers (scheduler, replication,
   node lifecycle, endpoints), N local agents, the service proxy and the HTTP
   server: the whole system on one machine.
+  The controllers include the cluster IP allocator (``--service-cidr``).
 - ``role="master"``: the sync loop, the controllers and the HTTP server, for
   a cluster whose agents run on other machines (``gitkube agent``). Several
   masters may run; one leads through a store lease, and only the leader syncs
@@ -29,7 +30,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
-from gitkube.api.keys import DELIVERIES_KEY, SYSTEM
+from gitkube.api.keys import DELIVERIES_KEY, HEARTBEAT_PREFIX, SERVICE_IP_PREFIX, SYSTEM
 from gitkube.api.objects import Pod
 from gitkube.config import Settings, redact_url
 from gitkube.control import Applier, Cache
@@ -154,7 +155,7 @@ class Operator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(s.store_url())
         self.objects = ObjectStore(self.store)
-        self.cache = Cache(self.store)
+        self.cache = Cache(self.store, raw_prefixes=(HEARTBEAT_PREFIX, SERVICE_IP_PREFIX))
         source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
         writeback = None
         if s.writeback:
@@ -197,6 +198,7 @@ class Operator:
             ReplicationManager,
             SchedulerLoop,
         )
+        from gitkube.services.allocator import ClusterIPAllocator
         from gitkube.services.controller import EndpointsController
 
         assert self.objects is not None and self.cache is not None
@@ -230,6 +232,12 @@ class Operator:
             ("replication", ReplicationManager(self.objects, cache=cache, applier=applier).run),
             ("node-lifecycle", lifecycle.run),
             ("endpoints", EndpointsController(self.objects, cache=cache, applier=applier).run),
+            (
+                "clusterip",
+                ClusterIPAllocator(
+                    self.objects, cache=cache, applier=applier, service_cidr=s.service_cidr
+                ).run,
+            ),
         ]
 
     async def _local_agents(self) -> list[tuple[str, Task]]:

@@ -1,0 +1,317 @@
+"""The kernel proxy: Services as nftables rules (``--proxy-mode nftables``).
+
+``NftablesProxier`` keeps the table ``ip gitkube`` (and nothing else) equal to
+``compute_ruleset(services, endpoints)`` (``gitkube.services.nftrules``, pure)
+and the cluster IPs on a dummy interface (``gitkube0``), so the service range
+is routable on this host with no route to anywhere: as kube-proxy's IPVS
+mode, each cluster IP is a local address, and the nat chains DNAT it.
+
+- it watches Services and Endpoints through a cache (its own, or the
+  process's) and reconciles one constant key: every pass computes the whole
+  desired ruleset (reusing the fragments of Services that did not change),
+  diffs it against what it last applied, and sends ONE ``nft -f`` transaction
+  with only the changes: atomic, never a flush of the table;
+- on start it reads the table as it is in the kernel (``nft -j list table``)
+  and resyncs: chains it does not know the content of are refilled, map
+  elements replaced, leftovers deleted, in one transaction;
+- on stop it leaves the table (connections keep flowing while the agent
+  restarts); with ``cleanup=True`` it deletes the table and the interface;
+- ``netns``: run every ``nft``/``ip`` command in that network namespace
+  (``ip netns exec``), which is how the tests and the benchmark run it.
+
+``choose_proxy_mode(requested)`` decides userspace or nftables, with the reason
+(``gitkube doctor`` shows it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gitkube.api.objects import Endpoints, Service
+from gitkube.control import Cache, CacheEvent, Controller, Result
+from gitkube.errors import ConfigError, GitkubeError
+from gitkube.services.nftrules import (
+    FAMILY,
+    TABLE,
+    Fragment,
+    Ruleset,
+    applied,
+    compute_ruleset,
+    plan_transaction,
+    service_fragment,
+)
+from gitkube.store.objects import ObjectStore
+
+log = logging.getLogger(__name__)
+
+INTERFACE = "gitkube0"
+KEY = "all"
+
+
+class NftError(GitkubeError):
+    """nft or ip failed."""
+
+    retryable = True
+
+
+# ------------------------------------------------------------ mode
+
+
+def nft_works(netns: str | None = None) -> tuple[bool, str]:
+    """Whether nft can list the ruleset here, and if not why."""
+    if shutil.which("nft") is None:
+        return False, "the nft command is not installed (apt-get install nftables)"
+    try:
+        done = subprocess.run(
+            [*_prefix(netns), "nft", "list", "tables"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"nft failed: {exc}"
+    if done.returncode != 0:
+        return False, f"nft failed: {done.stderr.strip() or done.returncode}"
+    return True, "nft works"
+
+
+def choose_proxy_mode(requested: str) -> tuple[str, str]:
+    """``(mode, why)``: ``userspace`` or ``nftables``. ``nftables`` asked for
+    but impossible is a ``ConfigError``; ``auto`` falls back to userspace."""
+    if requested == "userspace":
+        return "userspace", "--proxy-mode userspace"
+    root = os.geteuid() == 0
+    works, why = nft_works() if root else (False, "not root")
+    if requested == "nftables":
+        if not root:
+            raise ConfigError("--proxy-mode nftables needs root (or use --proxy-mode userspace)")
+        if not works:
+            raise ConfigError(f"--proxy-mode nftables: {why}")
+        return "nftables", "--proxy-mode nftables"
+    if requested != "auto":
+        raise ConfigError(f"--proxy-mode: {requested!r} is not one of auto, userspace, nftables")
+    if works:
+        return "nftables", "auto: running as root and nft works"
+    return "userspace", f"auto: {why}"
+
+
+# ------------------------------------------------------------ commands
+
+
+def _prefix(netns: str | None) -> list[str]:
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
+@dataclass
+class ProgramPass:
+    """What one pass did."""
+
+    lines: int = 0
+    addresses_added: list[str] = field(default_factory=list)
+    addresses_removed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    script: list[str] = field(default_factory=list)
+
+
+class NftablesProxier:
+    def __init__(
+        self,
+        objects: ObjectStore,
+        *,
+        node_addresses: Sequence[str],
+        cache: Cache | None = None,
+        cleanup: bool = False,
+        netns: str | None = None,
+        interface: str = INTERFACE,
+    ) -> None:
+        self.objects = objects
+        self.own_cache = cache is None
+        self.cache = cache if cache is not None else Cache(objects.store)
+        self.node_addresses = list(node_addresses)
+        self.cleanup = cleanup
+        self.netns = netns
+        self.interface = interface
+        #: what the kernel holds (as we last programmed or read it)
+        self.current: Ruleset | None = None
+        self.addresses: set[str] | None = None
+        self._fragments: dict[str, tuple[tuple[str, str], Fragment]] = {}
+        self.last_pass = ProgramPass()
+        self.passes = 0
+        #: called after each transaction that changed something (benchmarks, tests)
+        self.on_programmed: list[object] = []
+
+    # ------------------------------------------------------------ kernel
+
+    async def _run(self, argv: list[str], stdin: str | None = None) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            *_prefix(self.netns),
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+        if proc.returncode != 0:
+            raise NftError(f"{' '.join(argv)}: {err.decode().strip() or proc.returncode}")
+        return out.decode()
+
+    async def read_kernel(self) -> None:
+        """What the table and the interface hold now (the resync's starting point)."""
+        try:
+            listing = json.loads(await self._run(["nft", "-j", "list", "table", FAMILY, TABLE]))
+        except NftError:
+            listing = None  # no table yet
+        if listing is None:
+            self.current = None
+        else:
+            current = Ruleset()
+            for item in listing.get("nftables", []):
+                if "chain" in item:
+                    chain = item["chain"]
+                    if "hook" in chain:
+                        current.base_chains[chain["name"]] = ""
+                    current.chains[chain["name"]] = None
+                elif "set" in item:
+                    current.sets[item["set"]["name"]] = ""
+                elif "map" in item:
+                    current.maps[item["map"]["name"]] = ""
+                    current.elements[item["map"]["name"]] = None
+            self.current = current
+        self.addresses = None
+        try:
+            shown = json.loads(await self._run(["ip", "-j", "addr", "show", "dev", self.interface]))
+        except NftError:
+            return  # no interface yet
+        self.addresses = {
+            a["local"]
+            for link in shown
+            for a in link.get("addr_info", [])
+            if a.get("family") == "inet"
+        }
+
+    async def _ensure_interface(self) -> None:
+        if self.addresses is None:
+            with contextlib.suppress(NftError):
+                await self._run(["ip", "link", "add", self.interface, "type", "dummy"])
+            await self._run(["ip", "link", "set", self.interface, "up"])
+            self.addresses = set()
+
+    async def program(self, desired: Ruleset) -> ProgramPass:
+        """Make the kernel hold ``desired``: one nft transaction, then addresses."""
+        started = time.perf_counter()
+        done = ProgramPass()
+        await self._ensure_interface()
+        assert self.addresses is not None
+        add = sorted(desired.addresses - self.addresses)
+        remove = sorted(self.addresses - desired.addresses)
+        # new addresses before the rules that use them, old ones after
+        if add:
+            await self._run(
+                ["ip", "-batch", "-"],
+                "".join(f"addr add {ip}/32 dev {self.interface}\n" for ip in add),
+            )
+            self.addresses.update(add)
+        script = plan_transaction(self.current, desired)
+        if script:
+            await self._run(["nft", "-f", "-"], "\n".join(script) + "\n")
+            self.current = applied(self.current, desired)
+        if remove:
+            await self._run(
+                ["ip", "-batch", "-"],
+                "".join(f"addr del {ip}/32 dev {self.interface}\n" for ip in remove),
+            )
+            self.addresses.difference_update(remove)
+        done.lines, done.script = len(script), script
+        done.addresses_added, done.addresses_removed = add, remove
+        done.seconds = time.perf_counter() - started
+        return done
+
+    async def remove(self) -> None:
+        """Delete the table and the interface (``--cleanup``)."""
+        with contextlib.suppress(NftError):
+            await self._run(["nft", "delete", "table", FAMILY, TABLE])
+        with contextlib.suppress(NftError):
+            await self._run(["ip", "link", "del", self.interface])
+        self.current, self.addresses = None, None
+
+    # ------------------------------------------------------------ desired
+
+    def desired(self) -> Ruleset:
+        services = self.cache.list(Service)
+        fragments: dict[str, Fragment] = {}
+        keep: dict[str, tuple[tuple[str, str], Fragment]] = {}
+        for service in services:
+            ep = self.cache.get(Endpoints, service.namespace, service.name)
+            version = (
+                service.metadata.resource_version,
+                ep.metadata.resource_version if ep else "",
+            )
+            hit = self._fragments.get(service.key)
+            if hit is None or hit[0] != version:
+                hit = (version, service_fragment(service, ep))
+            keep[service.key] = hit
+            fragments[service.key] = hit[1]
+        self._fragments = keep
+        return compute_ruleset(
+            services, {}, node_addresses=self.node_addresses, fragments=fragments
+        )
+
+    async def reconcile_once(self) -> ProgramPass:
+        await self.cache.sync()
+        return await self._pass()
+
+    async def _pass(self) -> ProgramPass:
+        done = await self.program(self.desired())
+        self.last_pass = done
+        self.passes += 1
+        if done.lines or done.addresses_added or done.addresses_removed:
+            log.debug("nftables: %d lines in %.1f ms", done.lines, done.seconds * 1000)
+            for hook in self.on_programmed:
+                hook(done)  # type: ignore[operator]
+        return done
+
+    async def reconcile(self, key: str) -> Result | None:
+        await self._pass()
+        return None
+
+    # ------------------------------------------------------------ running
+
+    def controller(self) -> Controller:
+        def all_(event: CacheEvent) -> list[str]:
+            return [KEY]
+
+        return Controller(
+            "nftables",
+            self.reconcile,
+            self.cache,
+            watches={"services": all_, "endpoints": all_},
+            initial_keys=[KEY],
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.read_kernel()
+        log.info(
+            "service proxy: nftables (table %s %s, interface %s)", FAMILY, TABLE, self.interface
+        )
+        tasks = [asyncio.create_task(self.controller().run(stop))]
+        if self.own_cache:
+            tasks.append(asyncio.create_task(self.cache.run(stop)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.cleanup:
+                await self.remove()
+                log.info("nftables: table %s and interface %s removed", TABLE, self.interface)
