@@ -2,7 +2,8 @@
 
 ``NftablesProxier`` keeps the table ``ip gitkube`` (and nothing else) equal to
 ``compute_ruleset(services, endpoints)`` (``gitkube.services.nftrules``, pure)
-and the cluster IPs on a dummy interface (``gitkube0``), so the service range
+and the cluster IPs on a dummy interface (``gitkube0``; a bridge without
+ports where the kernel has no dummy driver), so the service range
 is routable on this host with no route to anywhere: as kube-proxy's IPVS
 mode, each cluster IP is a local address, and the nat chains DNAT it.
 
@@ -200,9 +201,14 @@ class NftablesProxier:
         }
 
     async def _ensure_interface(self) -> None:
+        """The interface holding the cluster IPs: a dummy one, or where the
+        kernel has no dummy driver, a bridge without ports (which behaves as one)."""
         if self.addresses is None:
-            with contextlib.suppress(NftError):
+            try:
                 await self._run(["ip", "link", "add", self.interface, "type", "dummy"])
+            except NftError:
+                with contextlib.suppress(NftError):  # exists already: fine
+                    await self._run(["ip", "link", "add", self.interface, "type", "bridge"])
             await self._run(["ip", "link", "set", self.interface, "up"])
             self.addresses = set()
 
