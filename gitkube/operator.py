@@ -244,7 +244,7 @@ class Operator:
         from gitkube.nodes.agent import Agent, AgentSettings
         from gitkube.nodes.registration import NodeSettings, parse_labels
         from gitkube.nodes.runtime import make_runtime
-        from gitkube.services.proxy import ServiceProxy
+        from gitkube.services.mode import make_proxy
 
         assert self.objects is not None
         s = self.settings
@@ -275,13 +275,17 @@ class Operator:
             self.agents.append(agent)
             tasks.append((f"agent {name}", agent.run))
         if names:
-            proxy = ServiceProxy(
+            _, _, run_proxy = make_proxy(
                 self.objects,
-                address=s.proxy_address,
+                requested=s.proxy_mode,
                 node_name=names[0],
+                node_address=s.address,
+                proxy_address=s.proxy_address,
                 relay=s.proxy_relay,
+                cleanup=s.cleanup,
+                cache=self.cache,
             )
-            tasks.append(("proxy", proxy.run))
+            tasks.append(("proxy", run_proxy))
         return tasks
 
     async def _http(self, stop: asyncio.Event) -> None:

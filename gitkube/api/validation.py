@@ -42,7 +42,7 @@ from gitkube.api.manifests import (
     find_manifest_files,
     parse_documents,
 )
-from gitkube.api.objects import API_VERSIONS, KINDS, ApiObject, Secret
+from gitkube.api.objects import API_VERSIONS, KINDS, ApiObject, Secret, Service
 from gitkube.api.quantity import QuantityError, parse_quantity
 from gitkube.api.schema import (
     Sink,
@@ -601,9 +601,6 @@ def _check_service_spec(spec: dict[str, Any], sink: Sink) -> None:
         sink.errors.append(
             ((*path, "clusterIP"), "a NodePort Service cannot be headless (clusterIP: None)")
         )
-    cluster_ip = spec.get("clusterIP")
-    if isinstance(cluster_ip, str) and cluster_ip not in ("", "None"):
-        sink.ignored.append(((*path, "clusterIP"), "services are served on the proxy's address"))
     if spec.get("sessionAffinityConfig") is not None and spec.get("sessionAffinity") != "ClientIP":
         sink.errors.append(((*path, "sessionAffinityConfig"), "needs sessionAffinity: ClientIP"))
     names: dict[str, int] = {}
@@ -957,6 +954,40 @@ def find_duplicates(manifests: list[Manifest]) -> list[ManifestError]:
                 "metadata.name",
                 f"{key[0]} {key[2]!r}{where} is declared twice: first at "
                 f"{earlier.path}:{earlier.line} (document {earlier.document})",
+            )
+        )
+    errors += _duplicate_cluster_ips(manifests)
+    return errors
+
+
+def _duplicate_cluster_ips(manifests: list[Manifest]) -> list[ManifestError]:
+    """A clusterIP two Services declare: an error at the later, naming the first."""
+    first: dict[str, Manifest] = {}
+    errors: list[ManifestError] = []
+    for manifest in sorted(manifests, key=lambda m: (m.path, m.document)):
+        obj = manifest.obj
+        if not isinstance(obj, Service):
+            continue
+        ip = obj.spec.cluster_ip
+        if not ip or ip == "None":
+            continue
+        earlier = first.get(ip)
+        if earlier is None:
+            first[ip] = manifest
+            continue
+        if (earlier.obj.namespace, earlier.obj.name) == (obj.namespace, obj.name):
+            continue  # the same Service twice: reported above
+        errors.append(
+            ManifestError(
+                manifest.path,
+                manifest.line,
+                manifest.document,
+                "Service",
+                obj.name,
+                "spec.clusterIP",
+                f"clusterIP {ip} of Service {obj.namespace}/{obj.name} is also declared by "
+                f"Service {earlier.obj.namespace}/{earlier.obj.name} at "
+                f"{earlier.path}:{earlier.line}",
             )
         )
     return errors

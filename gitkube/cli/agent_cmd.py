@@ -75,6 +75,17 @@ def agent_command(
             "--proxy-relay", help="proxy data path: auto, native (C threads), asyncio (auto)"
         ),
     ] = None,
+    proxy_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy-mode",
+            help="userspace, nftables (kernel; root) or auto (nftables when root and nft works)",
+        ),
+    ] = None,
+    cleanup: Annotated[
+        bool | None,
+        typer.Option("--cleanup", help="nftables mode: remove the gitkube table on stop"),
+    ] = None,
     node_grace: Annotated[
         str | None,
         typer.Option(
@@ -103,6 +114,8 @@ def agent_command(
         "run_as": run_as,
         "proxy_address": proxy_address,
         "proxy_relay": proxy_relay,
+        "proxy_mode": proxy_mode,
+        "cleanup": cleanup,
         "node_grace": node_grace,
         "cpu": cpu,
         "memory": memory,
@@ -216,15 +229,18 @@ async def _run_agent(
             settings=AgentSettings(backoff=backoff, heartbeat_ttl=max(1, round(grace / 3))),
         )
         if proxy:
-            from gitkube.services.proxy import ServiceProxy
+            from gitkube.services.mode import make_proxy
 
-            service_proxy = ServiceProxy(
+            _, _, run_proxy = make_proxy(
                 objects,
-                address=settings.proxy_address,
+                requested=settings.proxy_mode,
                 node_name=node_name,
+                node_address=settings.address,
+                proxy_address=settings.proxy_address,
                 relay=settings.proxy_relay,
+                cleanup=settings.cleanup,
             )
-            agent.add_task("proxy", service_proxy.run)
+            agent.add_task("proxy", run_proxy)
         log.info(
             "agent for node %s: runtime %s, address %s, store %s",
             node_name,
