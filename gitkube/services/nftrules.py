@@ -8,7 +8,9 @@ After kube-proxy's nftables mode. One table, ``ip gitkube``:
   (cluster IPs) and ``l4proto . dport`` in ``service-nodeports`` (NodePort
   and LoadBalancer Services, on the node addresses), each element a ``goto``
   to the Service port's chain;
-- a Service port's chain ``svc-HASH-ns/name/proto/port`` picks an endpoint
+- a Service port's chain ``svc-HASH-ns/name/proto/port`` marks traffic whose
+  source is the cluster IP itself (a client on this host: the kernel picks the
+  local cluster IP as source) for masquerade, then picks an endpoint
   chain with ``numgen random mod N vmap { 0 : goto ..., ... }`` (even
   spreading); with ClientIP affinity, first ``ip saddr @aff-...`` per endpoint
   (a set with ``flags dynamic,timeout``, refreshed by the endpoint chain);
@@ -202,7 +204,10 @@ def service_fragment(service: Service, endpoints: Endpoints | None) -> Fragment:
             ext_chain = f"ext-{_hash(port_id)}-{port_id}"
             chains.append((ext_chain, ("jump mark-for-masquerade", f"goto {svc_chain}")))
             elements.append((SERVICE_NODEPORTS, f"{proto} . {node_port}", f"goto {ext_chain}"))
-        rules: list[str] = []
+        # a client on this host connecting to a cluster IP gets the cluster IP
+        # (a local address here) as its source: masquerade, or the endpoint's
+        # host would answer an address it also holds
+        rules: list[str] = [f"ip saddr {ip} jump mark-for-masquerade"]
         ep_chains = []
         for target_ip, target_port in targets:
             ep_id = f"{port_id}__{target_ip}/{target_port}"

@@ -101,8 +101,10 @@ def test_spreads_evenly_over_ready_endpoints() -> None:
     rs = ruleset((service(), endpoints("web", ("10.0.0.1", 8001), ("10.0.0.2", 8002), not_ready=9)))
     chain = svc_chain(rs)
     rules = rs.chains[chain]
-    assert rules is not None and len(rules) == 1
-    assert rules[0].startswith("numgen random mod 2 vmap { 0 : goto ep-")
+    assert rules is not None and len(rules) == 2
+    # a client of this host has the cluster IP as its source: masqueraded
+    assert rules[0] == "ip saddr 10.96.0.10 jump mark-for-masquerade"
+    assert rules[1].startswith("numgen random mod 2 vmap { 0 : goto ep-")
     eps = [c for c in rs.chains if c.startswith("ep-")]
     assert len(eps) == 2
     dnats = sorted((rs.chains[c] or ())[-1] for c in eps)
@@ -118,7 +120,7 @@ def test_spreads_evenly_over_ready_endpoints() -> None:
 
 def test_one_endpoint_and_none() -> None:
     rs = ruleset((service(), endpoints("web", ("10.0.0.1", 8001))))
-    assert (rs.chains[svc_chain(rs)] or ())[0].startswith("goto ep-")
+    assert (rs.chains[svc_chain(rs)] or ())[-1].startswith("goto ep-")
     rs = ruleset((service(), endpoints("web", not_ready=8001)))
     assert rs.elements[SERVICE_IPS] == {}
     assert rs.elements[NO_ENDPOINT_SERVICES] == {"10.96.0.10 . tcp . 80": "goto reject-chain"}
@@ -141,8 +143,8 @@ def test_client_ip_affinity_uses_sets_with_timeouts() -> None:
     assert len(rs.sets) == 2
     assert all(d.endswith("flags dynamic,timeout; timeout 60s;") for d in rs.sets.values())
     rules = rs.chains[svc_chain(rs)] or ()
-    assert [r.split()[2] for r in rules[:2]] == [f"@{name}" for name in rs.sets]
-    assert rules[2].startswith("numgen random mod 2")
+    assert [r.split()[2] for r in rules[1:3]] == [f"@{name}" for name in rs.sets]
+    assert rules[3].startswith("numgen random mod 2")
     for ep in (c for c in rs.chains if c.startswith("ep-")):
         assert any(r.startswith("update @aff-") for r in rs.chains[ep] or ())
 
