@@ -165,6 +165,8 @@ class ObjectReport:
     replicas_ready: int | None = None
     replicas_desired: int | None = None
     endpoints: int | None = None
+    #: a Service's allocated cluster IP
+    cluster_ip: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -180,6 +182,8 @@ class ObjectReport:
             data["replicas"] = {"ready": self.replicas_ready, "desired": self.replicas_desired}
         if self.endpoints is not None:
             data["endpoints"] = self.endpoints
+        if self.cluster_ip:
+            data["clusterIP"] = self.cluster_ip
         return data
 
 
@@ -376,6 +380,8 @@ def object_report(
             report.message = "; ".join(m for m in (report.message, why) if m)
     if declared.kind == "Service" and isinstance(live, Service):
         report.endpoints = ready_endpoint_count(endpoints)
+        if not live.spec.headless:
+            report.cluster_ip = live.spec.cluster_ip
     if isinstance(live, Pod) and live.spec.containers and not report.message:
         ready = sum(1 for cs in live.status.container_statuses if cs.ready)
         report.message = f"{ready}/{len(live.spec.containers)} containers ready"
