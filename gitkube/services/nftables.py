@@ -121,6 +121,10 @@ class ProgramPass:
     addresses_added: list[str] = field(default_factory=list)
     addresses_removed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: of which: computing the desired ruleset and the transaction
+    compute_seconds: float = 0.0
+    #: of which: nft and ip
+    kernel_seconds: float = 0.0
     script: list[str] = field(default_factory=list)
 
 
@@ -145,6 +149,7 @@ class NftablesProxier:
         #: what the kernel holds (as we last programmed or read it)
         self.current: Ruleset | None = None
         self.addresses: set[str] | None = None
+        self._interface_up = False
         self._fragments: dict[str, tuple[tuple[str, str], Fragment]] = {}
         self.last_pass = ProgramPass()
         self.passes = 0
@@ -188,12 +193,16 @@ class NftablesProxier:
                     current.maps[item["map"]["name"]] = ""
                     current.elements[item["map"]["name"]] = None
             self.current = current
-        self.addresses = None
+        self.addresses = await self._read_addresses()
+        self._interface_up = False
+
+    async def _read_addresses(self) -> set[str] | None:
+        """The IPv4 addresses of the interface, None when it does not exist."""
         try:
             shown = json.loads(await self._run(["ip", "-j", "addr", "show", "dev", self.interface]))
         except NftError:
-            return  # no interface yet
-        self.addresses = {
+            return None
+        return {
             a["local"]
             for link in shown
             for a in link.get("addr_info", [])
@@ -203,17 +212,30 @@ class NftablesProxier:
     async def _ensure_interface(self) -> None:
         """The interface holding the cluster IPs: a dummy one, or where the
         kernel has no dummy driver, a bridge without ports (which behaves as one)."""
+        if self._interface_up:
+            return
+        if self.addresses is None:
+            self.addresses = await self._read_addresses()
         if self.addresses is None:
             try:
                 await self._run(["ip", "link", "add", self.interface, "type", "dummy"])
             except NftError:
-                with contextlib.suppress(NftError):  # exists already: fine
-                    await self._run(["ip", "link", "add", self.interface, "type", "bridge"])
-            await self._run(["ip", "link", "set", self.interface, "up"])
+                await self._run(["ip", "link", "add", self.interface, "type", "bridge"])
             self.addresses = set()
+        await self._run(["ip", "link", "set", self.interface, "up"])
+        self._interface_up = True
 
     async def program(self, desired: Ruleset) -> ProgramPass:
-        """Make the kernel hold ``desired``: one nft transaction, then addresses."""
+        """Make the kernel hold ``desired``: one nft transaction, then addresses.
+        When a command fails, what the kernel holds is read again, so that the
+        next pass (the controller retries with back-off) starts from the truth."""
+        try:
+            return await self._program(desired)
+        except NftError:
+            await self.read_kernel()
+            raise
+
+    async def _program(self, desired: Ruleset) -> ProgramPass:
         started = time.perf_counter()
         done = ProgramPass()
         await self._ensure_interface()
@@ -227,7 +249,9 @@ class NftablesProxier:
                 "".join(f"addr add {ip}/32 dev {self.interface}\n" for ip in add),
             )
             self.addresses.update(add)
+        planned = time.perf_counter()
         script = plan_transaction(self.current, desired)
+        done.compute_seconds = time.perf_counter() - planned
         if script:
             await self._run(["nft", "-f", "-"], "\n".join(script) + "\n")
             self.current = applied(self.current, desired)
@@ -240,6 +264,7 @@ class NftablesProxier:
         done.lines, done.script = len(script), script
         done.addresses_added, done.addresses_removed = add, remove
         done.seconds = time.perf_counter() - started
+        done.kernel_seconds = done.seconds - done.compute_seconds
         return done
 
     async def remove(self) -> None:
@@ -249,6 +274,7 @@ class NftablesProxier:
         with contextlib.suppress(NftError):
             await self._run(["ip", "link", "del", self.interface])
         self.current, self.addresses = None, None
+        self._interface_up = False
 
     # ------------------------------------------------------------ desired
 
@@ -277,7 +303,12 @@ class NftablesProxier:
         return await self._pass()
 
     async def _pass(self) -> ProgramPass:
-        done = await self.program(self.desired())
+        started = time.perf_counter()
+        desired = self.desired()
+        computed = time.perf_counter() - started
+        done = await self.program(desired)
+        done.compute_seconds += computed
+        done.seconds += computed
         self.last_pass = done
         self.passes += 1
         if done.lines or done.addresses_added or done.addresses_removed:
