@@ -8,10 +8,12 @@ is routable on this host with no route to anywhere: as kube-proxy's IPVS
 mode, each cluster IP is a local address, and the nat chains DNAT it.
 
 - it watches Services and Endpoints through a cache (its own, or the
-  process's) and reconciles one constant key: every pass computes the whole
-  desired ruleset (reusing the fragments of Services that did not change),
-  diffs it against what it last applied, and sends ONE ``nft -f`` transaction
-  with only the changes: atomic, never a flush of the table;
+  process's) and reconciles one constant key. The first pass (and any pass
+  after a failure) computes the whole desired ruleset and diffs it against
+  the kernel's; after that a pass recomputes only the Services that changed
+  since (noted from the cache's events) and diffs their old fragments against
+  their new ones. Either way ONE ``nft -f`` transaction with only the
+  changes: atomic, never a flush of the table;
 - on start it reads the table as it is in the kernel (``nft -j list table``)
   and resyncs: chains it does not know the content of are refilled, map
   elements replaced, leftovers deleted, in one transaction;
@@ -37,6 +39,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from gitkube.api.keys import object_key
 from gitkube.api.objects import Endpoints, Service
 from gitkube.control import Cache, CacheEvent, Controller, Result
 from gitkube.errors import ConfigError, GitkubeError
@@ -47,8 +50,10 @@ from gitkube.services.nftrules import (
     Ruleset,
     applied,
     compute_ruleset,
+    owners_of_ips,
     plan_transaction,
     service_fragment,
+    static_ruleset,
 )
 from gitkube.store.objects import ObjectStore
 
@@ -151,6 +156,11 @@ class NftablesProxier:
         self.addresses: set[str] | None = None
         self._interface_up = False
         self._fragments: dict[str, tuple[tuple[str, str], Fragment]] = {}
+        #: the fragment of each Service as the kernel holds it (incremental passes)
+        self._in_kernel: dict[str, Fragment] = {}
+        #: Services changed since the last pass; None: recompute everything
+        self._dirty: set[str] | None = None
+        self.cache.add_handler(self._note, replay=False)
         self.last_pass = ProgramPass()
         self.passes = 0
         #: called after each transaction that changed something (benchmarks, tests)
@@ -225,17 +235,17 @@ class NftablesProxier:
         await self._run(["ip", "link", "set", self.interface, "up"])
         self._interface_up = True
 
-    async def program(self, desired: Ruleset) -> ProgramPass:
+    async def program(self, desired: Ruleset, *, script: list[str] | None = None) -> ProgramPass:
         """Make the kernel hold ``desired``: one nft transaction, then addresses.
         When a command fails, what the kernel holds is read again, so that the
         next pass (the controller retries with back-off) starts from the truth."""
         try:
-            return await self._program(desired)
+            return await self._program(desired, script)
         except NftError:
             await self.read_kernel()
             raise
 
-    async def _program(self, desired: Ruleset) -> ProgramPass:
+    async def _program(self, desired: Ruleset, partial: list[str] | None) -> ProgramPass:
         started = time.perf_counter()
         done = ProgramPass()
         await self._ensure_interface()
@@ -250,11 +260,12 @@ class NftablesProxier:
             )
             self.addresses.update(add)
         planned = time.perf_counter()
-        script = plan_transaction(self.current, desired)
+        script = plan_transaction(self.current, desired) if partial is None else partial
         done.compute_seconds = time.perf_counter() - planned
         if script:
             await self._run(["nft", "-f", "-"], "\n".join(script) + "\n")
-            self.current = applied(self.current, desired)
+            if partial is None:
+                self.current = applied(self.current, desired)
         if remove:
             await self._run(
                 ["ip", "-batch", "-"],
@@ -298,17 +309,113 @@ class NftablesProxier:
             services, {}, node_addresses=self.node_addresses, fragments=fragments
         )
 
+    def _note(self, event: CacheEvent) -> None:
+        if event.resource in ("services", "endpoints") and self._dirty is not None:
+            obj = event.obj
+            if obj is not None:
+                self._dirty.add(f"{obj.namespace}/{obj.name}")
+
+    def _known(self) -> bool:
+        """Whether the kernel's table is known rule by rule (else: a full pass)."""
+        current = self.current
+        return (
+            current is not None
+            and self._dirty is not None
+            and all(rules is not None for rules in current.chains.values())
+            and all(elements is not None for elements in current.elements.values())
+        )
+
     async def reconcile_once(self) -> ProgramPass:
         await self.cache.sync()
         return await self._pass()
 
     async def _pass(self) -> ProgramPass:
         started = time.perf_counter()
+        if self._known():
+            return await self._incremental_pass(started)
+        self._dirty = set()
         desired = self.desired()
         computed = time.perf_counter() - started
-        done = await self.program(desired)
+        try:
+            done = await self.program(desired)
+        except NftError:
+            self._dirty = None
+            raise
+        services = self.cache.list(Service)
+        owners = owners_of_ips(services)
+        self._in_kernel = {}
+        for service in services:
+            hit = self._fragments.get(service.key)
+            owner = owners.get(service.spec.cluster_ip) == service.key
+            frag = hit[1] if hit is not None and owner else Fragment()
+            self._in_kernel[f"{service.namespace}/{service.name}"] = frag
         done.compute_seconds += computed
         done.seconds += computed
+        return self._finish(done)
+
+    async def _incremental_pass(self, started: float) -> ProgramPass:
+        """Only the Services that changed: their old fragments against their new."""
+        assert self._dirty is not None and self.current is not None
+        dirty, self._dirty = self._dirty, set()
+        services = {f"{s.namespace}/{s.name}": s for s in self.cache.list(Service)}
+        owners = owners_of_ips(services.values())
+        owned = {key for key, s in services.items() if owners.get(s.spec.cluster_ip) == s.key}
+        # a Service that gained or lost its IP to another counts as changed
+        affected = set(dirty)
+        affected.update(k for k in owned if not self._in_kernel.get(k, Fragment()).address)
+        affected.update(k for k, f in self._in_kernel.items() if f.address and k not in owned)
+        static = static_ruleset(self.node_addresses)
+        have = Ruleset(base_chains=dict(static.base_chains), maps=dict(static.maps))
+        want = Ruleset(base_chains=dict(static.base_chains), maps=dict(static.maps))
+        have.elements = {name: {} for name in static.maps}
+        want.elements = {name: {} for name in static.maps}
+        new_fragments: dict[str, Fragment] = {}
+        for key in affected:
+            service = services.get(key)
+            if service is None or key not in owned:
+                new = Fragment()
+            else:
+                ep = self.cache.get(Endpoints, service.namespace, service.name)
+                new = service_fragment(service, ep)
+                version = (
+                    service.metadata.resource_version,
+                    ep.metadata.resource_version if ep else "",
+                )
+                self._fragments[service.key] = (version, new)
+            new_fragments[key] = new
+            _add_fragment(have, self._in_kernel.get(key, Fragment()))
+            _add_fragment(want, new)
+        addresses = set(self.addresses or ())
+        for key in new_fragments:
+            old = self._in_kernel.get(key, Fragment())
+            if old.address:
+                addresses.discard(old.address)
+        for new in new_fragments.values():
+            if new.address:
+                addresses.add(new.address)
+        want.addresses = frozenset(addresses)
+        computed = time.perf_counter() - started
+        try:
+            done = await self.program(want, script=plan_transaction(have, want))
+        except NftError:
+            self._dirty = None  # read again: the next pass is a full one
+            raise
+        # what the kernel holds now
+        current = self.current
+        assert current is not None
+        for key in new_fragments:
+            _remove_fragment(current, self._in_kernel.get(key, Fragment()))
+        for key, new in new_fragments.items():
+            _put_fragment(current, new)
+            self._in_kernel[key] = new
+        for key in [k for k in self._in_kernel if k not in services]:
+            del self._in_kernel[key]
+            self._fragments.pop(object_key("services", *key.split("/", 1)), None)
+        done.compute_seconds += computed
+        done.seconds += computed
+        return self._finish(done)
+
+    def _finish(self, done: ProgramPass) -> ProgramPass:
         self.last_pass = done
         self.passes += 1
         if done.lines or done.addresses_added or done.addresses_removed:
@@ -352,3 +459,29 @@ class NftablesProxier:
             if self.cleanup:
                 await self.remove()
                 log.info("nftables: table %s and interface %s removed", TABLE, self.interface)
+
+
+def _add_fragment(ruleset: Ruleset, fragment: Fragment) -> None:
+    for name, rules in fragment.chains:
+        ruleset.chains[name] = rules
+    for name, decl in fragment.sets:
+        ruleset.sets[name] = decl
+    for map_name, key, verdict in fragment.elements:
+        elements = ruleset.elements.setdefault(map_name, {})
+        assert elements is not None
+        elements[key] = verdict
+
+
+def _remove_fragment(ruleset: Ruleset, fragment: Fragment) -> None:
+    for name, _ in fragment.chains:
+        ruleset.chains.pop(name, None)
+    for name, _ in fragment.sets:
+        ruleset.sets.pop(name, None)
+    for map_name, key, _ in fragment.elements:
+        elements = ruleset.elements.get(map_name)
+        if elements is not None:
+            elements.pop(key, None)
+
+
+def _put_fragment(ruleset: Ruleset, fragment: Fragment) -> None:
+    _add_fragment(ruleset, fragment)
