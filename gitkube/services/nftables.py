@@ -43,6 +43,7 @@ from gitkube.api.keys import object_key
 from gitkube.api.objects import Endpoints, Service
 from gitkube.control import Cache, CacheEvent, Controller, Result
 from gitkube.errors import ConfigError, GitkubeError
+from gitkube.services.libnft import Libnft, LibnftError
 from gitkube.services.nftrules import (
     FAMILY,
     TABLE,
@@ -143,6 +144,7 @@ class NftablesProxier:
         cleanup: bool = False,
         netns: str | None = None,
         interface: str = INTERFACE,
+        use_libnft: bool = True,
     ) -> None:
         self.objects = objects
         self.own_cache = cache is None
@@ -155,6 +157,10 @@ class NftablesProxier:
         self.current: Ruleset | None = None
         self.addresses: set[str] | None = None
         self._interface_up = False
+        #: libnftables in-process (None: not loaded yet, or not available)
+        self.use_libnft = use_libnft
+        self._libnft: Libnft | None = None
+        self._libnft_tried = False
         self._fragments: dict[str, tuple[tuple[str, str], Fragment]] = {}
         #: the fragment of each Service as the kernel holds it (incremental passes)
         self._in_kernel: dict[str, Fragment] = {}
@@ -167,6 +173,20 @@ class NftablesProxier:
         self.on_programmed: list[object] = []
 
     # ------------------------------------------------------------ kernel
+
+    async def _nft(self, script: str) -> None:
+        """One nft transaction: through libnftables in-process when it loads
+        (no fork and exec per change), else the nft command."""
+        if self._libnft is None and not self._libnft_tried:
+            self._libnft_tried = True
+            self._libnft = Libnft.load(self.netns) if self.use_libnft else None
+        if self._libnft is not None:
+            try:
+                await self._libnft.run(script)
+            except LibnftError as exc:
+                raise NftError(f"nft -f: {exc}") from None
+            return
+        await self._run(["nft", "-f", "-"], script)
 
     async def _run(self, argv: list[str], stdin: str | None = None) -> str:
         proc = await asyncio.create_subprocess_exec(
@@ -263,7 +283,7 @@ class NftablesProxier:
         script = plan_transaction(self.current, desired) if partial is None else partial
         done.compute_seconds = time.perf_counter() - planned
         if script:
-            await self._run(["nft", "-f", "-"], "\n".join(script) + "\n")
+            await self._nft("\n".join(script) + "\n")
             if partial is None:
                 self.current = applied(self.current, desired)
         if remove:
@@ -459,6 +479,14 @@ class NftablesProxier:
             if self.cleanup:
                 await self.remove()
                 log.info("nftables: table %s and interface %s removed", TABLE, self.interface)
+            self.close()
+
+    def close(self) -> None:
+        """Free the in-process nft context (its thread)."""
+        if self._libnft is not None:
+            self._libnft.close()
+            self._libnft = None
+            self._libnft_tried = False
 
 
 def _add_fragment(ruleset: Ruleset, fragment: Fragment) -> None:

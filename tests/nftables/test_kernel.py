@@ -174,11 +174,13 @@ async def test_atomic(objects: ObjectStore, ns: Netns) -> None:
     await p.read_kernel()
     await p.reconcile_once()
     before = ns.run("nft", "list", "table", "ip", "gitkube")
+    bad = "flush chain ip gitkube services\nadd rule ip gitkube services bogus statement\n"
     with pytest.raises(NftError):
-        await p._run(
-            ["nft", "-f", "-"],
-            "flush chain ip gitkube services\nadd rule ip gitkube services bogus statement\n",
-        )
+        await p._run(["nft", "-f", "-"], bad)  # the nft command
+    assert ns.run("nft", "list", "table", "ip", "gitkube") == before
+    with pytest.raises(NftError, match="Error"):
+        await p._nft(bad)  # libnftables in the proxier's process, in the namespace
+    assert p._libnft is not None, "libnftables is used when it loads"
     assert ns.run("nft", "list", "table", "ip", "gitkube") == before
 
     # a client connecting all along while the endpoints change 30 times
