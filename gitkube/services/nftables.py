@@ -166,6 +166,11 @@ class NftablesProxier:
         self._in_kernel: dict[str, Fragment] = {}
         #: Services changed since the last pass; None: recompute everything
         self._dirty: set[str] | None = None
+        #: the kernel holds what ``current`` says, rule by rule
+        self._complete = False
+        #: cluster IP by Service, and the Services that serve theirs
+        self._ip_of: dict[str, str] = {}
+        self._owned: set[str] = set()
         self.cache.add_handler(self._note, replay=False)
         self.last_pass = ProgramPass()
         self.passes = 0
@@ -225,6 +230,7 @@ class NftablesProxier:
             self.current = current
         self.addresses = await self._read_addresses()
         self._interface_up = False
+        self._complete = False
 
     async def _read_addresses(self) -> set[str] | None:
         """The IPv4 addresses of the interface, None when it does not exist."""
@@ -337,13 +343,7 @@ class NftablesProxier:
 
     def _known(self) -> bool:
         """Whether the kernel's table is known rule by rule (else: a full pass)."""
-        current = self.current
-        return (
-            current is not None
-            and self._dirty is not None
-            and all(rules is not None for rules in current.chains.values())
-            and all(elements is not None for elements in current.elements.values())
-        )
+        return self.current is not None and self._dirty is not None and self._complete
 
     async def reconcile_once(self) -> ProgramPass:
         await self.cache.sync()
@@ -363,6 +363,11 @@ class NftablesProxier:
             raise
         services = self.cache.list(Service)
         owners = owners_of_ips(services)
+        self._complete = True
+        self._ip_of = {f"{x.namespace}/{x.name}": x.spec.cluster_ip for x in services}
+        self._owned = {
+            f"{x.namespace}/{x.name}" for x in services if owners.get(x.spec.cluster_ip) == x.key
+        }
         self._in_kernel = {}
         for service in services:
             hit = self._fragments.get(service.key)
@@ -377,13 +382,31 @@ class NftablesProxier:
         """Only the Services that changed: their old fragments against their new."""
         assert self._dirty is not None and self.current is not None
         dirty, self._dirty = self._dirty, set()
-        services = {f"{s.namespace}/{s.name}": s for s in self.cache.list(Service)}
-        owners = owners_of_ips(services.values())
-        owned = {key for key, s in services.items() if owners.get(s.spec.cluster_ip) == s.key}
-        # a Service that gained or lost its IP to another counts as changed
+        services = {}
+        for key in dirty:
+            found = self.cache.get(Service, *key.split("/", 1))
+            if found is not None:
+                services[key] = found
         affected = set(dirty)
-        affected.update(k for k in owned if not self._in_kernel.get(k, Fragment()).address)
-        affected.update(k for k, f in self._in_kernel.items() if f.address and k not in owned)
+        ips_moved = any(
+            self._ip_of.get(key) != (services[key].spec.cluster_ip if key in services else None)
+            for key in dirty
+        )
+        if ips_moved:
+            # who serves which cluster IP may have changed: recompute it, and a
+            # Service that gained or lost its IP to another counts as changed
+            every = self.cache.list(Service)
+            owners = owners_of_ips(every)
+            self._ip_of = {f"{x.namespace}/{x.name}": x.spec.cluster_ip for x in every}
+            self._owned = {
+                f"{x.namespace}/{x.name}" for x in every if owners.get(x.spec.cluster_ip) == x.key
+            }
+            for x in every:
+                services.setdefault(f"{x.namespace}/{x.name}", x)
+            owned = self._owned
+            affected.update(k for k in owned if not self._in_kernel.get(k, Fragment()).address)
+            affected.update(k for k, f in self._in_kernel.items() if f.address and k not in owned)
+        owned = self._owned
         static = static_ruleset(self.node_addresses)
         have = Ruleset(base_chains=dict(static.base_chains), maps=dict(static.maps))
         want = Ruleset(base_chains=dict(static.base_chains), maps=dict(static.maps))
@@ -428,9 +451,10 @@ class NftablesProxier:
         for key, new in new_fragments.items():
             _put_fragment(current, new)
             self._in_kernel[key] = new
-        for key in [k for k in self._in_kernel if k not in services]:
-            del self._in_kernel[key]
-            self._fragments.pop(object_key("services", *key.split("/", 1)), None)
+        for key in affected:
+            if key not in services and key in self._in_kernel:
+                del self._in_kernel[key]
+                self._fragments.pop(object_key("services", *key.split("/", 1)), None)
         done.compute_seconds += computed
         done.seconds += computed
         return self._finish(done)
