@@ -14,6 +14,9 @@ mode, each cluster IP is a local address, and the nat chains DNAT it.
   since (noted from the cache's events) and diffs their old fragments against
   their new ones. Either way ONE ``nft -f`` transaction with only the
   changes: atomic, never a flush of the table;
+- transactions go through libnftables in this process when it loads
+  (``gitkube.services.libnft``: no fork and exec per change), else through
+  the ``nft`` command; the ``ip`` command manages the interface;
 - on start it reads the table as it is in the kernel (``nft -j list table``)
   and resyncs: chains it does not know the content of are refilled, map
   elements replaced, leftovers deleted, in one transaction;

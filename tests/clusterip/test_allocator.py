@@ -10,6 +10,7 @@
 - two allocators (two masters) racing over 40 Services never hand one IP twice
 - a clusterIP asked for that another Service holds: condition naming both,
   and it is claimed once the holder is gone
+- a deposed leader's allocator (the leader's fence) writes no claim and no IP
 """
 
 from __future__ import annotations
@@ -195,3 +196,23 @@ async def test_taken_ip_is_an_error_naming_both(objects: ObjectStore) -> None:
     assert await _claims(objects) == {"10.96.0.10": "default/second"}
     second = await objects.get(Service, "default", "second")
     assert second is not None and not any(c.type == CONDITION for c in second.status.conditions)
+
+
+async def test_a_deposed_leader_allocates_nothing(objects: ObjectStore) -> None:
+    from gitkube.election import LeaderElection
+    from gitkube.errors import LeadershipLost
+
+    await objects.create(svc("web", uid=""))
+    leader = LeaderElection(objects.store, "m1", ttl=5)
+    assert await leader._campaign()
+    # another master takes over before this one's allocator writes
+    await objects.store.revoke_lease(leader.lease)
+    assert await LeaderElection(objects.store, "m2", ttl=5)._campaign()
+    alloc = ClusterIPAllocator(
+        objects, cache=_cache(objects), applier=Applier(objects, fence=leader.fence)
+    )
+    with pytest.raises(LeadershipLost):
+        await alloc.reconcile_once()
+    assert await _claims(objects) == {}
+    web = await objects.get(Service, "default", "web")
+    assert web is not None and web.spec.cluster_ip == ""
