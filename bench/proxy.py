@@ -665,10 +665,10 @@ def main() -> None:
             raise SystemExit("--programming-only needs the kernel path (root, nft)")
         with tempfile.TemporaryDirectory(prefix="gitkube-bench-nft-") as tmp:
             parts: list[tuple[float, float]] = []
-            latencies = asyncio.run(
+            timed = asyncio.run(
                 measure_programming(Path(tmp), args.services, args.changes, parts)
             )
-        print_programming(args, latencies, parts)
+        print_programming(args, timed, parts)
         return
     for tool in ("wrk", "haproxy"):
         if shutil.which(tool) is None:
