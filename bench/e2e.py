@@ -134,6 +134,9 @@ class Running:
             "webhook_secret": SECRET,
             "watch": False,  # the webhook announces each push
             "node_grace": "20s",
+            # this benchmark measures the userspace proxy's path; never program
+            # nftables in the machine's own network namespace
+            "proxy_mode": "userspace",
             **extra,
         }
         settings, _ = resolve_settings(flags, environ={})

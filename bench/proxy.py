@@ -16,6 +16,9 @@ measures requests/s and p50/p99 latency
   asyncio`` with its default workers, one process per CPU),
 - through HAProxy (mode tcp, balance roundrobin, the same three endpoints;
   nbthread defaults to HAProxy's own default, one thread per CPU),
+- through the kernel (``--proxy-mode nftables``: the gitkube nftables
+  proxier in its own process programs a cluster IP that DNATs to the three
+  endpoints; wrk connects to the cluster IP),
 
 and the CPU seconds each proxy spends per 10,000 requests (psutil
 ``cpu_times`` summed over the proxy's process, its threads and all its
@@ -26,7 +29,21 @@ than a few long ones. Each round is printed, then the totals (requests/s over
 all rounds, median p50/p99) and the per-round ratios gitkube/HAProxy (each
 gitkube run against the HAProxy run next to it). Goals: throughput >= 1.0x
 HAProxy and p99 no worse than HAProxy's, both over all rounds and as the
-per-round median.
+per-round median; for the kernel path >= 0.9x direct, >= 1.5x HAProxy and
+p99 no worse than HAProxy's.
+
+The kernel path is measured when running as root with ``nft`` (``--kernel
+auto``, the default; ``--kernel no`` leaves it out): then the whole benchmark
+(every path, so that they stay comparable) re-runs itself inside a network
+namespace it creates, with only ``lo`` and no route out, and deletes it at the
+end. The proxier's CPU is its process's; the kernel's work is charged to the
+processes whose packets it handles (wrk, the endpoints), as for direct.
+
+Then the programming latency: ``--services`` Services (1,000) with two
+endpoints each in a store, the proxier running; ``--changes`` times an
+endpoint of a random Service changes and the time from the store write to
+the end of the ``nft -f`` transaction that holds it is measured (each change
+then checked in the kernel with ``nft list chain``). Goal: p99 < 100 ms.
 """
 
 from __future__ import annotations
@@ -115,19 +132,19 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def wait_http(port: int, timeout: float = 15.0) -> None:
+def wait_http(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
     """Until a request through ``port`` gets an answer (the proxy has endpoints)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            with socket.create_connection((host, port), timeout=1.0) as sock:
                 sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 if sock.recv(100).startswith(b"HTTP/1.1 200"):
                     return
         except OSError:
             pass
         time.sleep(0.1)
-    raise SystemExit(f"no HTTP answer through 127.0.0.1:{port} after {timeout}s")
+    raise SystemExit(f"no HTTP answer through {host}:{port} after {timeout}s")
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -204,7 +221,13 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(name: str, port: int, args: argparse.Namespace, cpu_pid: int | None = None) -> Result:
+def run_wrk(
+    name: str,
+    port: int,
+    args: argparse.Namespace,
+    cpu_pid: int | None = None,
+    host: str = "127.0.0.1",
+) -> Result:
     before = cpu_seconds(cpu_pid) if cpu_pid else 0.0
     cmd = [
         "wrk",
@@ -212,7 +235,7 @@ def run_wrk(name: str, port: int, args: argparse.Namespace, cpu_pid: int | None 
         f"-c{args.connections}",
         f"-d{args.duration}s",
         "--latency",
-        f"http://127.0.0.1:{port}/",
+        f"http://{host}:{port}/",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     after = cpu_seconds(cpu_pid) if cpu_pid else 0.0
@@ -368,6 +391,209 @@ backend endpoints
     return proc, port
 
 
+# ------------------------------------------------------------------ the kernel path
+
+VIP = "10.96.0.10"
+BENCH_NETNS = "GITKUBE_BENCH_NETNS"
+
+
+def kernel_available() -> tuple[bool, str]:
+    if os.geteuid() != 0:
+        return False, "not root"
+    if shutil.which("nft") is None or shutil.which("ip") is None:
+        return False, "nft or ip is not installed"
+    return True, ""
+
+
+def rerun_in_netns() -> int:
+    """Run this benchmark again inside a new network namespace (lo only, no
+    route out); delete the namespace after."""
+    name = f"gkbench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        env = dict(os.environ, **{BENCH_NETNS: name})
+        cmd = ["ip", "netns", "exec", name, sys.executable, __file__, *sys.argv[1:]]
+        return subprocess.run(cmd, env=env, check=False).returncode
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+async def _write_kernel_state(url: str, port: int, targets: list[int]) -> None:
+    from gitkube.api.objects import (
+        EndpointAddress,
+        EndpointPort,
+        Endpoints,
+        EndpointSubset,
+        ObjectMeta,
+        Service,
+        ServicePort,
+        ServiceSpec,
+    )
+    from gitkube.store.factory import open_store
+    from gitkube.store.objects import ObjectStore
+
+    store = await open_store(url)
+    try:
+        objects = ObjectStore(store)
+        await objects.create(
+            Service(
+                metadata=ObjectMeta(name="bench"),
+                spec=ServiceSpec(
+                    selector={"app": "bench"},
+                    cluster_ip=VIP,
+                    ports=[ServicePort(name="http", port=port, target_port=8080)],
+                ),
+            )
+        )
+        await objects.create(
+            Endpoints(
+                metadata=ObjectMeta(name="bench"),
+                subsets=[
+                    EndpointSubset(
+                        addresses=[EndpointAddress(ip="127.0.0.1")],
+                        ports=[EndpointPort(name="http", port=t)],
+                    )
+                    for t in targets
+                ],
+            )
+        )
+    finally:
+        await store.close()
+
+
+def run_nft_proxier(url: str) -> None:
+    """The nftables proxier alone until SIGTERM (a process of the benchmark)."""
+
+    async def main() -> None:
+        from gitkube.services.nftables import NftablesProxier
+        from gitkube.store.factory import open_store
+        from gitkube.store.objects import ObjectStore
+
+        store = await open_store(url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            await NftablesProxier(ObjectStore(store), node_addresses=[], cleanup=True).run(stop)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def start_nft_proxier(workdir: Path, targets: list[int]) -> tuple[subprocess.Popen[bytes], int]:
+    url = f"sqlite:///{workdir}/kernel.db"
+    port = 80
+    asyncio.run(_write_kernel_state(url, port, targets))
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--nft-proxier", url],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "nft-proxier.log", "wb"),  # noqa: SIM115
+        process_group=0,
+    )
+    return proc, port
+
+
+async def measure_programming(
+    workdir: Path, services: int, changes: int, breakdown: list[tuple[float, float]]
+) -> list[float]:
+    """Seconds from an Endpoints write to the end of the nft transaction holding it."""
+    import random
+
+    from gitkube.api.objects import (
+        EndpointAddress,
+        EndpointPort,
+        Endpoints,
+        EndpointSubset,
+        ObjectMeta,
+        Service,
+        ServicePort,
+        ServiceSpec,
+    )
+    from gitkube.services.nftables import NftablesProxier
+    from gitkube.services.nftrules import service_fragment
+    from gitkube.store.factory import open_store
+    from gitkube.store.objects import ObjectStore
+
+    def endpoints(name: str, a: int, b: int) -> Endpoints:
+        return Endpoints(
+            metadata=ObjectMeta(name=name),
+            subsets=[
+                EndpointSubset(
+                    addresses=[EndpointAddress(ip="127.0.0.1")],
+                    ports=[EndpointPort(name="http", port=port)],
+                )
+                for port in (a, b)
+            ],
+        )
+
+    store = await open_store(f"sqlite:///{workdir}/many.db")
+    objects = ObjectStore(store)
+    rng = random.Random(1)
+    for i in range(services):
+        base = 10_000 + 2 * i
+        await objects.create(
+            Service(
+                metadata=ObjectMeta(name=f"s{i}"),
+                spec=ServiceSpec(
+                    selector={"app": f"s{i}"},
+                    cluster_ip=f"10.97.{i // 250}.{i % 250 + 1}",
+                    ports=[ServicePort(name="http", port=80)],
+                ),
+            )
+        )
+        await objects.create(endpoints(f"s{i}", base, base + 1))
+    proxier = NftablesProxier(objects, node_addresses=[], cleanup=True)
+    done = asyncio.Event()
+    passes: list[object] = []
+
+    def programmed(p: object) -> None:
+        passes.append(p)
+        done.set()
+
+    proxier.on_programmed.append(programmed)
+    stop = asyncio.Event()
+    await proxier.read_kernel()
+    task = asyncio.gather(proxier.cache.run(stop), proxier.controller().run(stop))
+    samples: list[float] = []
+    try:
+        await asyncio.wait_for(done.wait(), timeout=120)  # the first, full transaction
+        for n in range(changes):
+            name = f"s{rng.randrange(services)}"
+            new_port = 40_000 + n
+            have = await objects.get(Endpoints, "default", name)
+            assert have is not None
+            changed = endpoints(name, have.subsets[0].ports[0].port, new_port)
+            changed.metadata = have.metadata
+            done.clear()
+            started = time.perf_counter()
+            await objects.update(changed)
+            await asyncio.wait_for(done.wait(), timeout=30)
+            samples.append(time.perf_counter() - started)
+            last = passes[-1]
+            breakdown.append((last.compute_seconds, last.kernel_seconds))  # type: ignore[attr-defined]
+            # in the kernel: the service's chain jumps to an endpoint chain DNATing to it
+            service = await objects.get(Service, "default", name)
+            assert service is not None
+            fragment = service_fragment(service, changed)
+            ep_chains = [c for c, _ in fragment.chains if c.startswith("ep-")]
+            listing = subprocess.run(
+                ["nft", "list", "chain", "ip", "gitkube", ep_chains[-1]],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert f"dnat to 127.0.0.1:{new_port}" in listing, listing
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await proxier.remove()
+        await store.close()
+    return samples
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -403,10 +629,46 @@ def main() -> None:
         help="HAProxy nbthread (default: HAProxy's own, one per CPU)",
     )
     parser.add_argument("--json", action="store_true", help="print results as JSON too")
+    parser.add_argument(
+        "--kernel",
+        default="auto",
+        choices=["auto", "yes", "no"],
+        help="measure the nftables path, in a network namespace (auto: when root with nft)",
+    )
+    parser.add_argument("--services", type=int, default=1000, help="for programming latency")
+    parser.add_argument("--changes", type=int, default=200, help="endpoint changes timed")
+    parser.add_argument(
+        "--programming-only",
+        action="store_true",
+        help="only the programming latency of the kernel path",
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--nft-proxier", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve_endpoint(args.serve)
+        return
+    if args.nft_proxier:
+        run_nft_proxier(args.nft_proxier)
+        return
+    kernel = False
+    if args.kernel != "no":
+        kernel, why = kernel_available()
+        if not kernel and args.kernel == "yes":
+            raise SystemExit(f"--kernel yes: {why}")
+        if not kernel:
+            print(f"(kernel path not measured: {why})")
+    if kernel and not os.environ.get(BENCH_NETNS):
+        raise SystemExit(rerun_in_netns())
+    if args.programming_only:
+        if not kernel:
+            raise SystemExit("--programming-only needs the kernel path (root, nft)")
+        with tempfile.TemporaryDirectory(prefix="gitkube-bench-nft-") as tmp:
+            parts: list[tuple[float, float]] = []
+            timed = asyncio.run(
+                measure_programming(Path(tmp), args.services, args.changes, parts)
+            )
+        print_programming(args, timed, parts)
         return
     for tool in ("wrk", "haproxy"):
         if shutil.which(tool) is None:
@@ -431,6 +693,8 @@ def main() -> None:
 
     procs: list[subprocess.Popen[bytes]] = []
     groups: list[subprocess.Popen[bytes]] = []
+    latencies: list[float] = []
+    breakdown: list[tuple[float, float]] = []
     rounds: list[dict[str, Result]] = []
     loads: list[float] = []
     with tempfile.TemporaryDirectory(prefix="gitkube-bench-proxy-") as tmp:
@@ -458,16 +722,23 @@ def main() -> None:
                 groups.append(ref)
                 wait_listeners(ref, ref_port, ref_workers)
                 paths["asyncio"] = (ref_port, ref.pid)
+            hosts = dict.fromkeys(paths, "127.0.0.1")
+            if kernel:
+                nft, nft_port = start_nft_proxier(workdir, targets)
+                groups.append(nft)
+                paths["nftables"] = (nft_port, nft.pid)
+                hosts["nftables"] = VIP
             ha, ha_port = start_haproxy(workdir, targets, threads=args.haproxy_threads)
             procs.append(ha)
             paths["haproxy"] = (ha_port, ha.pid)
-            for port, _ in paths.values():
-                wait_http(port)
+            hosts["haproxy"] = "127.0.0.1"
+            for name, (port, _) in paths.items():
+                wait_http(port, host=hosts[name])
 
             # a short warm-up of each path, then the measured rounds
             warm = argparse.Namespace(**{**vars(args), "duration": 1})
-            for port, _ in paths.values():
-                run_wrk("warm-up", port, warm)
+            for name, (port, _) in paths.items():
+                run_wrk("warm-up", port, warm, host=hosts[name])
 
             proxies = [name for name in paths if name != "direct"]
             for number in range(args.rounds):
@@ -477,8 +748,12 @@ def main() -> None:
                 shift = number % len(proxies)
                 for name in proxies[shift:] + proxies[:shift]:
                     port, pid = paths[name]
-                    results[name] = run_wrk(LABELS[name], port, args, pid)
+                    results[name] = run_wrk(LABELS[name], port, args, pid, host=hosts[name])
                 rounds.append(results)
+            if kernel:
+                latencies = asyncio.run(
+                    measure_programming(workdir, args.services, args.changes, breakdown)
+                )
         finally:
             for group in groups:
                 stop_group(group)
@@ -524,6 +799,29 @@ def main() -> None:
         f"{'met' if throughput_ok else 'NOT met'}; goal p99 <= HAProxy (median of rounds "
         f"and per-round median): {'met' if p99_ok else 'NOT met'}"
     )
+    if kernel:
+        kern = total["nftables"]
+        direct = total["direct"]
+        nft_rps = [r["nftables"].rps / r["haproxy"].rps for r in rounds]
+        nft_direct = [r["nftables"].rps / r["direct"].rps for r in rounds]
+        nft_p99 = [r["nftables"].p99_ms / r["haproxy"].p99_ms for r in rounds]
+        print(
+            f"kernel path (nftables): {kern.rps / direct.rps:.2f}x direct "
+            f"(per-round median {statistics.median(nft_direct):.2f}x), "
+            f"{kern.rps / haproxy.rps:.2f}x HAProxy (per-round median "
+            f"{statistics.median(nft_rps):.2f}x), p99 {kern.p99_ms / haproxy.p99_ms:.2f}x "
+            f"HAProxy's (per-round median {statistics.median(nft_p99):.2f}x)"
+        )
+        goals = {
+            ">= 0.9x direct": kern.rps >= 0.9 * direct.rps,
+            ">= 1.5x HAProxy": kern.rps >= 1.5 * haproxy.rps,
+            "p99 <= HAProxy": kern.p99_ms <= haproxy.p99_ms,
+        }
+        print(
+            "kernel goals: "
+            + ", ".join(f"{k} {'met' if ok else 'NOT met'}" for k, ok in goals.items())
+        )
+        print_programming(args, latencies, breakdown)
     if args.json:
         print(json.dumps([{k: r.__dict__ for k, r in x.items()} for x in rounds], indent=2))
 
@@ -532,8 +830,29 @@ LABELS = {
     "direct": "direct (one endpoint)",
     "gitkube": "gitkube proxy",
     "asyncio": "  (asyncio relay)",
+    "nftables": "gitkube nftables",
     "haproxy": "haproxy",
 }
+
+
+def print_programming(
+    args: argparse.Namespace, latencies: list[float], breakdown: list[tuple[float, float]]
+) -> None:
+    ms = sorted(x * 1000 for x in latencies)
+    p50 = statistics.median(ms)
+    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
+    print(
+        f"programming latency, endpoint change -> rule in the kernel, {args.services} "
+        f"Services, {len(ms)} changes: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms"
+        f" (goal p99 < 100 ms: {'met' if p99 < 100 else 'NOT met'})"
+    )
+    compute = sorted(c * 1000 for c, _ in breakdown)
+    kernel_ms = sorted(k * 1000 for _, k in breakdown)
+    print(
+        f"  of which computing the ruleset and transaction: p50 "
+        f"{statistics.median(compute):.1f} ms, max {compute[-1]:.1f} ms; nft: p50 "
+        f"{statistics.median(kernel_ms):.1f} ms, max {kernel_ms[-1]:.1f} ms"
+    )
 
 
 def combine(name: str, results: list[Result]) -> Result:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from gitkube.control import Cache
     from gitkube.nodes.agent import Agent
     from gitkube.nodes.runtime.base import Runtime
-    from gitkube.services.proxy import ServiceProxy
+    from gitkube.services.mode import Task
     from gitkube.store.objects import ObjectStore
 
 RUNTIMES = ("docker", "process", "auto")
@@ -51,6 +51,10 @@ class AgentOptions:
     proxy: bool = True
     proxy_address: str = "127.0.0.1"
     proxy_relay: str = "auto"
+    #: auto, userspace or nftables (gitkube.services.mode)
+    proxy_mode: str = "auto"
+    #: remove the nftables table when the proxy stops
+    cleanup: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgentOptions:
@@ -84,6 +88,8 @@ class AgentOptions:
             proxy=settings.proxy,
             proxy_address=settings.proxy_address,
             proxy_relay=settings.proxy_relay,
+            proxy_mode=settings.proxy_mode,
+            cleanup=settings.cleanup,
         )
 
     def node_dir(self, node_name: str) -> Path:
@@ -140,15 +146,20 @@ def build_proxy(
     *,
     node_name: str,
     cache: Cache | None = None,
-    advertise_proxy: bool = True,
-) -> ServiceProxy:
-    """The service proxy that runs beside the agent of ``node_name``."""
-    from gitkube.services.proxy import ServiceProxy
+) -> Task:
+    """The service proxy that runs beside the agent of ``node_name``, in the
+    mode the settings ask for (``--proxy-mode``: the nftables proxier or the
+    userspace relay); ``ConfigError`` when nftables is asked for and cannot be had."""
+    from gitkube.services.mode import make_proxy
 
-    return ServiceProxy(
+    _, _, run = make_proxy(
         objects,
-        address=options.proxy_address,
+        requested=options.proxy_mode,
         node_name=node_name,
+        node_address=options.address,
+        proxy_address=options.proxy_address,
         relay=options.proxy_relay,
+        cleanup=options.cleanup,
         cache=cache,
     )
+    return run

@@ -22,6 +22,8 @@ import yaml
 from gitkube.errors import ConfigError
 from gitkube.services import RELAY_MODES as PROXY_RELAYS
 
+#: how Services reach their endpoints (gitkube.services.mode.choose_proxy_mode)
+PROXY_MODES = ("auto", "userspace", "nftables")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -63,6 +65,15 @@ class Settings:
     proxy_relay: str = _setting(
         "auto", "service proxy data path: auto (native if it can be built), native, asyncio"
     )
+    proxy_mode: str = _setting(
+        "auto",
+        "service data path: userspace (listen on Service ports), nftables (kernel, cluster IPs; "
+        "needs root), auto (nftables when root and nft works)",
+    )
+    cleanup: bool = _setting(
+        False, "nftables mode: remove the gitkube table and interface on stop", kind="bool"
+    )
+    service_cidr: str = _setting("10.96.0.0/16", "master: the range cluster IPs come from")
     labels: str = _setting("", "node labels k=v,k2=v2")
     listen: str = _setting("127.0.0.1:9080", "HTTP server (webhooks, metrics, status) HOST:PORT")
     interval: str = _setting("60s", "poll interval (30, 30s, 5m)")
@@ -295,6 +306,21 @@ def resolve_settings(
             f"proxy-relay ({sources['proxy_relay']}): {settings.proxy_relay!r} is not one of "
             + ", ".join(PROXY_RELAYS)
         )
+    if settings.proxy_mode not in PROXY_MODES:
+        raise ConfigError(
+            f"proxy-mode ({sources['proxy_mode']}): {settings.proxy_mode!r} is not one of "
+            + ", ".join(PROXY_MODES)
+        )
+    import ipaddress
+
+    try:
+        network = ipaddress.ip_network(settings.service_cidr, strict=True)
+        if not isinstance(network, ipaddress.IPv4Network) or network.prefixlen > 30:
+            raise ValueError("an IPv4 range of at most /30 is needed")
+    except ValueError as exc:
+        raise ConfigError(
+            f"service-cidr ({sources['service_cidr']}): {settings.service_cidr!r}: {exc}"
+        ) from None
     return settings, sources
 
 

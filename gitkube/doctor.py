@@ -237,6 +237,47 @@ async def check_proxy_relay(settings: Settings) -> Check:
     return Check("proxy relay", "ok", f"native relay ({path})")
 
 
+async def check_proxy_mode(settings: Settings) -> list[Check]:
+    """Which data path an agent on this machine would use and why, and which
+    each registered agent uses (as it recorded on start)."""
+    from gitkube.errors import ConfigError
+    from gitkube.services.mode import PROXY_MODE_PREFIX
+    from gitkube.services.nftables import choose_proxy_mode
+    from gitkube.store.factory import open_store
+
+    checks = []
+    try:
+        mode, why = await asyncio.to_thread(choose_proxy_mode, settings.proxy_mode)
+        checks.append(Check("proxy mode", "ok", f"an agent here uses {mode}: {why}"))
+    except ConfigError as exc:
+        checks.append(
+            Check(
+                "proxy mode",
+                "fail",
+                str(exc),
+                "run the agent as root with nftables installed (apt-get install nftables), "
+                "or use --proxy-mode userspace (or auto)",
+            )
+        )
+    try:
+        store = await asyncio.wait_for(open_store(settings.store_url()), timeout=5)
+        try:
+            recorded, _ = await store.range(PROXY_MODE_PREFIX)
+        finally:
+            await store.close()
+    except Exception:
+        return checks
+    agents = []
+    for kv in recorded:
+        with contextlib.suppress(ValueError, AttributeError):
+            data = json.loads(kv.value)
+            node = kv.key[len(PROXY_MODE_PREFIX) :]
+            agents.append(f"{node}: {data.get('mode')} ({data.get('reason')})")
+    if agents:
+        checks.append(Check("agents' proxy mode", "ok", "; ".join(sorted(agents))))
+    return checks
+
+
 async def run_checks(settings: Settings) -> list[Check]:
     async def store_then_agents() -> list[Check]:
         # one after the other: two first opens of a new SQLite file at once
@@ -249,6 +290,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         check_docker(settings),
         check_git_remote(settings),
         check_proxy_relay(settings),
+        check_proxy_mode(settings),
     )
     out: list[Check] = []
     for item in groups:

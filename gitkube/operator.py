@@ -3,6 +3,7 @@
 - ``role="run"``: the sync loop, the controllers (scheduler, replication,
   ReplicaSets, Deployments, node lifecycle, endpoints), N local agents, the
   service proxy and the HTTP server: the whole system on one machine.
+  The controllers include the cluster IP allocator (``--service-cidr``).
 - ``role="master"``: the sync loop, the controllers and the HTTP server, for
   a cluster whose agents run on other machines (``gitkube agent``). Several
   masters may run; one leads through a store lease, and only the leader syncs
@@ -30,7 +31,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gitkube.agent_factory import AgentOptions
-from gitkube.api.keys import DELIVERIES_KEY, HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX, SYSTEM
+from gitkube.api.keys import (
+    DELIVERIES_KEY,
+    HEARTBEAT_PREFIX,
+    PROXY_STATUS_PREFIX,
+    SERVICE_IP_PREFIX,
+    SYSTEM,
+)
 from gitkube.api.objects import Deployment, Pod
 from gitkube.config import Settings, redact_url
 from gitkube.control import Applier, Cache
@@ -161,8 +168,11 @@ class Operator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(s.store_url())
         self.objects = ObjectStore(self.store)
-        # the proxies' reports too: the status report reads them from the cache
-        self.cache = Cache(self.store, raw_prefixes=(HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX))
+        # the proxies' reports too (the status report reads them from the cache),
+        # and the cluster IP claims (the allocator's)
+        self.cache = Cache(
+            self.store, raw_prefixes=(HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX, SERVICE_IP_PREFIX)
+        )
         source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
         writeback = None
         if s.writeback:
@@ -211,6 +221,7 @@ class Operator:
         )
         from gitkube.planner.deployment_loop import DeploymentController
         from gitkube.planner.replicaset_loop import ReplicaSetController
+        from gitkube.services.allocator import ClusterIPAllocator
         from gitkube.services.controller import EndpointsController
         from gitkube.services.loadbalancer import LoadBalancerStatusController
 
@@ -271,6 +282,12 @@ class Operator:
             ("deployments", deployments.run),
             ("node-lifecycle", lifecycle.run),
             ("endpoints", EndpointsController(self.objects, cache=cache, applier=applier).run),
+            (
+                "clusterip",
+                ClusterIPAllocator(
+                    self.objects, cache=cache, applier=applier, service_cidr=s.service_cidr
+                ).run,
+            ),
         ]
 
     async def _local_agents(self) -> list[tuple[str, Task]]:
@@ -294,8 +311,9 @@ class Operator:
             self.agents.append(agent)
             tasks.append((f"agent {name}", agent.run))
         if names and options.proxy:
-            proxy = build_proxy(options, self.objects, node_name=names[0], cache=cache)
-            tasks.append(("proxy", proxy.run))
+            tasks.append(
+                ("proxy", build_proxy(options, self.objects, node_name=names[0], cache=cache))
+            )
         return tasks
 
     async def _http(self, stop: asyncio.Event) -> None:

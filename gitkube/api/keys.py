@@ -26,6 +26,8 @@ LEADER_KEY = SYSTEM + "leader"
 DELIVERIES_KEY = SYSTEM + "webhooks/deliveries"
 #: service proxy problems (port in use, ...), one key per service per node
 PROXY_STATUS_PREFIX = SYSTEM + "proxy/"
+#: allocated cluster IPs: one key per IP, created with a compare-on-absent
+SERVICE_IP_PREFIX = SYSTEM + "serviceips/"
 
 CLUSTER_SCOPED = frozenset({"nodes", "namespaces"})
 

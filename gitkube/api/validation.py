@@ -54,7 +54,14 @@ from gitkube.api.manifests import (
     find_manifest_files,
     parse_documents,
 )
-from gitkube.api.objects import API_VERSIONS, KINDS, ApiObject, Secret, unsupported_class
+from gitkube.api.objects import (
+    API_VERSIONS,
+    KINDS,
+    ApiObject,
+    Secret,
+    Service,
+    unsupported_class,
+)
 from gitkube.api.quantity import QuantityError, parse_quantity
 from gitkube.api.redact import is_secret, remember_secret, scrub_message
 from gitkube.api.schema import (
@@ -723,9 +730,6 @@ def _check_service_spec(spec: dict[str, Any], sink: Sink) -> None:
         sink.errors.append(
             ((*path, "clusterIP"), f"a {service_type} Service cannot be headless (clusterIP: None)")
         )
-    cluster_ip = spec.get("clusterIP")
-    if isinstance(cluster_ip, str) and cluster_ip not in ("", "None"):
-        sink.ignored.append(((*path, "clusterIP"), "services are served on the proxy's address"))
     if spec.get("sessionAffinityConfig") is not None and spec.get("sessionAffinity") != "ClientIP":
         sink.errors.append(((*path, "sessionAffinityConfig"), "needs sessionAffinity: ClientIP"))
     names: dict[str, int] = {}
@@ -1169,6 +1173,40 @@ def find_duplicates(manifests: list[Manifest]) -> list[ManifestError]:
                 "metadata.name",
                 f"{key[0]} {key[2]!r}{where} is declared twice: first at "
                 f"{earlier.path}:{earlier.line} (document {earlier.document})",
+            )
+        )
+    errors += _duplicate_cluster_ips(manifests)
+    return errors
+
+
+def _duplicate_cluster_ips(manifests: list[Manifest]) -> list[ManifestError]:
+    """A clusterIP two Services declare: an error at the later, naming the first."""
+    first: dict[str, Manifest] = {}
+    errors: list[ManifestError] = []
+    for manifest in sorted(manifests, key=lambda m: (m.path, m.document)):
+        obj = manifest.obj
+        if not isinstance(obj, Service):
+            continue
+        ip = obj.spec.cluster_ip
+        if not ip or ip == "None":
+            continue
+        earlier = first.get(ip)
+        if earlier is None:
+            first[ip] = manifest
+            continue
+        if (earlier.obj.namespace, earlier.obj.name) == (obj.namespace, obj.name):
+            continue  # the same Service twice: reported above
+        errors.append(
+            ManifestError(
+                manifest.path,
+                manifest.line,
+                manifest.document,
+                "Service",
+                obj.name,
+                "spec.clusterIP",
+                f"clusterIP {ip} of Service {obj.namespace}/{obj.name} is also declared by "
+                f"Service {earlier.obj.namespace}/{earlier.obj.name} at "
+                f"{earlier.path}:{earlier.line}",
             )
         )
     return errors

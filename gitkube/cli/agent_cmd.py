@@ -76,6 +76,17 @@ def agent_command(
             "--proxy-relay", help="proxy data path: auto, native (C threads), asyncio (auto)"
         ),
     ] = None,
+    proxy_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy-mode",
+            help="userspace, nftables (kernel; root) or auto (nftables when root and nft works)",
+        ),
+    ] = None,
+    cleanup: Annotated[
+        bool | None,
+        typer.Option("--cleanup", help="nftables mode: remove the gitkube table on stop"),
+    ] = None,
     node_grace: Annotated[
         str | None,
         typer.Option(
@@ -104,6 +115,8 @@ def agent_command(
         "run_as": run_as,
         "proxy_address": proxy_address,
         "proxy_relay": proxy_relay,
+        "proxy_mode": proxy_mode,
+        "cleanup": cleanup,
         "node_grace": node_grace,
         "cpu": cpu,
         "memory": memory,
@@ -150,8 +163,7 @@ async def _run_agent(settings: Settings, options: AgentOptions) -> None:
     cache_task = asyncio.create_task(cache.run(stop), name="cache")
     try:
         if options.proxy:
-            proxy = build_proxy(options, objects, node_name=node_name, cache=cache)
-            agent.add_task("proxy", proxy.run)
+            agent.add_task("proxy", build_proxy(options, objects, node_name=node_name, cache=cache))
         log.info(
             "agent for node %s: runtime %s, address %s, store %s",
             node_name,

@@ -63,6 +63,16 @@ SelfHeal = Annotated[
     bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
 ]
 Verbose = Annotated[bool | None, Opt("--verbose", "-v", help="debug logging")]
+ServiceCidr = Annotated[
+    str | None, Opt("--service-cidr", help="range cluster IPs come from (10.96.0.0/16)")
+]
+ProxyMode = Annotated[
+    str | None,
+    Opt("--proxy-mode", help="userspace, nftables (kernel; root), auto (nftables if root+nft)"),
+]
+Cleanup = Annotated[
+    bool | None, Opt("--cleanup", help="nftables mode: remove the gitkube table on stop")
+]
 EvictionRate = Annotated[
     float | None, Opt("--node-eviction-rate", help="nodes/s whose pods are evicted, per zone (0.1)")
 ]
@@ -208,6 +218,9 @@ def run_command(
     proxy: Annotated[
         bool | None, Opt("--proxy/--no-proxy", help="run the service proxy (on)")
     ] = None,
+    proxy_mode: ProxyMode = None,
+    cleanup: Cleanup = None,
+    service_cidr: ServiceCidr = None,
     status_branch: StatusBranch = None,
     writeback: Writeback = None,
     prune: Prune = None,
@@ -255,6 +268,7 @@ def master_command(
     self_heal: SelfHeal = None,
     unsupported_kinds: UnsupportedKinds = None,
     leader_ttl: Annotated[int | None, Opt("--leader-ttl", help="leader lease TTL (10)")] = None,
+    service_cidr: ServiceCidr = None,
     node_grace: Annotated[str | None, Opt("--node-grace", help="heartbeat grace (50s)")] = None,
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")

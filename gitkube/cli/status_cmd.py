@@ -113,7 +113,7 @@ def _object_rows(report: StatusReport, *, wide: bool) -> list[list[object]]:
         ]
         if wide:
             row.append(o.path)
-        row.append(o.message)
+        row.append(f"clusterIP {o.cluster_ip}; {o.message}" if o.cluster_ip else o.message)
         rows.append(row)
     return rows
 

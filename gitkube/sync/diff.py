@@ -855,3 +855,51 @@ def recorded_drift(
             used += size
         out.append(entry)
     return out
+
+
+@dataclass(frozen=True)
+class ClusterIPConflict:
+    """A clusterIP git declares for ``desired`` that a live Service holds."""
+
+    desired: Desired
+    ip: str
+    holder: str  # namespace/name
+
+    @property
+    def message(self) -> str:
+        return (
+            f"clusterIP {self.ip} of Service {self.desired.namespace}/{self.desired.name} "
+            f"is already allocated to Service {self.holder}"
+        )
+
+
+def cluster_ip_conflicts(
+    desired: Sequence[Desired], live: Iterable[Live]
+) -> list[ClusterIPConflict]:
+    """clusterIPs git asks for that another live Service holds and keeps (it is
+    not declared with another IP in the same commit)."""
+    asked: dict[tuple[str, str], str] = {}
+    for d in desired:
+        if d.kind == "Service":
+            ip = (d.wire.get("spec") or {}).get("clusterIP") or ""
+            asked[(d.namespace, d.name)] = ip
+    holders: dict[str, tuple[str, str]] = {}
+    for obj in live:
+        if obj.kind != "Service":
+            continue
+        ip = (obj.wire.get("spec") or {}).get("clusterIP") or ""
+        if not ip or ip == "None":
+            continue
+        key = (obj.namespace, obj.name)
+        if asked.get(key, ip) not in ("", ip):
+            continue  # this commit moves it to another IP
+        holders[ip] = key
+    conflicts = []
+    for d in desired:
+        ip = asked.get((d.namespace, d.name), "") if d.kind == "Service" else ""
+        if not ip or ip == "None":
+            continue
+        holder = holders.get(ip)
+        if holder is not None and holder != (d.namespace, d.name):
+            conflicts.append(ClusterIPConflict(d, ip, f"{holder[0]}/{holder[1]}"))
+    return conflicts

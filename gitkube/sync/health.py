@@ -86,7 +86,7 @@ RC_FAILURE_CONDITIONS = frozenset({"ReplicaFailure", "Degraded", "RolloutDegrade
 #: Service condition types that, with status True, mean a port is not served
 SERVICE_FAILURE_CONDITIONS = frozenset({"PortInUse", "ProxyError", "Degraded"})
 #: Service condition types that, with status False, mean a port is not served
-SERVICE_SUCCESS_CONDITIONS = frozenset({"Ready", "Serving", "Listening"})
+SERVICE_SUCCESS_CONDITIONS = frozenset({"Ready", "Serving", "Listening", "ClusterIPAllocated"})
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ from gitkube.api.keys import (
     SYNC_HISTORY_KEY,
     SYNC_STATE_KEY,
 )
-from gitkube.api.objects import KINDS, ObjectMeta
+from gitkube.api.objects import KINDS, ObjectMeta, Service
 from gitkube.api.validation import (
     DEFAULT_MAX_BYTES,
     DEFAULT_UNSUPPORTED,
@@ -80,6 +80,7 @@ from gitkube.sync.diff import (
     Desired,
     Live,
     SyncPlan,
+    cluster_ip_conflicts,
     plan_sync,
     recorded_diff,
     recorded_drift,
@@ -190,7 +191,10 @@ def _slim(manifest: Manifest) -> Manifest:
     ``Desired``; keeping both doubled the memory of a 10,000-object sync)."""
     obj = manifest.obj
     meta = ObjectMeta(name=obj.metadata.name, namespace=obj.metadata.namespace)
-    return Manifest(manifest.path, manifest.document, manifest.line, {}, type(obj)(metadata=meta))
+    slim = type(obj)(metadata=meta)
+    if isinstance(obj, Service) and isinstance(slim, Service):
+        slim.spec.cluster_ip = obj.spec.cluster_ip  # for the duplicate clusterIP check
+    return Manifest(manifest.path, manifest.document, manifest.line, {}, slim)
 
 
 def _sync_error(err: ManifestError) -> SyncError:
@@ -486,6 +490,33 @@ class SyncLoop:
         plan = SyncPlan()
         for attempt in range(self.settings.max_conflict_retries + 1):
             live, read_at = await self._read_live()
+            conflicts = cluster_ip_conflicts(desired, live.values())
+            if conflicts:
+                lines = {
+                    (m.obj.KIND, m.obj.namespace, m.obj.name): (m.line, m.document)
+                    for m in manifests
+                }
+                result.outcome = "Failed"
+                result.errors = []
+                for c in conflicts:
+                    line, document = lines.get(
+                        (c.desired.kind, c.desired.namespace, c.desired.name), (0, 0)
+                    )
+                    result.errors.append(
+                        SyncError(
+                            message=c.message,
+                            file=c.desired.path,
+                            line=line,
+                            kind="Service",
+                            name=c.desired.name,
+                            field="spec.clusterIP",
+                            document=document,
+                        )
+                    )
+                result.message = f"{len(conflicts)} error(s) in {commit[:12]}; nothing applied"
+                state.attempted_revision, state.attempted_at = commit, now_iso()
+                state.phase, state.message, state.errors = "Failed", result.message, result.errors
+                return await self._finish(result, state, history, started, started_at)
             plan = plan_sync(
                 desired,
                 live.values(),

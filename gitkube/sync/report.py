@@ -177,6 +177,8 @@ class ObjectReport:
     replicas_updated: int | None = None
     replicas_available: int | None = None
     revision: str = ""
+    #: a Service's allocated cluster IP
+    cluster_ip: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -198,6 +200,8 @@ class ObjectReport:
             data["revision"] = self.revision
         if self.endpoints is not None:
             data["endpoints"] = self.endpoints
+        if self.cluster_ip:
+            data["clusterIP"] = self.cluster_ip
         return data
 
 
@@ -434,6 +438,8 @@ def object_report(
         report.replicas_desired = live.spec.replicas if live.spec.replicas is not None else 1
     if declared.kind == "Service" and isinstance(live, Service):
         report.endpoints = ready_endpoint_count(endpoints)
+        if not live.spec.headless:
+            report.cluster_ip = live.spec.cluster_ip
     if isinstance(live, Pod) and live.spec.containers and not report.message:
         ready = sum(1 for cs in live.status.container_statuses if cs.ready)
         report.message = f"{ready}/{len(live.spec.containers)} containers ready"

@@ -64,7 +64,9 @@ class Cluster:
         self.masters[host] = proc
         return proc
 
-    def start_agent(self, host: str, *, runtime: str = "process") -> subprocess.Popen[bytes]:
+    def start_agent(
+        self, host: str, *, runtime: str = "process", proxy_mode: str = "userspace"
+    ) -> subprocess.Popen[bytes]:
         state = self.lab.root / f"agent-{host}"
         self.agent_dirs[host] = state / f"node-{host}"
         env = gitkube_env()
@@ -76,7 +78,7 @@ class Cluster:
                 "agent", "--store", self.etcd.url, "--node", host, "--runtime", runtime,
                 "--address", self.address(host), "--proxy-address", self.address(host),
                 "--state-dir", str(state), "--node-grace", f"{NODE_GRACE}s",
-                "--restart-backoff", "1s",
+                "--restart-backoff", "1s", "--proxy-mode", proxy_mode,
             ],
             log=f"agent-{host}.log",
             env=env,
@@ -161,13 +163,17 @@ async def cluster_factory(
     git_remote: GitRemote,
     tmp_path: Path,
 ) -> AsyncIterator[ClusterFactory]:
-    """``await make(masters=[...], agents=[...], runtime=...)``: a lab with those
+    """``await make(masters=[...], agents=[...], runtime=..., proxy_mode=...)``: a lab with those
     hosts, etcd on its bridge, the masters and agents started and registered."""
     made: list[Cluster] = []
     stores: list[Any] = []
 
     async def make(
-        *, masters: Sequence[str], agents: Sequence[str], runtime: str = "process"
+        *,
+        masters: Sequence[str],
+        agents: Sequence[str],
+        runtime: str = "process",
+        proxy_mode: str = "userspace",
     ) -> Cluster:
         binary = etcd_binary()
         if binary is None:
@@ -184,7 +190,7 @@ async def cluster_factory(
         for host in masters:
             c.start_master(host)
         for host in agents:
-            c.start_agent(host, runtime=runtime)
+            c.start_agent(host, runtime=runtime, proxy_mode=proxy_mode)
 
         async def registered() -> bool:
             return await c.ready_nodes() == set(agents)

@@ -72,6 +72,8 @@ def operator_settings(repo: str, state: Path, **extra: Any) -> Settings:
         "webhook_secret": SECRET,
         "node": "local",
         "node_grace": "6s",
+        # never nftables in this machine's own namespace (see tests/conftest.py)
+        "proxy_mode": "userspace",
         **extra,
     }
     settings, _ = resolve_settings(flags, environ={})
@@ -233,8 +235,14 @@ def kill_processes_under(path: Path) -> None:
 
 
 def gitkube_env(**extra: str) -> dict[str, str]:
-    """The environment of a gitkube subprocess: no GITKUBE_* from the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GITKUBE_")}
+    """The environment of a gitkube subprocess: no GITKUBE_* from the caller
+    but the proxy mode (userspace in the tests, see tests/conftest.py: as root,
+    auto would program nftables in this machine's own network namespace)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GITKUBE_") or k == "GITKUBE_PROXY_MODE"
+    }
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env

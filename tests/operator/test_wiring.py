@@ -45,6 +45,7 @@ async def test_master_controllers_share_one_cache_and_carry_the_fence(
             "node-lifecycle",
             "endpoints",
             "load-balancers",
+            "clusterip",
         }
         for name, loop in controllers.items():
             assert loop.cache is op.cache, name

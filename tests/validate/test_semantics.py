@@ -431,12 +431,10 @@ def test_node_port_service_and_named_target_port() -> None:
     assert (port.target_port, port.node_port) == ("http", 30080)
 
 
-def test_a_cluster_ip_address_is_accepted_and_reported_ignored() -> None:
-    _, found, ignored = load(SERVICE + "  clusterIP: 10.0.0.10\n")
-    assert found == []
-    assert [str(i) for i in ignored] == [
-        "m.yaml:10: Service/web: spec.clusterIP: ignored: services are served on the proxy's address"
-    ]
+def test_a_cluster_ip_address_is_accepted() -> None:
+    manifests, found, ignored = load(SERVICE + "  clusterIP: 10.0.0.10\n")
+    assert found == [] and ignored == []
+    assert manifests[0].obj.spec.cluster_ip == "10.0.0.10"
 
 
 # ---------------------------------------------------------------- endpoints and nodes
