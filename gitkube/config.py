@@ -92,6 +92,15 @@ class Settings:
     eviction_timeout: str = _setting("300s", "NotReady time before a node's pods are evicted")
     verbose: bool = _setting(False, "debug logging", kind="bool")
     leader_ttl: int = _setting(10, "leader election lease TTL in seconds (master)", kind="int")
+    verify_commits: str = _setting(
+        "off", "commit signature verification: off, head (the synced commit), chain (every one)"
+    )
+    allowed_signers: str = _setting("", "SSH keys trusted to sign commits (git allowed-signers)")
+    trusted_gpg_keys: str = _setting("", "OpenPGP public keys trusted to sign (armored file)")
+    signer_rules: str = _setting(
+        "", "who may change which paths (default: .gitkube/signers in the repository)"
+    )
+    status_signing_key: str = _setting("", "SSH private key that signs the status commits")
 
     # ------------------------------------------------------------ derived
 

@@ -143,12 +143,17 @@ class Operator:
         from gitkube.store.factory import open_store
         from gitkube.sync.loop import SyncLoop, SyncSettings
         from gitkube.sync.source import GitSource
+        from gitkube.sync.verify import CommitVerifier, policy_from_settings
 
         s = self.settings
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(s.store_url())
         self.objects = ObjectStore(self.store)
         source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
+        policy = policy_from_settings(s)
+        verifier = (
+            CommitVerifier(policy, work_dir=self.state_dir / "verify") if policy.enabled else None
+        )
         writeback = None
         if s.writeback:
             from gitkube.sync.writeback import StatusWriteback, StatusWriter
@@ -158,6 +163,7 @@ class Operator:
                 branch=s.status_branch,
                 cache_dir=self.state_dir / "status-git",
                 synced_branch=s.branch,
+                signing_key=s.status_signing_key,
             )
             writeback = StatusWriteback(writer, self.objects)
 
@@ -166,6 +172,8 @@ class Operator:
                 self.done_revision = result.revision
             self.metrics.syncs.labels(outcome=result.outcome).inc()
             self.metrics.sync_duration.observe(result.duration_seconds)
+            if result.refusal:
+                self.metrics.refusals.inc()
             if result.outcome in ("Succeeded", "Unchanged"):
                 self.metrics.last_synced.set(time.time())
                 self.synced_once.set()
@@ -181,6 +189,7 @@ class Operator:
                 prune=s.prune, self_heal=s.self_heal, interval_seconds=s.interval_seconds()
             ),
             after_sync=after_sync,
+            verifier=verifier,
         )
 
     def _controllers(self) -> list[tuple[str, Task]]:

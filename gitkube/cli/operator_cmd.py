@@ -22,6 +22,7 @@ from rich.table import Table
 from gitkube.cli.app import Output, app, console, err_console, print_data, run_async
 from gitkube.config import Settings, masked, resolve_settings
 from gitkube.errors import ConfigError
+from gitkube.sync.verify import VerifyPolicy, policy_from_settings
 
 Opt = typer.Option
 
@@ -50,6 +51,21 @@ SelfHeal = Annotated[
     bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
 ]
 Verbose = Annotated[bool | None, Opt("--verbose", "-v", help="debug logging")]
+VerifyCommits = Annotated[
+    str | None, Opt("--verify-commits", help="signature verification: off, head, chain (off)")
+]
+AllowedSigners = Annotated[
+    str | None, Opt("--allowed-signers", help="SSH signers trusted (git allowed-signers file)")
+]
+TrustedGpgKeys = Annotated[
+    str | None, Opt("--trusted-gpg-keys", help="OpenPGP public keys trusted (armored file)")
+]
+SignerRules = Annotated[
+    str | None, Opt("--signer-rules", help="who may change which paths (CODEOWNERS-like)")
+]
+StatusSigningKey = Annotated[
+    str | None, Opt("--status-signing-key", help="SSH private key signing status commits")
+]
 
 
 def _checkout_defaults(settings: Settings, sources: dict[str, str]) -> None:
@@ -79,6 +95,7 @@ def _settings(flags: dict[str, Any], config: Path | None, *, checkout: bool = Fa
         settings.listen_host_port()
         settings.node_grace_seconds()
         settings.eviction_timeout_seconds()
+        policy_from_settings(settings)
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -149,6 +166,11 @@ def run_command(
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
     ] = None,
+    verify_commits: VerifyCommits = None,
+    allowed_signers: AllowedSigners = None,
+    trusted_gpg_keys: TrustedGpgKeys = None,
+    signer_rules: SignerRules = None,
+    status_signing_key: StatusSigningKey = None,
     config: Config = None,
     verbose: Verbose = None,
 ) -> None:
@@ -182,6 +204,11 @@ def master_command(
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
     ] = None,
+    verify_commits: VerifyCommits = None,
+    allowed_signers: AllowedSigners = None,
+    trusted_gpg_keys: TrustedGpgKeys = None,
+    signer_rules: SignerRules = None,
+    status_signing_key: StatusSigningKey = None,
     config: Config = None,
     verbose: Verbose = None,
 ) -> None:
@@ -233,6 +260,14 @@ def install_hook_command(
     branch: Annotated[str, Opt("--branch", help="the branch gitkube tracks")] = "main",
     path: Annotated[str, Opt("--path", help="sub-path holding the manifests")] = "",
     force: Annotated[bool, Opt("--force", help="replace hooks gitkube did not install")] = False,
+    verify_commits: Annotated[
+        str, Opt("--verify-commits", help="with --validate: refuse pushes failing off/head/chain")
+    ] = "off",
+    allowed_signers: Annotated[str, Opt("--allowed-signers", help="SSH signers trusted")] = "",
+    trusted_gpg_keys: Annotated[
+        str, Opt("--trusted-gpg-keys", help="OpenPGP public keys trusted")
+    ] = "",
+    signer_rules: Annotated[str, Opt("--signer-rules", help="who may change which paths")] = "",
 ) -> None:
     """Install git hooks so a push to REPOSITORY is synced at once (no polling)."""
     from gitkube.hooks import TOKEN_FILE, ensure_notify_token, install_hooks
@@ -240,7 +275,11 @@ def install_hook_command(
     if not repository.is_dir():
         err_console.print(f"[red]error:[/red] {repository} is not a directory")
         raise typer.Exit(2)
+    policy = VerifyPolicy(verify_commits, allowed_signers, trusted_gpg_keys, signer_rules)
     try:
+        policy.check()
+        if policy.enabled and not validate:
+            raise ConfigError("--verify-commits needs --validate (the pre-receive hook)")
         ensure_notify_token(state_dir)
         written = install_hooks(
             repository,
@@ -250,6 +289,7 @@ def install_hook_command(
             branch=branch,
             path=path,
             force=force,
+            verify=policy,
         )
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)

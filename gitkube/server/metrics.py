@@ -51,6 +51,11 @@ class Metrics:
             ["hook", "outcome"],
             registry=r,
         )
+        self.refusals = Counter(
+            "gitkube_sync_refused_revisions",
+            "Revisions refused by commit signature verification",
+            registry=r,
+        )
         self.leader = Gauge("gitkube_leader", "1 while this process leads (master)", registry=r)
 
     def render(self) -> bytes:

@@ -79,6 +79,7 @@ from gitkube.sync.state import (
     history_from_json,
     history_to_json,
 )
+from gitkube.sync.verify import CommitVerifier, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ class SyncResult:
     full: bool = False
     #: True when trying again later may succeed (fetch or store failure)
     retryable: bool = False
+    #: the revision was refused by signature verification (``Refusal.to_dict()``)
+    refusal: dict[str, str] | None = None
     plan: SyncPlan | None = field(default=None, repr=False)
 
     @property
@@ -153,6 +156,7 @@ class SyncResult:
             "files": self.files,
             "parsedFiles": self.parsed_files,
             "full": self.full,
+            **({"refusal": self.refusal} if self.refusal else {}),
         }
 
 
@@ -173,6 +177,13 @@ def _slim(manifest: Manifest) -> Manifest:
     obj = manifest.obj
     meta = ObjectMeta(name=obj.metadata.name, namespace=obj.metadata.namespace)
     return Manifest(manifest.path, manifest.document, manifest.line, {}, type(obj)(metadata=meta))
+
+
+def _refusal_error(refusal: Refusal) -> SyncError:
+    return SyncError(
+        message=f"signature verification refused commit {refusal.commit[:12]} "
+        f"(signer: {refusal.signer}): {refusal.reason}",
+    )
 
 
 def _sync_error(err: ManifestError) -> SyncError:
@@ -222,9 +233,12 @@ class SyncLoop:
         *,
         after_sync: Callable[[SyncResult], Awaitable[Any]] | None = None,
         progress: ProgressFn | None = None,
+        verifier: CommitVerifier | None = None,
     ) -> None:
         self.objects = objects
         self.source = source
+        #: signature verification between fetch and read (``gitkube.sync.verify``)
+        self.verifier = verifier
         self.settings = settings or SyncSettings()
         self.after_sync = after_sync
         self.progress = progress
@@ -368,6 +382,12 @@ class SyncLoop:
         try:
             commit = await self.source.fetch()
             result = SyncResult("Unchanged", revision=commit)
+            state, _ = await self._read_state()
+            refusal = await self._verify(commit, state, result)
+            if refusal is not None:
+                result.outcome, result.message = "Failed", str(refusal)
+                result.errors = [_refusal_error(refusal)]
+                return result
             manifests, desired = await self._read_revision(commit, result)
         except SourceError as exc:
             message = self.source.redact(str(exc))
@@ -404,6 +424,18 @@ class SyncLoop:
     async def _sync(self, commit: str, *, started_at: str, started: float) -> SyncResult:
         state, history = await self._read_state()
         result = SyncResult("Succeeded", revision=commit)
+
+        # ---- signatures: a refused revision is not read, nothing of it applies
+        refusal = await self._verify(commit, state, result)
+        if refusal is not None:
+            result.outcome = "Failed"
+            result.errors = [_refusal_error(refusal)]
+            result.message = f"{refusal}; nothing applied" + (
+                f", still at {state.revision[:12]}" if state.revision else ""
+            )
+            state.attempted_revision, state.attempted_at = commit, now_iso()
+            state.phase, state.message, state.errors = "Failed", result.message, result.errors
+            return await self._finish(result, state, history, started, started_at)
 
         # ---- read and validate the revision
         try:
@@ -511,6 +543,25 @@ class SyncLoop:
         return await self._finish(result, state, history, started, started_at)
 
     # ------------------------------------------------------------ git side
+
+    async def _verify(self, commit: str, state: SyncState, result: SyncResult) -> Refusal | None:
+        """Signature verification of ``commit`` (``gitkube.sync.verify``); records
+        the outcome in ``state`` and ``result``. None when it may be applied."""
+        if self.verifier is None or not self.verifier.policy.enabled:
+            return None
+        tag = self.source.ref if self.source.kind_of_ref() == "tag" else ""
+        verifier = self.verifier
+        verdict = await asyncio.to_thread(
+            lambda: verifier.verify(
+                self.source.mirror, commit, since=state.verified_revision, tag=tag
+            )
+        )
+        result.warnings.extend(verdict.warnings)
+        if verdict.refusal is not None:
+            result.refusal = state.refusal = verdict.refusal.to_dict()
+            return verdict.refusal
+        state.verified_revision, state.refusal = commit, {}
+        return None
 
     def _current_parsed(self) -> Iterable[_Parsed]:
         for entry in self._index.values():

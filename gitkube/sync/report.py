@@ -194,6 +194,8 @@ class WritebackOutcome:
     commit: str = ""
     #: why it failed (credentials removed)
     error: str = ""
+    #: status-branch commits gitkube did not sign (with --status-signing-key)
+    unsigned_commits: list[str] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -201,9 +203,8 @@ class WritebackOutcome:
     @classmethod
     def from_json(cls, raw: bytes | str) -> WritebackOutcome:
         data = json.loads(raw)
-        return cls(
-            **{k: data[k] for k in ("time", "outcome", "branch", "commit", "error") if k in data}
-        )
+        keys = ("time", "outcome", "branch", "commit", "error", "unsigned_commits")
+        return cls(**{k: data[k] for k in keys if k in data})
 
 
 def error_to_dict(err: SyncError) -> dict[str, Any]:
