@@ -34,6 +34,7 @@ from gitkube.errors import ConfigError, GitkubeError
 from gitkube.hooks import ensure_notify_token
 from gitkube.server.http import DeliveryLog, HttpServer
 from gitkube.server.metrics import Metrics
+from gitkube.server.webhooks import ReplayGuard
 from gitkube.store.base import Store
 from gitkube.store.objects import ObjectStore
 
@@ -41,6 +42,8 @@ log = logging.getLogger("gitkube.operator")
 
 #: a webhook received by a master that does not lead, for the leader to act on
 SYNC_REQUEST_KEY = SYSTEM + "sync/request"
+#: webhook delivery IDs answered in the last 24 hours (replays are refused)
+SEEN_DELIVERIES_KEY = SYSTEM + "webhooks/seen"
 
 Role = Literal["run", "master"]
 Task = Callable[[asyncio.Event], Coroutine[Any, Any, object]]
@@ -277,6 +280,14 @@ class Operator:
         async def persist(items: list[dict[str, Any]]) -> None:
             await store.put(DELIVERIES_KEY, json.dumps(items).encode())
 
+        async def persist_seen(raw: bytes) -> None:
+            await store.put(SEEN_DELIVERIES_KEY, raw)
+
+        replays = ReplayGuard()
+        seen = await store.get(SEEN_DELIVERIES_KEY)
+        if seen is not None:
+            replays.load(seen.value)
+
         async def status() -> dict[str, Any]:
             assert self.objects is not None
             report = await build_status_report(self.objects)
@@ -297,6 +308,8 @@ class Operator:
             deliveries=DeliveryLog(persist),
             ready=self._ready,
             before_metrics=self._refresh_metrics,
+            replays=replays,
+            on_replays_change=persist_seen,
         )
         host, port = s.listen_host_port()
         try:

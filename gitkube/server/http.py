@@ -22,7 +22,16 @@ from typing import Any
 from aiohttp import web
 
 from gitkube.server.metrics import Metrics
-from gitkube.server.webhooks import HOOKS, MAX_BODY_BYTES, Delivery, Verdict, check_signature, route
+from gitkube.server.webhooks import (
+    HOOKS,
+    MAX_BODY_BYTES,
+    Delivery,
+    ReplayGuard,
+    Verdict,
+    check_signature,
+    delivery_id,
+    route,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,8 @@ class HttpServer:
         deliveries: DeliveryLog | None = None,
         ready: Callable[[], bool] = lambda: True,
         before_metrics: Callable[[], Awaitable[None]] | None = None,
+        replays: ReplayGuard | None = None,
+        on_replays_change: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.metrics = metrics
         self.branch = branch
@@ -83,6 +94,9 @@ class HttpServer:
         self.deliveries = deliveries or DeliveryLog()
         self.ready = ready
         self.before_metrics = before_metrics
+        self.replays = replays or ReplayGuard()
+        self._on_replays_change = on_replays_change
+        self._replays_flush: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -150,9 +164,7 @@ class HttpServer:
             status=verdict.status,
             outcome=verdict.outcome,
             reason=verdict.reason,
-            delivery_id=request.headers.get("X-GitHub-Delivery", "")
-            or request.headers.get("X-Gitea-Delivery", "")
-            or request.headers.get("X-Gitlab-Event-UUID", ""),
+            delivery_id=delivery_id(request.headers),
             ref=verdict.ref,
             revision=verdict.revision,
         )
@@ -185,10 +197,35 @@ class HttpServer:
             problem = check_signature(hook, request.headers, body, self.secret)
             if problem:
                 return self._record(hook, Verdict(401, "rejected", problem), request)
+        msg_id = delivery_id(request.headers)
+        if msg_id and self.replays.seen(hook, msg_id):
+            return self._record(
+                hook,
+                Verdict(200, "duplicate", f"delivery {msg_id} was already received; ignored"),
+                request,
+            )
         verdict = route(hook, request.headers, body, branch=self.branch)
         if verdict.trigger:
             self.on_push(verdict.revision or None)
+        if msg_id and verdict.status < 300:
+            self.replays.add(hook, msg_id)
+            self._persist_replays()
         return self._record(hook, verdict, request)
+
+    def _persist_replays(self) -> None:
+        if self._on_replays_change is None:
+            return
+        if self._replays_flush is not None and not self._replays_flush.done():
+            return
+        self._replays_flush = asyncio.get_running_loop().create_task(self._flush_replays())
+
+    async def _flush_replays(self) -> None:
+        await asyncio.sleep(0.05)  # a burst of deliveries is one write
+        if self._on_replays_change is not None:
+            try:
+                await self._on_replays_change(self.replays.to_json())
+            except Exception:
+                log.exception("could not record webhook delivery IDs")
 
     async def _notify(self, request: web.Request) -> web.Response:
         given = request.headers.get("X-Gitkube-Token", "").encode()

@@ -246,6 +246,8 @@ class StatusReport:
     history: list[SyncRecord] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     writeback: WritebackOutcome | None = None
+    #: the revision signature verification refused last (commit, signer, reason, path)
+    refusal: dict[str, str] = field(default_factory=dict)
 
     def health_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -268,6 +270,7 @@ class StatusReport:
                 "attemptedAt": self.attempted_at,
                 "message": self.message,
                 "suspended": self.suspended,
+                **({"refusal": dict(self.refusal)} if self.refusal else {}),
             },
             "health": {"status": self.health, "counts": self.health_counts()},
             "objects": [o.to_dict() for o in self.objects],
@@ -293,6 +296,7 @@ class StatusReport:
             "health": self.health,
             "objects": [o.to_dict() for o in self.objects],
             "errors": [error_to_dict(e) for e in self.errors],
+            **({"refusal": dict(self.refusal)} if self.refusal else {}),
         }
 
     def fingerprint(self) -> str:
@@ -444,6 +448,7 @@ def compose_status_report(
         report.message = state.message
         report.errors = list(state.errors)
         report.suspended = state.suspended
+        report.refusal = dict(state.refusal)
     if control is not None and control.suspended and not report.suspended:
         # suspended since the last pass: the loop has not recorded it yet
         report.message = "sync is suspended" + (f": {control.reason}" if control.reason else "")

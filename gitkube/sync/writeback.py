@@ -145,6 +145,12 @@ def render_status_markdown(report: StatusReport, *, max_rows: int = MARKDOWN_MAX
     ]
     if report.message:
         lines.append(f"| Message | {_cell(report.message)} |")
+    if report.refusal:
+        r = report.refusal
+        lines.append(
+            f"| Refused commit | `{_cell(r.get('commit', ''))}` signed by "
+            f"{_cell(r.get('signer', ''))}: {_cell(r.get('reason', ''))} |"
+        )
     lines += ["", f"## Objects ({len(report.objects)})", ""]
     if report.objects:
         lines += [
