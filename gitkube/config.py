@@ -101,6 +101,13 @@ class Settings:
         "", "who may change which paths (default: .gitkube/signers in the repository)"
     )
     status_signing_key: str = _setting("", "SSH private key that signs the status commits")
+    http_header_timeout: str = _setting("10s", "HTTP: time for a request's headers")
+    http_body_timeout: str = _setting("30s", "HTTP: time for a webhook's body")
+    http_idle_timeout: str = _setting("15s", "HTTP: idle keep-alive time")
+    http_max_connections: int = _setting(1024, "HTTP: open connections at most", kind="int")
+    http_max_connections_per_client: int = _setting(
+        128, "HTTP: open connections per client address at most", kind="int"
+    )
 
     # ------------------------------------------------------------ derived
 
@@ -112,6 +119,19 @@ class Settings:
 
     def eviction_timeout_seconds(self) -> float:
         return parse_duration(self.eviction_timeout, name="eviction-timeout")
+
+    def http_limits(self) -> Any:
+        from gitkube.server.limits import HttpLimits
+
+        if self.http_max_connections < 1 or self.http_max_connections_per_client < 1:
+            raise ConfigError("http-max-connections and its per-client cap must be at least 1")
+        return HttpLimits(
+            header_timeout=parse_duration(self.http_header_timeout, name="http-header-timeout"),
+            body_timeout=parse_duration(self.http_body_timeout, name="http-body-timeout"),
+            idle_timeout=parse_duration(self.http_idle_timeout, name="http-idle-timeout"),
+            max_connections=self.http_max_connections,
+            max_connections_per_client=self.http_max_connections_per_client,
+        )
 
     def store_url(self) -> str:
         return self.store or f"sqlite:///{Path(self.state_dir).resolve()}/state.db"

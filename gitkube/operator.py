@@ -310,6 +310,7 @@ class Operator:
             before_metrics=self._refresh_metrics,
             replays=replays,
             on_replays_change=persist_seen,
+            limits=s.http_limits(),
         )
         host, port = s.listen_host_port()
         try:

@@ -96,6 +96,7 @@ def _settings(flags: dict[str, Any], config: Path | None, *, checkout: bool = Fa
         settings.node_grace_seconds()
         settings.eviction_timeout_seconds()
         policy_from_settings(settings)
+        settings.http_limits()
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gitkube.server.limits import ConnectionGuard, HttpLimits, quiet_bad_requests
 from gitkube.server.metrics import Metrics
 from gitkube.server.webhooks import (
     HOOKS,
@@ -83,6 +84,7 @@ class HttpServer:
         before_metrics: Callable[[], Awaitable[None]] | None = None,
         replays: ReplayGuard | None = None,
         on_replays_change: Callable[[bytes], Awaitable[None]] | None = None,
+        limits: HttpLimits | None = None,
     ) -> None:
         self.metrics = metrics
         self.branch = branch
@@ -97,11 +99,15 @@ class HttpServer:
         self.replays = replays or ReplayGuard()
         self._on_replays_change = on_replays_change
         self._replays_flush: asyncio.Task[None] | None = None
+        self.guard = ConnectionGuard(limits)
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.AbstractServer | None = None
         self.port = 0
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
+        app = web.Application(
+            client_max_size=MAX_BODY_BYTES + 1, middlewares=[self.guard.middleware()]
+        )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -111,16 +117,26 @@ class HttpServer:
         return app
 
     async def start(self, host: str, port: int) -> int:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        quiet_bad_requests()
+        limits = self.guard.limits
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, keepalive_timeout=limits.idle_timeout
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        server = self._runner.server
+        assert server is not None
+        # every connection goes through the guard (caps, header and idle timeouts)
+        self._server = await asyncio.get_running_loop().create_server(
+            self.guard.protocol_factory(server), host, port, reuse_address=True, backlog=512
+        )
+        sockets = self._server.sockets
         self.port = sockets[0].getsockname()[1] if sockets else port
         return self.port
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
@@ -151,10 +167,25 @@ class HttpServer:
         return web.json_response(data, dumps=lambda d: json.dumps(d, default=str))
 
     async def _read_body(self, request: web.Request) -> bytes | None:
+        """The body, or None when over the size limit; ``BodyTimeout`` when it
+        does not arrive within the body timeout."""
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return None
-        body = await request.content.read(MAX_BODY_BYTES + 1)
-        return None if len(body) > MAX_BODY_BYTES else body
+        try:
+            async with asyncio.timeout(self.guard.limits.body_timeout):
+                chunks: list[bytes] = []
+                size = 0
+                while chunk := await request.content.read(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        return None
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text=f"the body did not arrive within {self.guard.limits.body_timeout:g} s\n",
+                headers={"Connection": "close"},
+            ) from None
+        return b"".join(chunks)
 
     def _record(self, hook: str, verdict: Verdict, request: web.Request) -> web.Response:
         delivery = Delivery(
