@@ -101,6 +101,9 @@ class Settings:
         "", "who may change which paths (default: .gitkube/signers in the repository)"
     )
     status_signing_key: str = _setting("", "SSH private key that signs the status commits")
+    decryption_key_file: str = _setting(
+        "", "age or OpenPGP private key that decrypts SOPS-encrypted manifests"
+    )
     http_header_timeout: str = _setting("10s", "HTTP: time for a request's headers")
     http_body_timeout: str = _setting("30s", "HTTP: time for a webhook's body")
     http_idle_timeout: str = _setting("15s", "HTTP: idle keep-alive time")

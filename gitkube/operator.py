@@ -145,6 +145,7 @@ class Operator:
     async def _build(self) -> None:
         from gitkube.store.factory import open_store
         from gitkube.sync.loop import SyncLoop, SyncSettings
+        from gitkube.sync.sops import SopsDecryptor
         from gitkube.sync.source import GitSource
         from gitkube.sync.verify import CommitVerifier, policy_from_settings
 
@@ -154,6 +155,11 @@ class Operator:
         self.objects = ObjectStore(self.store)
         source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
         policy = policy_from_settings(s)
+        decryptor = (
+            SopsDecryptor(s.decryption_key_file, work_dir=self.state_dir / "sops")
+            if s.decryption_key_file
+            else None
+        )
         verifier = (
             CommitVerifier(policy, work_dir=self.state_dir / "verify") if policy.enabled else None
         )
@@ -193,6 +199,7 @@ class Operator:
             ),
             after_sync=after_sync,
             verifier=verifier,
+            decryptor=decryptor,
         )
 
     def _controllers(self) -> list[tuple[str, Task]]:

@@ -63,6 +63,10 @@ TrustedGpgKeys = Annotated[
 SignerRules = Annotated[
     str | None, Opt("--signer-rules", help="who may change which paths (CODEOWNERS-like)")
 ]
+DecryptionKeyFile = Annotated[
+    str | None,
+    Opt("--decryption-key-file", help="age/OpenPGP key decrypting SOPS-encrypted manifests"),
+]
 StatusSigningKey = Annotated[
     str | None, Opt("--status-signing-key", help="SSH private key signing status commits")
 ]
@@ -97,6 +101,8 @@ def _settings(flags: dict[str, Any], config: Path | None, *, checkout: bool = Fa
         settings.eviction_timeout_seconds()
         policy_from_settings(settings)
         settings.http_limits()
+        if settings.decryption_key_file and not Path(settings.decryption_key_file).is_file():
+            raise ConfigError(f"decryption-key-file: {settings.decryption_key_file} is not a file")
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -172,6 +178,7 @@ def run_command(
     trusted_gpg_keys: TrustedGpgKeys = None,
     signer_rules: SignerRules = None,
     status_signing_key: StatusSigningKey = None,
+    decryption_key_file: DecryptionKeyFile = None,
     config: Config = None,
     verbose: Verbose = None,
 ) -> None:
@@ -210,6 +217,7 @@ def master_command(
     trusted_gpg_keys: TrustedGpgKeys = None,
     signer_rules: SignerRules = None,
     status_signing_key: StatusSigningKey = None,
+    decryption_key_file: DecryptionKeyFile = None,
     config: Config = None,
     verbose: Verbose = None,
 ) -> None:

@@ -43,6 +43,7 @@ from gitkube.store.factory import open_store
 from gitkube.store.objects import ObjectStore
 from gitkube.sync.diff import render_diff
 from gitkube.sync.loop import SyncLoop, SyncResult, SyncSettings, resume, suspend
+from gitkube.sync.sops import SopsDecryptor
 from gitkube.sync.source import GitSource
 from gitkube.sync.verify import CommitVerifier, VerifyPolicy
 
@@ -108,6 +109,26 @@ RulesOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+DecryptOpt = Annotated[
+    str,
+    typer.Option(
+        "--decryption-key-file",
+        envvar="GITKUBE_DECRYPTION_KEY_FILE",
+        help="age or OpenPGP private key that decrypts SOPS-encrypted manifests",
+        show_default=False,
+    ),
+]
+
+
+def _decryptor(cache: Path, key_file: str) -> SopsDecryptor | None:
+    if not key_file:
+        return None
+    try:
+        return SopsDecryptor(key_file, work_dir=cache / "sops")
+    except ConfigError as exc:
+        fail(str(exc), code=2)
 
 
 def _verifier(
@@ -229,6 +250,7 @@ def sync(
     allowed_signers: SignersOpt = "",
     trusted_gpg_keys: GpgKeysOpt = "",
     signer_rules: RulesOpt = "",
+    decryption_key_file: DecryptOpt = "",
     status_signing_key: Annotated[
         str,
         typer.Option(
@@ -246,6 +268,7 @@ def sync(
     cache = _cache_dir(cache_dir)
     settings = SyncSettings(prune=prune, self_heal=self_heal, interval_seconds=interval)
     verifier = _verifier(cache, verify_commits, allowed_signers, trusted_gpg_keys, signer_rules)
+    decryptor = _decryptor(cache, decryption_key_file)
 
     async def main() -> SyncResult | None:
         source = GitSource(repo, ref=ref, path=path, cache_dir=cache)
@@ -258,7 +281,13 @@ def sync(
                 else None
             )
             loop = SyncLoop(
-                objects, source, settings, after_sync=after, progress=report, verifier=verifier
+                objects,
+                source,
+                settings,
+                after_sync=after,
+                progress=report,
+                verifier=verifier,
+                decryptor=decryptor,
             )
             if once:
                 with bar if bar is not None else contextlib.nullcontext():
@@ -303,6 +332,7 @@ def diff(
     allowed_signers: SignersOpt = "",
     trusted_gpg_keys: GpgKeysOpt = "",
     signer_rules: RulesOpt = "",
+    decryption_key_file: DecryptOpt = "",
     output: OutputOpt = Output.table,
 ) -> None:
     """Show what a sync would do, as a YAML diff per object; exit 1 when out of sync."""
@@ -311,13 +341,18 @@ def diff(
 
     cache = _cache_dir(cache_dir)
     verifier = _verifier(cache, verify_commits, allowed_signers, trusted_gpg_keys, signer_rules)
+    decryptor = _decryptor(cache, decryption_key_file)
 
     async def main() -> SyncResult:
         source = GitSource(repo, ref=ref, path=path, cache_dir=cache)
         objects = ObjectStore(await open_store(resolve_store(store)))
         try:
             loop = SyncLoop(
-                objects, source, SyncSettings(prune=prune, self_heal=True), verifier=verifier
+                objects,
+                source,
+                SyncSettings(prune=prune, self_heal=True),
+                verifier=verifier,
+                decryptor=decryptor,
             )
             return await loop.preview()
         finally:
@@ -458,3 +493,43 @@ def verify_commits_cmd(
         )
     if verdict.refusal is not None:
         raise typer.Exit(1)
+
+
+secret_app = typer.Typer(help="SOPS-encrypted Secrets kept in git", no_args_is_help=True)
+app.add_typer(secret_app, name="secret")
+
+
+@secret_app.command("encrypt")
+def secret_encrypt(
+    file: Annotated[Path, typer.Argument(help="a plaintext manifest (YAML)", exists=True)],
+    age: Annotated[
+        list[str] | None, typer.Option("--age", help="age recipient (age1…); repeatable")
+    ] = None,
+    pgp: Annotated[
+        list[str] | None, typer.Option("--pgp", help="OpenPGP key fingerprint; repeatable")
+    ] = None,
+    encrypted_regex: Annotated[
+        str, typer.Option("--encrypted-regex", help="keys whose values are encrypted")
+    ] = "^(data|stringData)$",
+    out: Annotated[
+        Path | None, typer.Option("--output-file", "-w", help="write here (default: stdout)")
+    ] = None,
+) -> None:
+    """Write FILE encrypted in the SOPS format (as Flux and the sops tool read it)."""
+    from gitkube.sync.sops import encrypt_manifest
+
+    try:
+        data = encrypt_manifest(
+            file.read_bytes(),
+            age_recipients=list(age or []),
+            pgp_fingerprints=list(pgp or []),
+            encrypted_regex=encrypted_regex,
+        )
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    if out is None:
+        sys.stdout.write(data.decode())
+        return
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)

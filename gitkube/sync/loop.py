@@ -68,6 +68,7 @@ from gitkube.store.base import Compare, Put
 from gitkube.store.objects import ObjectStore, now_iso
 from gitkube.sync.apply import DEFAULT_BATCH_SIZE, ApplyResult, apply_plan
 from gitkube.sync.diff import SYNCED_RESOURCES, Desired, Live, SyncPlan, plan_sync
+from gitkube.sync.sops import SopsDecryptor, open_manifest
 from gitkube.sync.source import Entry, GitSource
 from gitkube.sync.state import (
     HISTORY_LENGTH,
@@ -234,11 +235,14 @@ class SyncLoop:
         after_sync: Callable[[SyncResult], Awaitable[Any]] | None = None,
         progress: ProgressFn | None = None,
         verifier: CommitVerifier | None = None,
+        decryptor: SopsDecryptor | None = None,
     ) -> None:
         self.objects = objects
         self.source = source
         #: signature verification between fetch and read (``gitkube.sync.verify``)
         self.verifier = verifier
+        #: SOPS-encrypted manifests are decrypted with it (``gitkube.sync.sops``)
+        self.decryptor = decryptor
         self.settings = settings or SyncSettings()
         self.after_sync = after_sync
         self.progress = progress
@@ -603,8 +607,11 @@ class SyncLoop:
         if todo:
             blobs = await self.source.read_blobs(e.sha for e in todo)
             for i, entry in enumerate(todo):
-                found, errors, ignored = load_manifests(
-                    blobs[entry.sha], entry.path, max_bytes=self.settings.max_file_bytes
+                data, problem = open_manifest(blobs[entry.sha], entry.path, self.decryptor)
+                found, errors, ignored = (
+                    ([], [problem], [])
+                    if problem is not None
+                    else load_manifests(data, entry.path, max_bytes=self.settings.max_file_bytes)
                 )
                 self._parsed[(entry.path, entry.sha)] = _Parsed(
                     [_slim(m) for m in found], [Desired.of(m) for m in found], errors, ignored

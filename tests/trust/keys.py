@@ -121,3 +121,13 @@ def make_keys(root: Path) -> Keys:
     for uid in ("Alice <alice@example.com>", "Mallory <mallory@example.com>", WEB_FLOW_UID):
         keys.make_gpg(uid)
     return keys
+
+
+def stop_agents(gnupg_home: Path) -> None:
+    """End the gpg-agent that signing started for ``gnupg_home`` (by its home)."""
+    subprocess.run(
+        ["gpgconf", "--kill", "all"],
+        env={**os.environ, "GNUPGHOME": str(gnupg_home)},
+        capture_output=True,
+        check=False,
+    )

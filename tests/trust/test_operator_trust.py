@@ -25,7 +25,7 @@ from tests.operator.helpers import (
     start_operator,
 )
 from tests.sync.conftest import pod_yaml
-from tests.trust.keys import Keys, make_keys
+from tests.trust.keys import Keys, make_keys, stop_agents
 
 
 @pytest.fixture
@@ -76,6 +76,7 @@ async def test_refusals_are_counted_and_shown(
             assert status["sync"]["refusal"]["signer"] == "unsigned"
     finally:
         await running.shutdown()
+        stop_agents(keys.gnupg)
 
 
 async def test_delivery_ids_survive_a_restart(git_remote: GitRemote, state: Path) -> None:

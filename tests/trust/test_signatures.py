@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,15 +46,17 @@ from gitkube.sync.verify import (
 from gitkube.sync.writeback import StatusWriteback, StatusWriter, render_status_markdown
 from tests.fixtures.git import GitRemote, git
 from tests.sync.conftest import pod_yaml
-from tests.trust.keys import WEB_FLOW_UID, Keys, make_keys
+from tests.trust.keys import WEB_FLOW_UID, Keys, make_keys, stop_agents
 
 ALICE = "Alice <alice@example.com>"
 MALLORY = "Mallory <mallory@example.com>"
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return make_keys(tmp_path_factory.mktemp("keys"))
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
+    keys = make_keys(tmp_path_factory.mktemp("keys"))
+    yield keys
+    stop_agents(keys.gnupg)
 
 
 @pytest.fixture
