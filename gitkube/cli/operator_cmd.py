@@ -40,6 +40,12 @@ Interval = Annotated[str | None, Opt("--interval", help="poll interval: 30, 30s,
 SecretFile = Annotated[
     str | None, Opt("--webhook-secret-file", help="file holding the webhook secret")
 ]
+ApiTokenFile = Annotated[
+    str | None,
+    Opt("--api-token-file", help="bearer token of the Kubernetes API (needed beyond loopback)"),
+]
+TlsCert = Annotated[str | None, Opt("--tls-cert-file", help="TLS certificate (PEM) for HTTP")]
+TlsKey = Annotated[str | None, Opt("--tls-key-file", help="TLS private key (PEM) for HTTP")]
 StateDir = Annotated[str | None, Opt("--state-dir", help="state directory (.gitkube)")]
 StatusBranch = Annotated[str | None, Opt("--status-branch", help="status branch (gitkube/status)")]
 Config = Annotated[Path | None, Opt("--config", help="settings file (YAML, keys as flag names)")]
@@ -69,6 +75,27 @@ DecryptionKeyFile = Annotated[
 ]
 StatusSigningKey = Annotated[
     str | None, Opt("--status-signing-key", help="SSH private key signing status commits")
+]
+EvictionRate = Annotated[
+    float | None, Opt("--node-eviction-rate", help="nodes/s whose pods are evicted, per zone (0.1)")
+]
+SecondaryEvictionRate = Annotated[
+    float | None,
+    Opt("--secondary-node-eviction-rate", help="eviction rate in an unhealthy zone (0.01)"),
+]
+UnhealthyZoneThreshold = Annotated[
+    float | None,
+    Opt(
+        "--unhealthy-zone-threshold",
+        help="share of NotReady nodes that makes a zone unhealthy (0.55)",
+    ),
+]
+LargeClusterSizeThreshold = Annotated[
+    int | None,
+    Opt(
+        "--large-cluster-size-threshold",
+        help="an unhealthy zone of at most this many nodes stops evicting (50)",
+    ),
 ]
 
 
@@ -155,6 +182,9 @@ def run_command(
     listen: Listen = None,
     interval: Interval = None,
     webhook_secret_file: SecretFile = None,
+    api_token_file: ApiTokenFile = None,
+    tls_cert_file: TlsCert = None,
+    tls_key_file: TlsKey = None,
     state_dir: StateDir = None,
     address: Annotated[str | None, Opt("--address", help="node address (127.0.0.1)")] = None,
     proxy_address: Annotated[
@@ -179,6 +209,10 @@ def run_command(
     signer_rules: SignerRules = None,
     status_signing_key: StatusSigningKey = None,
     decryption_key_file: DecryptionKeyFile = None,
+    node_eviction_rate: EvictionRate = None,
+    secondary_node_eviction_rate: SecondaryEvictionRate = None,
+    unhealthy_zone_threshold: UnhealthyZoneThreshold = None,
+    large_cluster_size_threshold: LargeClusterSizeThreshold = None,
     config: Config = None,
     verbose: Verbose = None,
 ) -> None:
@@ -202,6 +236,9 @@ def master_command(
     listen: Listen = None,
     interval: Interval = None,
     webhook_secret_file: SecretFile = None,
+    api_token_file: ApiTokenFile = None,
+    tls_cert_file: TlsCert = None,
+    tls_key_file: TlsKey = None,
     state_dir: StateDir = None,
     status_branch: StatusBranch = None,
     writeback: Writeback = None,
@@ -218,6 +255,10 @@ def master_command(
     signer_rules: SignerRules = None,
     status_signing_key: StatusSigningKey = None,
     decryption_key_file: DecryptionKeyFile = None,
+    node_eviction_rate: EvictionRate = None,
+    secondary_node_eviction_rate: SecondaryEvictionRate = None,
+    unhealthy_zone_threshold: UnhealthyZoneThreshold = None,
+    large_cluster_size_threshold: LargeClusterSizeThreshold = None,
     config: Config = None,
     verbose: Verbose = None,
 ) -> None:
