@@ -605,7 +605,9 @@ class SyncLoop:
         todo = [e for e in manifests_entries if (e.path, e.sha) not in self._parsed]
         result.files, result.parsed_files = len(manifests_entries), len(todo)
         if todo:
-            blobs = await self.source.read_blobs(e.sha for e in todo)
+            blobs = await self.source.read_blobs(
+                (e.sha for e in todo), max_bytes=self.settings.max_file_bytes
+            )
             for i, entry in enumerate(todo):
                 data, problem = open_manifest(blobs[entry.sha], entry.path, self.decryptor)
                 found, errors, ignored = (

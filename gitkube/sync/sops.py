@@ -49,6 +49,7 @@ import yaml
 
 from gitkube.api.validation import ManifestError
 from gitkube.errors import ConfigError
+from gitkube.sync.source import OversizedBlob
 
 SOPS_VERSION = "3.11.0"
 DEFAULT_SECRET_REGEX = "^(data|stringData)$"
@@ -490,7 +491,11 @@ def open_manifest(
     data: bytes, path: str, decryptor: SopsDecryptor | None
 ) -> tuple[bytes, ManifestError | None]:
     """A manifest file's bytes as the sync validates them: a SOPS file
-    decrypted, any other as it is; or the located error that stops the revision."""
+    decrypted, any other as it is; or the located error that stops the revision
+    (also for a blob too large to be read)."""
+    if isinstance(data, OversizedBlob):
+        message = f"file is {data.size} bytes, over the {data.limit}-byte limit (--max-size)"
+        return b"", ManifestError(path, 0, 0, "", "", "", message)
     if not is_sops(data):
         return data, None
     try:
