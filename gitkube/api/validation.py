@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -962,10 +963,17 @@ def find_duplicates(manifests: list[Manifest]) -> list[ManifestError]:
     return errors
 
 
-def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> ValidationReport:
+def validate_paths(
+    paths: list[Path],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    opener: Callable[[bytes, str], tuple[bytes, ManifestError | None]] | None = None,
+) -> ValidationReport:
     """Validate files and directories (searched recursively, symlinks inside not followed).
 
     A path that cannot be read is an error in the report, not an exception.
+    ``opener`` turns a file's bytes into what is validated, or an error (the
+    CLI opens SOPS-encrypted files with it).
     """
     found = find_manifest_files(paths)
     report = ValidationReport(skipped=[str(p) for p in found.skipped])
@@ -995,6 +1003,11 @@ def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
                 ManifestError(name, 0, 0, "", "", "", f"cannot read: {exc.strerror or exc}")
             )
             continue
+        if opener is not None:
+            data, problem = opener(data, name)
+            if problem is not None:
+                report.errors.append(problem)
+                continue
         manifests, errors, ignored = load_manifests(data, name, max_bytes=max_bytes)
         report.manifests += manifests
         report.errors += errors

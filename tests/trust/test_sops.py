@@ -276,3 +276,32 @@ def test_damaged_files_are_errors_not_crashes(age_key: tuple[Path, str], tmp_pat
         assert is_sops(data)
         with pytest.raises(SopsError):
             decryptor.decrypt(data)
+
+
+def test_validate_reads_sops_files(age_key: tuple[Path, str], tmp_path: Path) -> None:
+    from pyrage import x25519
+
+    key_file, recipient = age_key
+    enc = encrypt_manifest(PLAIN, age_recipients=[recipient], pgp_fingerprints=[],
+                           encrypted_regex=REGEX)  # fmt: skip
+    folder = tmp_path / "k8s"
+    folder.mkdir()
+    (folder / "api.enc.yaml").write_bytes(enc)
+
+    def validate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gitkube", "validate", str(folder), *args],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    # without the key: the structure is checked (the pre-receive hook needs no key)
+    assert validate().returncode == 0
+    assert validate("--decryption-key-file", str(key_file)).returncode == 0
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text(str(x25519.Identity.generate()) + "\n")
+    out = validate("--decryption-key-file", str(wrong))
+    assert out.returncode == 1 and "api.enc.yaml" in out.stdout and "data key" in out.stdout
+    # a structural error under encryption is still found without the key
+    (folder / "api.enc.yaml").write_bytes(enc.replace(b"image: busybox", b"imagee: busybox"))
+    out = validate()
+    assert out.returncode == 1 and "imagee" in out.stdout
