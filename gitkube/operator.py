@@ -305,8 +305,18 @@ class Operator:
         async def persist(items: list[dict[str, Any]]) -> None:
             await store.put(DELIVERIES_KEY, json.dumps(items).encode())
 
+        async def load_seen() -> bytes | None:
+            kv = await store.get(SEEN_DELIVERIES_KEY)
+            return kv.value if kv is not None else None
+
         async def persist_seen(raw: bytes) -> None:
-            await store.put(SEEN_DELIVERIES_KEY, raw)
+            # merged with what other masters recorded (each master answers webhooks)
+            merged = ReplayGuard()
+            stored = await load_seen()
+            if stored:
+                merged.load(stored)
+            merged.load(raw)
+            await store.put(SEEN_DELIVERIES_KEY, merged.to_json())
 
         replays = ReplayGuard()
         seen = await store.get(SEEN_DELIVERIES_KEY)
@@ -341,6 +351,7 @@ class Operator:
             before_metrics=self._refresh_metrics,
             replays=replays,
             on_replays_change=persist_seen,
+            load_replays=load_seen,
             limits=s.http_limits(),
             kubeapi=kubeapi,
             api_token=s.read_api_token(),

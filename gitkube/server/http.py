@@ -99,6 +99,7 @@ class HttpServer:
         before_metrics: Callable[[], Awaitable[None]] | None = None,
         replays: ReplayGuard | None = None,
         on_replays_change: Callable[[bytes], Awaitable[None]] | None = None,
+        load_replays: Callable[[], Awaitable[bytes | None]] | None = None,
         limits: HttpLimits | None = None,
         kubeapi: KubeApi | None = None,
         api_token: bytes | None = None,
@@ -116,6 +117,7 @@ class HttpServer:
         self.before_metrics = before_metrics
         self.replays = replays or ReplayGuard()
         self._on_replays_change = on_replays_change
+        self._load_replays = load_replays
         self._replays_flush: asyncio.Task[None] | None = None
         self.guard = ConnectionGuard(limits)
         self.kubeapi = kubeapi
@@ -290,6 +292,15 @@ class HttpServer:
             if problem:
                 return self._record(hook, Verdict(401, "rejected", problem), request)
         msg_id = delivery_id(request.headers)
+        if msg_id and not self.replays.seen(hook, msg_id) and self._load_replays is not None:
+            # another master may have answered it: the IDs in the store count too
+            try:
+                raw = await self._load_replays()
+            except Exception:
+                log.warning("could not read webhook delivery IDs from the store")
+                raw = None
+            if raw:
+                self.replays.load(raw)
         if msg_id and self.replays.seen(hook, msg_id):
             return self._record(
                 hook,

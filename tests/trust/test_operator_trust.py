@@ -118,3 +118,53 @@ async def test_delivery_ids_survive_a_restart(git_remote: GitRemote, state: Path
         assert running.operator.sync is None or running.operator.sync.triggers == triggers
     finally:
         await running.shutdown()
+
+
+async def test_a_delivery_answered_by_one_operator_is_a_duplicate_at_another(
+    git_remote: GitRemote, tmp_path: Path
+) -> None:
+    """Two processes on one store (as masters behind a load balancer): the IDs
+    one answered are read from the store by the other."""
+    git_remote.write("a.yaml", pod_yaml("a"))
+    revision = git_remote.commit_and_push("a")
+    store = f"sqlite://{tmp_path}/shared.db"
+    first = await start_operator(
+        operator_settings(
+            git_remote.url, tmp_path / "s1", nodes=0, writeback=False, watch=False, store=store
+        )
+    )
+    second = await start_operator(
+        operator_settings(
+            git_remote.url, tmp_path / "s2", nodes=0, writeback=False, watch=False, store=store
+        )
+    )
+    body, headers = github_push("main", revision)
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def deliver(base: str, delivery: str) -> str:
+                async with session.post(
+                    base + "/hooks/github",
+                    data=io.BytesIO(body),
+                    headers={**headers, "X-GitHub-Delivery": delivery},
+                ) as r:
+                    return str((await r.json())["outcome"])
+
+            assert await deliver(first.base, "d-1") == "accepted"
+            assert await deliver(second.base, "d-2") == "accepted"
+
+            async def both_stored() -> bool:
+                assert first.operator.store is not None
+                from gitkube.operator import SEEN_DELIVERIES_KEY
+
+                kv = await first.operator.store.get(SEEN_DELIVERIES_KEY)
+                return kv is not None and b"d-1" in kv.value and b"d-2" in kv.value
+
+            await eventually(both_stored, what="both IDs merged in the store")
+            assert await deliver(second.base, "d-1") == "duplicate"
+            assert await deliver(first.base, "d-2") == "duplicate"
+    finally:
+        await first.shutdown()
+        await second.shutdown()
+        kill_processes_under(tmp_path / "s1")
+        kill_processes_under(tmp_path / "s2")
