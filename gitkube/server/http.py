@@ -220,6 +220,9 @@ class HttpServer:
                 await self.before_metrics()
             except Exception:
                 log.exception("could not refresh metrics from the store")
+        self.metrics.http_connections.set(self.guard.open)
+        self.metrics.http_refused.set(self.guard.refused)
+        self.metrics.http_timed_out.set(self.guard.timed_out)
         return web.Response(
             body=self.metrics.render(), headers={"Content-Type": Metrics.content_type}
         )

@@ -121,6 +121,10 @@ async def test_half_open_flood_is_capped_and_timed_out(
         assert time.monotonic() - started < 10
         await eventually(_is_zero(http), what="no connection left open")
         assert http.guard.timed_out >= 10
+        async with other_client() as session, session.get(base + "/metrics") as resp:
+            text = await resp.text()
+        assert "gitkube_http_connections_refused_total 50.0" in text
+        assert "gitkube_http_connections_timed_out_total 10.0" in text
     finally:
         for _, writer in conns:
             writer.close()
