@@ -39,7 +39,7 @@ from gitkube.hooks import ensure_notify_token
 from gitkube.server.http import DeliveryLog, HttpServer
 from gitkube.server.metrics import Metrics
 from gitkube.server.webhooks import ReplayGuard
-from gitkube.store.base import Store
+from gitkube.store.base import Compare, Put, Store
 from gitkube.store.objects import ObjectStore
 
 log = logging.getLogger("gitkube.operator")
@@ -145,6 +145,8 @@ class Operator:
         #: the last revision a sync finished with (a webhook for it needs no new sync)
         self.done_revision = ""
         self._runtimes: list[Any] = []
+        #: event recorders of the loops, flushed on stop
+        self._recorders: list[Any] = []
 
     # ------------------------------------------------------------ wiring
 
@@ -202,7 +204,10 @@ class Operator:
             self.objects,
             source,
             SyncSettings(
-                prune=s.prune, self_heal=s.self_heal, interval_seconds=s.interval_seconds()
+                prune=s.prune,
+                self_heal=s.self_heal,
+                interval_seconds=s.interval_seconds(),
+                unsupported_kinds=s.unsupported_kinds_mode(),
             ),
             after_sync=after_sync,
             verifier=verifier,
@@ -217,17 +222,29 @@ class Operator:
             SchedulerLoop,
         )
         from gitkube.services.controller import EndpointsController
+        from gitkube.services.loadbalancer import LoadBalancerStatusController
 
         assert self.objects is not None and self.cache is not None
         s = self.settings
         # a master's controllers write only while its term lasts
         fence = self.election.fence if self.election is not None else None
         cache, applier = self.cache, Applier(self.objects, fence=fence)
+
+        def observed(name: str) -> Applier:
+            """The applier of one loop, recording the events of its writes."""
+            from gitkube.control.events import COMPONENTS, recording
+            from gitkube.store.events import EventRecorder
+
+            assert self.objects is not None
+            recorder = EventRecorder(self.objects, COMPONENTS[name])
+            self._recorders.append(recorder)
+            return applier.observed(recording(recorder))
+
         scheduler = SchedulerLoop(
             self.objects,
             on_scheduled=lambda _key, latency: self.metrics.scheduling_latency.observe(latency),
             cache=cache,
-            applier=applier,
+            applier=observed("scheduler"),
         )
         lifecycle = NodeLifecycleController(
             self.objects,
@@ -241,12 +258,14 @@ class Operator:
                 large_cluster_size_threshold=s.large_cluster_size_threshold,
             ),
             cache=cache,
-            applier=applier,
+            applier=observed("node-lifecycle"),
         )
+        replication = ReplicationManager(self.objects, cache=cache, applier=observed("replication"))
         return [
+            ("load-balancers", LoadBalancerStatusController(self.objects).run),
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
-            ("replication", ReplicationManager(self.objects, cache=cache, applier=applier).run),
+            ("replication", replication.run),
             ("node-lifecycle", lifecycle.run),
             ("endpoints", EndpointsController(self.objects, cache=cache, applier=applier).run),
         ]
@@ -280,6 +299,8 @@ class Operator:
                     labels=parse_labels(s.labels),
                     runtime_name=runtime.name,
                     state_dir=str(node_dir) if runtime.name == "process" else "",
+                    # one proxy serves the local agents; it runs as the first one
+                    proxy_address=s.proxy_address if name == names[0] else "",
                 ),
                 settings=AgentSettings(heartbeat_ttl=max(1, round(s.node_grace_seconds() / 3))),
             )
@@ -310,13 +331,21 @@ class Operator:
             return kv.value if kv is not None else None
 
         async def persist_seen(raw: bytes) -> None:
-            # merged with what other masters recorded (each master answers webhooks)
-            merged = ReplayGuard()
-            stored = await load_seen()
-            if stored:
-                merged.load(stored)
-            merged.load(raw)
-            await store.put(SEEN_DELIVERIES_KEY, merged.to_json())
+            # merged with what other masters recorded (each master answers
+            # webhooks), with a compare-and-swap so no master's IDs are lost
+            for _ in range(10):
+                merged = ReplayGuard()
+                kv = await store.get(SEEN_DELIVERIES_KEY)
+                if kv is not None:
+                    merged.load(kv.value)
+                merged.load(raw)
+                done = await store.txn(
+                    [Compare(SEEN_DELIVERIES_KEY, kv.mod_revision if kv else 0)],
+                    [Put(SEEN_DELIVERIES_KEY, merged.to_json())],
+                )
+                if done.succeeded:
+                    return
+            log.warning("could not record webhook delivery IDs: the key kept changing")
 
         replays = ReplayGuard()
         seen = await store.get(SEEN_DELIVERIES_KEY)
@@ -496,6 +525,9 @@ class Operator:
             for task, result in zip(tasks, results, strict=True):
                 if isinstance(result, Exception) and not isinstance(result, ConfigError):
                     log.error("%s ended with %r", task.get_name(), result)
+            for recorder in self._recorders:
+                with contextlib.suppress(Exception):
+                    await recorder.close()
             for runtime in self._runtimes:
                 with contextlib.suppress(Exception):
                     await runtime.close()

@@ -45,7 +45,7 @@ def parse_key(key: str) -> tuple[str, str, str]:
     if not key.startswith(PREFIX) or key.startswith(SYSTEM):
         raise ValueError(f"not an object key: {key!r}")
     parts = key[len(PREFIX) :].split("/")
-    if len(parts) == 2 and parts[0] in CLUSTER_SCOPED:
+    if len(parts) == 2:  # a cluster-scoped kind (nodes, namespaces, clusterroles, ...)
         return parts[0], "", parts[1]
     if len(parts) == 3:
         return parts[0], parts[1], parts[2]

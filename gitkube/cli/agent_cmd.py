@@ -208,6 +208,7 @@ async def _run_agent(
             max_pods=max_pods,
             runtime_name=runtime.name,
             state_dir=str(process_dir) if runtime.name == "process" else "",
+            proxy_address=settings.proxy_address if proxy else "",
         )
         agent = Agent(
             objects,

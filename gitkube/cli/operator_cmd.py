@@ -53,6 +53,13 @@ Writeback = Annotated[
     bool | None, Opt("--writeback/--no-writeback", help="commit status to the status branch")
 ]
 Prune = Annotated[bool | None, Opt("--prune/--no-prune", help="delete what git no longer has")]
+UnsupportedKinds = Annotated[
+    str | None,
+    Opt(
+        "--unsupported-kinds",
+        help="kinds gitkube does not run (Ingress, custom resources, ...): store or error (store)",
+    ),
+]
 SelfHeal = Annotated[
     bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
 ]
@@ -130,6 +137,7 @@ def _settings(flags: dict[str, Any], config: Path | None, *, checkout: bool = Fa
         settings.http_limits()
         if settings.decryption_key_file and not Path(settings.decryption_key_file).is_file():
             raise ConfigError(f"decryption-key-file: {settings.decryption_key_file} is not a file")
+        settings.unsupported_kinds_mode()
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -199,6 +207,7 @@ def run_command(
     writeback: Writeback = None,
     prune: Prune = None,
     self_heal: SelfHeal = None,
+    unsupported_kinds: UnsupportedKinds = None,
     node_grace: Annotated[str | None, Opt("--node-grace", help="heartbeat grace (50s)")] = None,
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
@@ -244,6 +253,7 @@ def master_command(
     writeback: Writeback = None,
     prune: Prune = None,
     self_heal: SelfHeal = None,
+    unsupported_kinds: UnsupportedKinds = None,
     leader_ttl: Annotated[int | None, Opt("--leader-ttl", help="leader lease TTL (10)")] = None,
     node_grace: Annotated[str | None, Opt("--node-grace", help="heartbeat grace (50s)")] = None,
     eviction_timeout: Annotated[

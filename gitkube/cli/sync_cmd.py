@@ -30,6 +30,8 @@ from gitkube.cli.app import (
     Output,
     OutputOpt,
     StoreOpt,
+    UnsupportedKinds,
+    UnsupportedKindsOpt,
     app,
     console,
     err_console,
@@ -261,12 +263,18 @@ def sync(
         ),
     ] = "",
     output: OutputOpt = Output.table,
+    unsupported_kinds: UnsupportedKindsOpt = UnsupportedKinds.store,
 ) -> None:
     """Sync the repository into the store: validate, diff, apply whole or not at all."""
     if not repo:
         fail("--repo is required", code=2)
     cache = _cache_dir(cache_dir)
-    settings = SyncSettings(prune=prune, self_heal=self_heal, interval_seconds=interval)
+    settings = SyncSettings(
+        prune=prune,
+        self_heal=self_heal,
+        interval_seconds=interval,
+        unsupported_kinds=unsupported_kinds.value,
+    )
     verifier = _verifier(cache, verify_commits, allowed_signers, trusted_gpg_keys, signer_rules)
     decryptor = _decryptor(cache, decryption_key_file)
 
@@ -334,6 +342,7 @@ def diff(
     signer_rules: RulesOpt = "",
     decryption_key_file: DecryptOpt = "",
     output: OutputOpt = Output.table,
+    unsupported_kinds: UnsupportedKindsOpt = UnsupportedKinds.store,
 ) -> None:
     """Show what a sync would do, as a YAML diff per object; exit 1 when out of sync."""
     if not repo:
@@ -347,13 +356,10 @@ def diff(
         source = GitSource(repo, ref=ref, path=path, cache_dir=cache)
         objects = ObjectStore(await open_store(resolve_store(store)))
         try:
-            loop = SyncLoop(
-                objects,
-                source,
-                SyncSettings(prune=prune, self_heal=True),
-                verifier=verifier,
-                decryptor=decryptor,
+            settings = SyncSettings(
+                prune=prune, self_heal=True, unsupported_kinds=unsupported_kinds.value
             )
+            loop = SyncLoop(objects, source, settings, verifier=verifier, decryptor=decryptor)
             return await loop.preview()
         finally:
             await source.close()

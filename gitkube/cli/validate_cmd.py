@@ -10,7 +10,15 @@ import typer
 
 from gitkube.api.manifests import DEFAULT_MAX_BYTES
 from gitkube.api.validation import ValidationReport, validate_paths
-from gitkube.cli.app import Output, OutputOpt, app, err_console, print_data
+from gitkube.cli.app import (
+    Output,
+    OutputOpt,
+    UnsupportedKinds,
+    UnsupportedKindsOpt,
+    app,
+    err_console,
+    print_data,
+)
 
 
 @app.command(
@@ -53,6 +61,7 @@ def validate(
             show_default=False,
         ),
     ] = "",
+    unsupported_kinds: UnsupportedKindsOpt = UnsupportedKinds.store,
 ) -> None:
     """Validate manifests: every error in one pass, one per line as
     FILE:LINE: KIND/NAME: FIELD: message (-o json: a list of objects with
@@ -70,7 +79,9 @@ def validate(
         except ConfigError as exc:
             err_console.print(f"error: {exc}", highlight=False, markup=False)
             raise typer.Exit(2) from None
-        report = validate_paths(paths, max_bytes=max_size, opener=validation_opener(decryptor))
+        report = validate_paths(paths, max_bytes=max_size, opener=validation_opener(decryptor),
+            unsupported=unsupported_kinds.value,
+        )
     if output in (Output.json, Output.yaml):
         print_data([error.to_dict() for error in report.errors], output)
         if verbose:

@@ -200,6 +200,8 @@ class HttpServer:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self.kubeapi is not None:
+            self.kubeapi.close()
         if self._runner:
             await self._runner.cleanup()
             self._runner = None

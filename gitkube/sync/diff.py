@@ -26,6 +26,10 @@ leaves them empty (a pod's ``spec.nodeName``, a service's ``clusterIP`` and
   the agent and is kept. Labels git stops declaring are removed (the ones
   gitkube set are remembered in ``MANAGED_LABELS``).
 
+- **refused**: a change to the data of an immutable ConfigMap or Secret (or
+  making it mutable) is not planned but refused, as Kubernetes refuses it;
+  the caller applies nothing while there are refusals.
+
 Updates keep the live status, system metadata and system-filled fields.
 Applying a plan and planning again yields an empty plan.
 """
@@ -45,6 +49,7 @@ import yaml
 from gitkube.api import annotations as ann
 from gitkube.api.keys import object_key
 from gitkube.api.objects import KINDS, ApiObject
+from gitkube.api.redact import changed_secret_keys, is_secret, redact_diff_pair
 from gitkube.api.serde import _fields as serde_fields
 
 #: metadata fields the system owns; never a difference, kept from the live object
@@ -177,11 +182,13 @@ def wire_of(obj: ApiObject) -> dict[str, Any]:
     """``obj.to_dict()``, the same dict, about three times faster (a sync
     converts every desired object once): field lists are looked up per type
     instead of asking ``is_dataclass`` of every value."""
+    if obj.UNSTRUCTURED:
+        return obj.to_dict()
     data = _wire(obj)
     data["apiVersion"] = obj.api_version
     data["kind"] = obj.KIND
     data.setdefault("metadata", {})
-    return data
+    return obj.to_wire(data)
 
 
 def _wire(value: Any) -> Any:
@@ -379,6 +386,50 @@ class Drift:
     fields: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A change git asks for that Kubernetes refuses (the data of an immutable
+    ConfigMap or Secret): the revision is not applied."""
+
+    key: str
+    kind: str
+    namespace: str
+    name: str
+    path: str
+    field: str
+    message: str
+
+
+#: fields of an immutable ConfigMap or Secret that may never change
+IMMUTABLE_FIELDS = ("data", "binaryData", "stringData", "type")
+
+
+def immutable_change(d: Desired, live: Live) -> Refusal | None:
+    """The refusal of an update to an immutable ConfigMap or Secret, if any:
+    its data may not change and it may not become mutable again."""
+    if d.kind not in ("ConfigMap", "Secret") or live.wire.get("immutable") is not True:
+        return None
+    changed = [f for f in IMMUTABLE_FIELDS if d.normal.get(f) != live.wire.get(f)]
+    if d.normal.get("immutable") is not True:
+        changed.append("immutable")
+    if not changed:
+        return None
+    what = "data" if d.kind == "ConfigMap" or changed[0] != "type" else "type"
+    keys = changed_secret_keys(live.wire, d.normal)
+    detail = ", ".join(changed) + (f"; keys {', '.join(keys)}" if keys else "")  # never values
+    return Refusal(
+        d.key,
+        d.kind,
+        d.namespace,
+        d.name,
+        d.path,
+        changed[0],
+        f"{d.kind} {d.name!r} is immutable: its {what} cannot change (Kubernetes refuses "
+        f"it too; changed: {detail}); give it a new name and point its users "
+        "at that, or remove it from git, sync, then add it back",
+    )
+
+
 @dataclass
 class SyncPlan:
     creates: list[Create] = field(default_factory=list)
@@ -391,6 +442,9 @@ class SyncPlan:
     unchanged: int = 0
     #: key -> (mod_revision, desired hash) of live objects found equal to git
     verified: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: changes Kubernetes refuses (immutable ConfigMaps and Secrets): the
+    #: revision must not be applied while there are any
+    refused: list[Refusal] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -554,6 +608,10 @@ def plan_sync(
             plan.unchanged += 1
             plan.verified[key] = (lv.resource_version, d.hash)
             continue
+        refusal = immutable_change(d, lv) if differs else None
+        if refusal is not None:
+            plan.refused.append(refusal)
+            continue
         fields = tuple(changed_fields(live_normal, d.normal)) if differs else ()
         plan.updates.append(
             Update(
@@ -605,6 +663,11 @@ def render_diff(plan: SyncPlan) -> str:
 
     def one(title: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
         label = title.split(" ", 2)[1]
+        if is_secret(old) or is_secret(new):
+            keys = changed_secret_keys(old, new)
+            if keys and old is not None and new is not None:
+                title += f" (secret data changed: {', '.join(keys)}; values not shown)"
+            old, new = redact_diff_pair(old, new)
         body = difflib.unified_diff(
             _yaml_lines(old), _yaml_lines(new), fromfile=f"live/{label}", tofile=f"git/{label}"
         )

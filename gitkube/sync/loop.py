@@ -52,14 +52,21 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gitkube.api import annotations as ann
-from gitkube.api.keys import SYNC_CONTROL_KEY, SYNC_HISTORY_KEY, SYNC_STATE_KEY, resource_prefix
+from gitkube.api.keys import (
+    PREFIX,
+    SYNC_CONTROL_KEY,
+    SYNC_HISTORY_KEY,
+    SYNC_STATE_KEY,
+    SYSTEM,
+)
 from gitkube.api.objects import ObjectMeta
 from gitkube.api.validation import (
     DEFAULT_MAX_BYTES,
+    DEFAULT_UNSUPPORTED,
     IgnoredField,
     Manifest,
     ManifestError,
-    find_duplicates,
+    check_across_files,
     load_manifests,
 )
 from gitkube.errors import Conflict, GitkubeError, LeadershipLost, SourceError
@@ -67,7 +74,7 @@ from gitkube.loops import Backoff
 from gitkube.store.base import Compare, Put
 from gitkube.store.objects import ObjectStore, now_iso
 from gitkube.sync.apply import DEFAULT_BATCH_SIZE, ApplyResult, apply_plan
-from gitkube.sync.diff import SYNCED_RESOURCES, Desired, Live, SyncPlan, plan_sync
+from gitkube.sync.diff import Desired, Live, SyncPlan, plan_sync
 from gitkube.sync.sops import SopsDecryptor, open_manifest
 from gitkube.sync.source import Entry, GitSource
 from gitkube.sync.state import (
@@ -107,6 +114,8 @@ class SyncSettings:
     #: (beyond, ``gitkube status`` reads the objects' provenance annotations)
     max_state_objects: int = 2000
     max_file_bytes: int = DEFAULT_MAX_BYTES
+    #: kinds gitkube does not run: "store" (validated, stored, not acted on) or "error"
+    unsupported_kinds: str = DEFAULT_UNSUPPORTED
 
 
 @dataclass
@@ -172,7 +181,7 @@ class _Parsed:
 
 
 def _slim(manifest: Manifest) -> Manifest:
-    """What the cache keeps of a manifest for ``find_duplicates``: where it is
+    """What the cache keeps of a manifest for ``check_across_files``: where it is
     and which object it names (the parsed data and the full object are in
     ``Desired``; keeping both doubled the memory of a 10,000-object sync)."""
     obj = manifest.obj
@@ -197,6 +206,26 @@ def _sync_error(err: ManifestError) -> SyncError:
         field=err.field,
         document=err.document,
     )
+
+
+def _refusal_errors(plan: SyncPlan, manifests: list[Manifest]) -> list[SyncError]:
+    """The plan's refused changes as errors located at their manifests."""
+    where = {m.obj.key: m for m in manifests}
+    errors = []
+    for r in plan.refused:
+        manifest = where.get(r.key)
+        errors.append(
+            SyncError(
+                message=r.message,
+                file=r.path,
+                line=manifest.line if manifest is not None else 0,
+                kind=r.kind,
+                name=r.name,
+                field=r.field,
+                document=manifest.document if manifest is not None else 0,
+            )
+        )
+    return errors
 
 
 _gc_holders = 0
@@ -397,7 +426,7 @@ class SyncLoop:
             message = self.source.redact(str(exc))
             return SyncResult("Failed", errors=[SyncError(message=message)], message=message)
         errors = [e for parsed in self._current_parsed() for e in parsed.errors]
-        errors += find_duplicates(manifests)
+        errors += check_across_files(manifests)
         if errors:
             errors.sort(key=lambda e: (e.file, e.document, e.line))
             result.outcome = "Failed"
@@ -414,6 +443,12 @@ class SyncLoop:
                 self_heal=self.settings.self_heal,
             )
             result.plan, result.unchanged = plan, plan.unchanged
+            if plan.refused:
+                result.outcome = "Failed"
+                result.errors = _refusal_errors(plan, manifests)
+                result.message = f"{len(result.errors)} error(s) in {commit[:12]}"
+                result.duration_seconds = time.perf_counter() - started
+                return result
             result.created, result.updated = len(plan.creates), len(plan.updates)
             result.deleted = len(plan.deletes)
             if not plan.empty or plan.drifted:
@@ -447,7 +482,7 @@ class SyncLoop:
         except SourceError as exc:
             return await self._record_source_failure(exc, started, started_at, state=state)
         errors = [e for parsed in self._current_parsed() for e in parsed.errors]
-        errors += find_duplicates(manifests)
+        errors += check_across_files(manifests)
         if errors:
             errors.sort(key=lambda e: (e.file, e.document, e.line))
             result.outcome = "Failed"
@@ -473,6 +508,16 @@ class SyncLoop:
                 verified=self._verified,
             )
             self._verified = plan.verified
+            if plan.refused:
+                result.outcome = "Failed"
+                result.errors = _refusal_errors(plan, manifests)
+                result.message = (
+                    f"{len(result.errors)} error(s) in {commit[:12]}; nothing applied"
+                    + (f", still at {state.revision[:12]}" if state.revision else "")
+                )
+                state.attempted_revision, state.attempted_at = commit, now_iso()
+                state.phase, state.message, state.errors = "Failed", result.message, result.errors
+                return await self._finish(result, state, history, started, started_at)
             if plan.empty:
                 break
             before = len(applied.revisions)
@@ -613,7 +658,12 @@ class SyncLoop:
                 found, errors, ignored = (
                     ([], [problem], [])
                     if problem is not None
-                    else load_manifests(data, entry.path, max_bytes=self.settings.max_file_bytes)
+                    else load_manifests(
+                        data,
+                        entry.path,
+                        max_bytes=self.settings.max_file_bytes,
+                        unsupported=self.settings.unsupported_kinds,
+                    )
                 )
                 self._parsed[(entry.path, entry.sha)] = _Parsed(
                     [_slim(m) for m in found], [Desired.of(m) for m in found], errors, ignored
@@ -646,16 +696,18 @@ class SyncLoop:
         if self._live_revision and await store.revision() == self._live_revision:
             return self._live, self._live_revision
         live: dict[str, Live] = {}
-        revisions = set()
-        for resource in SYNCED_RESOURCES:
-            kvs, revision = await store.range(resource_prefix(resource))
-            revisions.add(revision)
-            for kv in kvs:
-                live[kv.key] = Live.from_wire(
-                    json.loads(kv.value), key=kv.key, mod_revision=kv.mod_revision
-                )
+        # every object key, whatever its resource: the kinds gitkube stores
+        # without running them have resources of their own (ingresses,
+        # certificates.cert-manager.io, ...), and must be found to be pruned
+        kvs, revision = await store.range(PREFIX)
+        for kv in kvs:
+            if kv.key.startswith(SYSTEM):
+                continue
+            live[kv.key] = Live.from_wire(
+                json.loads(kv.value), key=kv.key, mod_revision=kv.mod_revision
+            )
         self._live = live
-        self._live_revision = revisions.pop() if len(revisions) == 1 else 0
+        self._live_revision = revision
         return live, self._live_revision
 
     def _mirror_writes(self, applied: ApplyResult, read_at: int, *, first_txn: int) -> None:

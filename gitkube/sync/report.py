@@ -18,6 +18,7 @@ no history), so the write-back can tell whether the outcome changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -48,6 +49,7 @@ from gitkube.api.objects import (
     ReplicationController,
     Service,
 )
+from gitkube.api.redact import SCRUBBER, remember_secret
 from gitkube.api.serde import camel
 from gitkube.store.base import KeyValue, Store
 from gitkube.store.objects import ObjectStore, decode
@@ -55,6 +57,7 @@ from gitkube.sync.health import (
     HEALTHY,
     UNKNOWN,
     assess_health,
+    not_acted_on,
     pod_problem,
     ready_endpoint_count,
     worst,
@@ -359,11 +362,15 @@ def object_report(
 ) -> ObjectReport:
     namespace = "" if declared.kind == "Node" else (declared.namespace or "default")
     endpoints = snapshot.endpoints.get((namespace, declared.name))
-    health = assess_health(
-        live,
-        endpoints=endpoints,
-        proxy_errors=snapshot.proxy_errors.get((namespace, declared.name), ()),
-    )
+    if declared.kind not in KINDS:
+        # stored, not run (--unsupported-kinds store); the report does not read them
+        health = not_acted_on(declared.kind)
+    else:
+        health = assess_health(
+            live,
+            endpoints=endpoints,
+            proxy_errors=snapshot.proxy_errors.get((namespace, declared.name), ()),
+        )
     report = ObjectReport(
         kind=declared.kind,
         namespace=namespace,
@@ -480,7 +487,10 @@ def compose_status_report(
     report.health = worst(o.health for o in report.objects) if report.objects else UNKNOWN
     if not report.objects and state is not None and state.revision:
         report.health = HEALTHY  # a revision that declares nothing is trivially healthy
-    return report
+    # no Secret value this process knows reaches status, status.json, STATUS.md
+    # or the status API, whatever message carried it
+    scrubbed: StatusReport = SCRUBBER.scrub_object(report)
+    return scrubbed
 
 
 # ---------------------------------------------------------------- reading the store
@@ -609,6 +619,12 @@ async def build_status_report(objects: ObjectStore, *, now: datetime | None = No
     )
     control = _parse_control(await store.get(SYNC_CONTROL_KEY))
     proxy_kvs, _ = await store.range(PROXY_STATUS_PREFIX)
+    # every stored Secret's values are scrubbed from the report, even from
+    # messages an older process stored
+    secret_kvs, _ = await store.range(resource_prefix("secrets"))
+    for kv in secret_kvs:
+        with contextlib.suppress(ValueError):
+            remember_secret(json.loads(kv.value))
     live = await _read_live(store, state)
     snapshot = ClusterSnapshot.of(live, proxy_errors=parse_proxy_errors(proxy_kvs))
     return compose_status_report(
