@@ -47,6 +47,7 @@ from typing import Any
 
 import yaml
 
+from gitkube.api.redact import SCRUBBER
 from gitkube.api.validation import ManifestError
 from gitkube.errors import ConfigError
 from gitkube.sync.source import OversizedBlob
@@ -461,6 +462,15 @@ def decrypt_file(data: bytes, decryptor: SopsDecryptor | None) -> bytes:
             "the MAC does not match the values: the file was altered after it was encrypted",
             mac_line,
         )
+    # whatever kind the file declares, what was encrypted is secret: no log line
+    # or message of this process shows it (gitkube.api.redact)
+    secrets_found: set[str] = set()
+    for rendered in replacements.values():
+        if rendered.startswith('"'):
+            plain_text = json.loads(rendered)
+            secrets_found.add(plain_text)
+            secrets_found.update(line.strip() for line in plain_text.splitlines())
+    SCRUBBER.add(secrets_found)
     return _plaintext_text(text, replacements).encode()
 
 

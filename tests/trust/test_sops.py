@@ -305,3 +305,92 @@ def test_validate_reads_sops_files(age_key: tuple[Path, str], tmp_path: Path) ->
     (folder / "api.enc.yaml").write_bytes(enc.replace(b"image: busybox", b"imagee: busybox"))
     out = validate()
     assert out.returncode == 1 and "imagee" in out.stdout
+
+
+SECRET = """\
+apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+type: Opaque
+stringData:
+  password: {password}
+data:
+  token: {token}
+"""
+
+
+def test_encrypted_secret_syncs_and_never_shows(
+    git_remote: GitRemote, tmp_path: Path, age_key: tuple[Path, str]
+) -> None:
+    """An encrypted Secret written by sops: applied with its values; `gitkube
+    sync`, `diff` and `status` (table and JSON) never show them; a value that is
+    not base64 is an error that does not echo it."""
+    import base64
+
+    key_file, recipient = age_key
+    password, token = "Pa55-word-in-git", "tok3n-in-git-value"
+
+    def encrypted(password: str, token: str) -> str:
+        plain = tmp_path / "secret.yaml"
+        plain.write_text(
+            SECRET.format(password=password, token=base64.b64encode(token.encode()).decode())
+        )
+        return sops("encrypt", "--age", recipient, "--encrypted-regex", "^(data|stringData)$",
+                    str(plain)).decode()  # fmt: skip
+
+    git_remote.write("db.enc.yaml", encrypted(password, token))
+    git_remote.commit_and_push("encrypted secret")
+    store = f"sqlite://{tmp_path}/s.db"
+    flags = ["--repo", git_remote.url, "--store", store, "--cache-dir", str(tmp_path / "c"),
+             "--decryption-key-file", str(key_file)]  # fmt: skip
+
+    def run(*args: str) -> tuple[int, str]:
+        proc = subprocess.run([sys.executable, "-m", "gitkube", *args], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+        return proc.returncode, proc.stdout + proc.stderr
+
+    outputs = []
+    code, out = run("sync", "--once", "--no-writeback", "-o", "json", *flags)
+    assert code == 0, out
+    outputs.append(out)
+
+    async def stored() -> dict[str, str]:
+        from gitkube.api.objects import Secret
+
+        s = await open_store(store)
+        try:
+            secret = await ObjectStore(s).get(Secret, "default", "db")
+            assert secret is not None
+            return dict(secret.data)
+        finally:
+            await s.close()
+
+    import asyncio
+
+    data = asyncio.run(stored())
+    assert base64.b64decode(data["password"]).decode() == password
+    assert base64.b64decode(data["token"]).decode() == token
+
+    # a new value: diff shows that it changed, never what
+    git_remote.write("db.enc.yaml", encrypted("New-Pa55-word-2", token))
+    git_remote.commit_and_push("rotate")
+    outputs += [run("diff", *flags)[1], run("diff", "-o", "json", *flags)[1]]
+    # not base64: an error that names the field, not the value
+    plain = tmp_path / "bad.yaml"
+    plain.write_text(SECRET.format(password=password, token="not*base64*Secret-Value"))
+    bad = sops("encrypt", "--age", recipient, "--encrypted-regex", "^(data|stringData)$",
+               str(plain)).decode()  # fmt: skip
+    git_remote.write("db.enc.yaml", bad)
+    git_remote.commit_and_push("broken")
+    code, out = run("sync", "--once", "--no-writeback", *flags)
+    assert code == 1 and "db.enc.yaml" in out
+    outputs += [
+        out,
+        run("status", "--store", store)[1],
+        run("status", "-o", "json", "--store", store)[1],
+    ]
+    text = "\n".join(outputs)
+    for value in (password, token, "New-Pa55-word-2", "not*base64*Secret-Value"):
+        assert value not in text, value
+        assert base64.b64encode(value.encode()).decode() not in text, value
