@@ -18,8 +18,10 @@ Modes (``--verify-commits``):
   for every change since the last verified revision;
 - ``chain``: every commit since the last verified revision (kept in the sync
   state) must carry a good signature, so an unsigned commit buried under a
-  signed one is caught. With no verified revision yet (the first sync, or the
-  last one was rewritten away), the synced commit is the trust anchor.
+  signed one is caught, after a force push too (every commit reachable from
+  the new revision and not from the last verified one). With no verified
+  revision yet (the first sync, or it is gone from the repository), the
+  synced commit is the trust anchor.
 
 A tag given as the ref is verified as a tag (``verify-tag``): the tagger
 vouches for everything since the last verified revision.
@@ -434,15 +436,10 @@ class CommitVerifier:
             return Signature("good", who, ids)
         return Signature("bad", who, ids, "not verified: " + " ".join(proc.stderr.split())[:200])
 
-    def _is_ancestor(self, git_dir: str, old: str, new: str) -> bool:
-        if (
-            not old
-            or self._git(git_dir, "cat-file", "-e", f"{old}^{{commit}}", check=False).returncode
-        ):
-            return False
-        return (
-            self._git(git_dir, "merge-base", "--is-ancestor", old, new, check=False).returncode == 0
-        )
+    def _present(self, git_dir: str, commit: str) -> bool:
+        return not self._git(
+            git_dir, "cat-file", "-e", f"{commit}^{{commit}}", check=False
+        ).returncode
 
     def _changed(self, git_dir: str, old: str | None, new: str) -> list[str]:
         """Paths changed from ``old`` (None: from nothing) to ``new``."""
@@ -482,10 +479,13 @@ class CommitVerifier:
         verdict = Verdict()
         if not self.policy.enabled:
             return verdict
-        base = since if since and since != commit and self._is_ancestor(gd, since, commit) else ""
+        # the last verified revision need not be an ancestor (a force push): the
+        # commits to check are those reachable from ``commit`` and not from it,
+        # so a rewritten history cannot bury an unsigned commit either
+        base = since if since and since != commit and self._present(gd, since) else ""
         if since and not base and since != commit and not tag:
             verdict.warnings.append(
-                f"the last verified revision {since[:12]} is not an ancestor of {commit[:12]}; "
+                f"the last verified revision {since[:12]} is no longer in the repository; "
                 f"{commit[:12]} is the new trust anchor"
             )
         if since == commit and not tag:

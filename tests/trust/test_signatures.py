@@ -252,6 +252,30 @@ async def test_unsigned_commit_under_a_signed_head(
     assert await pod_names(objects) == {"a", "c"}
 
 
+async def test_chain_after_a_force_push_checks_the_rewritten_commits(
+    keys: Keys, remote: GitRemote, objects: ObjectStore, tmp_path: Path, trust: VerifyPolicy
+) -> None:
+    trust.mode = "chain"
+    remote.write("a.yaml", pod_yaml("a"))
+    root = keys.commit(remote, "root", ssh="bob")
+    remote.write("b.yaml", pod_yaml("b"))
+    keys.commit(remote, "b", ssh="bob")
+    remote.push()
+    loop = make_loop(objects, remote, tmp_path, trust)
+    assert (await loop.reconcile_once()).outcome == "Succeeded"
+
+    # history rewritten from the root: an unsigned commit under a signed one
+    remote.reset_hard(root)
+    remote.write("evil.yaml", pod_yaml("evil"))
+    buried = keys.commit(remote, "rewritten, unsigned")
+    remote.write("c.yaml", pod_yaml("c"))
+    keys.commit(remote, "signed on top", ssh="bob")
+    remote.push(force=True)
+    result = await loop.reconcile_once()
+    assert result.refusal is not None and result.refusal["commit"] == buried
+    assert await pod_names(objects) == {"a", "b"}
+
+
 # ---------------------------------------------------------------- signer rules
 
 
