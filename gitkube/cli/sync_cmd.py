@@ -432,7 +432,12 @@ def verify_commits_cmd(
         str, typer.Option("--git-dir", help="the repository (default: $GIT_DIR or .)")
     ] = "",
     since: Annotated[
-        str, typer.Option("--since", help="the last verified commit (chain mode starts after it)")
+        str,
+        typer.Option(
+            "--since",
+            help="the last verified commit (chain mode starts after it); 000… (a new branch): "
+            "every commit no ref holds yet",
+        ),
     ] = "",
     tag: Annotated[str, typer.Option("--tag", help="verify this tag as the ref")] = "",
     verify_commits: VerifyOpt = "chain",
@@ -468,7 +473,8 @@ def verify_commits_cmd(
     if not commit:
         fail(f"{revision}: no such commit", code=2)
     if since and set(since) == {"0"}:
-        since = ""
+        # a new branch: every commit the repository does not hold yet
+        since = "--all"
     with tempfile.TemporaryDirectory(prefix="gitkube-verify-") as work:
         verifier = _verifier(
             Path(work), verify_commits, allowed_signers, trusted_gpg_keys, signer_rules

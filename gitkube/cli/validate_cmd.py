@@ -79,7 +79,10 @@ def validate(
         except ConfigError as exc:
             err_console.print(f"error: {exc}", highlight=False, markup=False)
             raise typer.Exit(2) from None
-        report = validate_paths(paths, max_bytes=max_size, opener=validation_opener(decryptor),
+        report = validate_paths(
+            paths,
+            max_bytes=max_size,
+            opener=validation_opener(decryptor),
             unsupported=unsupported_kinds.value,
         )
     if output in (Output.json, Output.yaml):

@@ -482,7 +482,10 @@ class CommitVerifier:
         # the last verified revision need not be an ancestor (a force push): the
         # commits to check are those reachable from ``commit`` and not from it,
         # so a rewritten history cannot bury an unsigned commit either
-        base = since if since and since != commit and self._present(gd, since) else ""
+        if since == "--all":  # every commit that no ref of the repository holds yet
+            base = since
+        else:
+            base = since if since and since != commit and self._present(gd, since) else ""
         if since and not base and since != commit and not tag:
             verdict.warnings.append(
                 f"the last verified revision {since[:12]} is no longer in the repository; "
@@ -497,7 +500,7 @@ class CommitVerifier:
                 if self.policy.mode == "chain" and base:
                     self._verify_chain(gd, commit, base, verdict)
                 else:
-                    self._verify_head(gd, commit, base, verdict)
+                    self._verify_head(gd, commit, "" if base == "--all" else base, verdict)
         except subprocess.TimeoutExpired:
             verdict.refusal = Refusal(commit, "unknown", "signature verification timed out")
         except VerificationError as exc:  # e.g. a signer rules file with an error
@@ -559,8 +562,10 @@ class CommitVerifier:
         verdict.refusal = self._judge_paths(gd, commit, sig, old=old, rules_at=old)
 
     def _verify_chain(self, gd: str, commit: str, base: str, verdict: Verdict) -> None:
+        # base "--all": the commits no ref has yet (a pre-receive hook, new branch)
+        exclude = ["--not", "--all"] if base == "--all" else [f"^{base}"]
         listed = self._git(
-            gd, "rev-list", "--reverse", "--topo-order", commit, f"^{base}"
+            gd, "rev-list", "--reverse", "--topo-order", commit, *exclude
         ).stdout.split()
         if len(listed) > MAX_CHAIN:
             verdict.refusal = Refusal(

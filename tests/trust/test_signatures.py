@@ -487,6 +487,37 @@ def test_pre_receive_refuses_unsigned_push(
     assert "unsigned" in push.stderr
 
 
+def test_pre_receive_checks_every_commit_of_a_new_branch(
+    keys: Keys, remote: GitRemote, tmp_path: Path, trust: VerifyPolicy
+) -> None:
+    """The first push of the tracked branch (old 000…): every commit the
+    repository does not hold yet is checked, not only the pushed tip."""
+    ensure_notify_token(tmp_path / "state")
+    trust.mode = "chain"
+    install_hooks(
+        remote.bare,
+        url="http://127.0.0.1:9",
+        token_file=tmp_path / "state" / "notify.token",
+        validate=True,
+        branch="main",
+        verify=trust,
+    )
+    remote.write("a.yaml", pod_yaml("a"))
+    keys.commit(remote, "signed", ssh="bob")
+    remote.write("b.yaml", pod_yaml("b"))
+    unsigned = keys.commit(remote, "unsigned")
+    remote.write("c.yaml", pod_yaml("c"))
+    keys.commit(remote, "signed on top", ssh="bob")
+    push = subprocess.run(
+        ["git", "-C", str(remote.work), "push", "origin", "HEAD:refs/heads/main"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert push.returncode != 0
+    assert unsigned[:12] in push.stderr and "unsigned" in push.stderr
+
+
 # ---------------------------------------------------------------- status commits
 
 
