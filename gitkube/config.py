@@ -20,9 +20,8 @@ from typing import Any
 import yaml
 
 from gitkube.errors import ConfigError
+from gitkube.services import RELAY_MODES as PROXY_RELAYS
 
-#: the service proxy's data paths (gitkube.services.proxy.RELAY_MODES)
-PROXY_RELAYS = ("auto", "native", "asyncio")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -76,6 +75,9 @@ class Settings:
     )
     api_token_file: str = _setting(
         "", "file holding the bearer token of the Kubernetes API (needed beyond loopback)"
+    )
+    ui: bool = _setting(
+        True, "serve the web page at / of the HTTP server (--no-ui: off)", kind="bool"
     )
     tls_cert_file: str = _setting("", "TLS certificate (PEM) of the HTTP server and API")
     tls_key_file: str = _setting("", "TLS private key (PEM) of the HTTP server and API")

@@ -1,19 +1,24 @@
 """The agent (kubelet): runs the pods bound to its node through a runtime.
 
-Each pass (``Agent.reconcile_once``) lists the pods bound to the node and
-what the runtime runs (sandboxes and containers, found by their labels, so a
-restarted agent adopts what its predecessor started), then hands each pod to
-a *pod worker*: a task that plans (``podplan.plan_pod``, pure), executes the
-plan (containers of one pod and of different pods start concurrently) and
-writes the pod's status (``podstatus.compute_pod_status``, pure) with a
-compare-and-swap when it changed. A pod whose worker is still busy (a stop
-waiting out its grace period, a slow image pull) is skipped until it is
-done, so one slow pod never holds up the others.
+Work is keyed per pod (its uid) on the control kit, as kubelet's pod workers
+are: a ``Controller`` hands each key to one worker at a time, so one slow pod
+(a stop waiting out its grace period, a slow image pull) never holds up the
+others. A key is queued when
 
-Passes run on pod and node changes (``gitkube.loops.run_loop``), on a relist
-timer (containers that exit are noticed within ``relist_seconds``), when a
-back-off ends, and when a probe verdict changes (readiness reaches the store
-within a pass).
+- the pod changes in the shared cache (``Cache``, fed by the store watch;
+  the agent reads the pods of its node from the cache's node index and never
+  lists the store);
+- what the runtime runs for it changes: a *relist* (kubelet's PLEG) lists the
+  runtime's sandboxes and containers every ``relist_seconds`` (found by their
+  labels, so a restarted agent adopts what its predecessor started) and
+  queues the pods whose containers changed;
+- its node appears or disappears, a probe verdict changes, or a back-off
+  ends (the reconcile's ``Result(requeue_after=…)``).
+
+``reconcile`` of one pod plans (``podplan.plan_pod``, pure), executes the plan
+(its containers start concurrently) and writes the pod's status
+(``podstatus.compute_pod_status``, pure) with a compare-and-swap when it
+changed. After acting on a pod, its next reconcile reads a fresh relist.
 
 Before a container starts, its env is resolved from the ConfigMaps, Secrets
 and fields it names and its volumes are written under the runtime's
@@ -41,8 +46,8 @@ from typing import Any
 
 from gitkube.api.objects import ConfigMap, Container, Node, Pod, Probe, Secret
 from gitkube.api.serde import to_dict
+from gitkube.control import Backoff, Cache, CacheEvent, Controller, Result, Retry, WorkQueue
 from gitkube.errors import Conflict, GitkubeError, StoreUnavailable
-from gitkube.loops import Backoff, run_loop
 from gitkube.nodes import volumes as pod_volumes
 from gitkube.nodes.backoff import BackoffSettings, RestartBackoff
 from gitkube.nodes.podconfig import (
@@ -53,6 +58,7 @@ from gitkube.nodes.podconfig import (
     resolve_container,
     resolve_volumes,
 )
+from gitkube.nodes.podevents import PodEvent, killing, pod_events
 from gitkube.nodes.podplan import (
     PodPlan,
     StartContainer,
@@ -60,7 +66,6 @@ from gitkube.nodes.podplan import (
     plan_pod,
     plan_teardown,
     restart_key,
-    start_key,
 )
 from gitkube.nodes.podstatus import TERMINAL_PHASES, Waiting, compute_pod_status
 from gitkube.nodes.probes import ProbeKind, ProbeManager, ProbeSpec, ProbeTarget
@@ -72,6 +77,7 @@ from gitkube.nodes.runtime.base import (
     RuntimeContainer,
     Sandbox,
 )
+from gitkube.store.events import EventRecorder
 from gitkube.store.objects import ObjectStore, now_iso
 
 log = logging.getLogger(__name__)
@@ -81,10 +87,14 @@ log = logging.getLogger(__name__)
 class AgentSettings:
     """Timings of the agent; tests use small values."""
 
-    #: list the runtime at least this often (exited containers are noticed)
+    #: list the runtime this often (exited containers are noticed)
     relist_seconds: float = 1.0
-    #: how long a pass waits for its pod workers before returning
+    #: how long ``reconcile_once`` waits for its pods before returning
     pass_wait_seconds: float = 0.5
+    #: pods reconciled at once
+    workers: int = 16
+    #: on stop, how long pod work in flight may take to finish
+    stop_grace_seconds: float = 60.0
     #: grace period for pods that are no longer known (deleted while the agent was down)
     default_grace_seconds: float = 30.0
     backoff: BackoffSettings = field(default_factory=BackoffSettings)
@@ -97,7 +107,7 @@ class AgentSettings:
 
 @dataclass
 class AgentPass:
-    """What one pass did (``name`` is ``namespace/pod`` or ``namespace/pod/container#attempt``)."""
+    """What reconciles did (names: ``namespace/pod`` or ``namespace/pod/container#attempt``)."""
 
     pods: int = 0
     started: list[str] = field(default_factory=list)
@@ -110,9 +120,7 @@ class AgentPass:
     pods_deleted: list[str] = field(default_factory=list)
     #: ``namespace/pod/volume`` whose files were rewritten (a ConfigMap or Secret changed)
     volumes_updated: list[str] = field(default_factory=list)
-    #: pods whose worker from an earlier pass is still busy
-    busy: list[str] = field(default_factory=list)
-    #: pods whose worker had not finished when the pass returned
+    #: pods whose reconcile had not finished when ``reconcile_once`` returned
     pending: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -151,14 +159,16 @@ class Agent:
         *,
         node: NodeSettings,
         settings: AgentSettings | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self.objects = objects
         self.runtime = runtime
         self.node = node
         self.settings = settings or AgentSettings()
+        #: the process's shared cache (its own when none is given)
+        self.cache = cache if cache is not None else Cache(objects.store)
         self.backoff = RestartBackoff(self.settings.backoff)
         self.probes = ProbeManager(runtime, on_change=self._on_probe_change)
-        self.kick = asyncio.Event()
         self.heartbeat = Heartbeat(
             objects,
             node,
@@ -166,15 +176,34 @@ class Agent:
             interval=self.settings.heartbeat_interval,
             on_reregister=self._on_reregister,
         )
-        self._workers: dict[str, asyncio.Task[None]] = {}
+        #: the keys (pod uids) to reconcile, while running
+        self.queue: WorkQueue | None = None
+        #: v1 Events of what the agent does (Pulled, Started, Killing, ...)
+        self.events: EventRecorder | None = EventRecorder(objects, "kubelet", host=node.name)
+        #: counters, for tests and metrics
+        self.relists = 0
+        self.reconciles = 0
+        #: what the last relist found, by pod uid
+        self._sandboxes: dict[str, list[Sandbox]] = {}
+        self._containers: dict[str, list[RuntimeContainer]] = {}
+        self._fingerprints: dict[str, tuple[Any, ...]] = {}
+        self._pod_of_container: dict[str, str] = {}
+        #: relists started so far, and the one the snapshot above came from
+        self._relists_started = 0
+        self._snapshot_from = 0
+        self._relist_lock = asyncio.Lock()
+        #: pod uid -> relists started when the agent last acted on it: the
+        #: pod's next reconcile needs a relist started after that
+        self._acted: dict[str, int] = {}
+        #: pod uid -> seconds after which to reconcile it again (a back-off ends)
+        self._requeue: dict[str, float] = {}
         #: last seen pod by uid (its grace period, once it is gone from the store)
         self._known: dict[str, Pod] = {}
         self._failures: dict[tuple[str, str], StartFailure] = {}
-        self._requeue: asyncio.TimerHandle | None = None
-        self._requeue_at = 0.0
         self._extra: list[tuple[str, ExtraTask]] = []
         #: pod uid -> digest of the volume contents last written
         self._volume_digests: dict[str, str] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
 
     @property
     def node_name(self) -> str:
@@ -212,110 +241,227 @@ class Agent:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
         return False
 
+    def controller(self) -> Controller:
+        """The pod workers: one key per pod uid, fed by the cache and the relist."""
+        self.queue = WorkQueue()
+        return Controller(
+            f"agent {self.node_name}",
+            self.reconcile,
+            self.cache,
+            # ConfigMaps and Secrets: a missing one appears, a mounted one changes
+            watches={
+                "pods": self._pod_keys,
+                "nodes": self._node_keys,
+                "configmaps": self._config_keys,
+                "secrets": self._config_keys,
+            },
+            workers=self.settings.workers,
+            queue=self.queue,
+            stop_grace_seconds=self.settings.stop_grace_seconds,
+        )
+
     async def run(self, stop: asyncio.Event) -> None:
         """Register, heartbeat and reconcile until ``stop``; pods keep running after."""
         if not await self._join(stop):
             return
+        controller = self.controller()
         tasks: list[asyncio.Task[Any]] = [
             asyncio.create_task(self.heartbeat.run(stop), name="heartbeat"),
-            asyncio.create_task(
-                run_loop(
-                    f"agent {self.node_name}",
-                    self.reconcile_once,
-                    self.objects,
-                    # ConfigMaps and Secrets: a missing one appears, a mounted one changes
-                    resources=["pods", "nodes", "configmaps", "secrets"],
-                    stop=stop,
-                    resync_seconds=self.settings.relist_seconds,
-                    kick=self.kick,
-                ),
-                name="agent-loop",
-            ),
+            asyncio.create_task(controller.run(stop), name="agent-pods"),
+            asyncio.create_task(self._relist_loop(stop), name="agent-relist"),
         ]
         tasks += [asyncio.create_task(extra(stop), name=name) for name, extra in self._extra]
         try:
             await stop.wait()
         finally:
+            # the pod workers finish what is in flight (the controller's grace)
+            await asyncio.wait(tasks[1:2], timeout=self.settings.stop_grace_seconds + 5)
             for task in tasks:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
             for task, result in zip(tasks, results, strict=True):
                 if isinstance(result, Exception):
                     log.error("%s ended with %r", task.get_name(), result)
+            self.queue = None
             await self.close()
 
     async def close(self) -> None:
         """Stop probing and let in-flight pod work finish; leaves pods running."""
-        if self._requeue is not None:
-            self._requeue.cancel()
         await self.settle()
         await self.probes.close()
         await self.heartbeat.stop()
+        if self.events is not None:
+            await self.events.close()
 
     async def settle(self, timeout: float | None = None) -> None:
-        """Wait for the pod workers in flight (tests, shutdown)."""
-        workers = [t for t in self._workers.values() if not t.done()]
-        if workers:
-            await asyncio.wait(workers, timeout=timeout)
+        """Wait for the pod work ``reconcile_once`` started (tests, shutdown)."""
+        work = [t for t in self._inflight if not t.done()]
+        if work:
+            await asyncio.wait(work, timeout=timeout)
 
-    # ------------------------------------------------------------ a pass
+    # ------------------------------------------------------------ keys
 
-    async def reconcile_once(self) -> AgentPass:
-        report = AgentPass()
-        # pods with work in flight now are skipped: what is listed below may not show
-        # its effects yet (a worker finishing during the listing would be planned twice)
-        busy = {uid for uid, task in self._workers.items() if not task.done()}
-        node, (pods, _) = await asyncio.gather(
-            self.objects.get(Node, "", self.node_name), self.objects.list(Pod)
+    def _pod_keys(self, event: CacheEvent) -> set[str]:
+        """A pod that is (or was) bound here: its uid."""
+        return {
+            pod.metadata.uid
+            for pod in (event.old, event.new)
+            if isinstance(pod, Pod) and pod.spec.node_name == self.node_name and pod.metadata.uid
+        }
+
+    def _node_keys(self, event: CacheEvent) -> list[str]:
+        """This node appearing or disappearing concerns every pod here."""
+        obj = event.obj
+        if obj is None or obj.name != self.node_name or (event.old is None) == (event.new is None):
+            return []
+        return self._all_keys()
+
+    def _config_keys(self, event: CacheEvent) -> list[str]:
+        """A ConfigMap or Secret changed: the pods here of its namespace."""
+        obj = event.obj
+        if obj is None:
+            return []
+        return sorted(
+            p.metadata.uid
+            for p in self.cache.pods_on(self.node_name)
+            if p.metadata.uid and p.namespace == obj.namespace
         )
+
+    def _all_keys(self) -> list[str]:
+        uids = {p.metadata.uid for p in self.cache.pods_on(self.node_name) if p.metadata.uid}
+        uids.update(self._sandboxes)
+        uids.update(self._containers)
+        return sorted(uids)
+
+    def _wake(self, *uids: str) -> None:
+        """Reconcile these pods (all, when none is named) soon."""
+        if self.queue is None:
+            return
+        for uid in uids or self._all_keys():
+            self.queue.add(uid)
+
+    # ------------------------------------------------------------ the runtime
+
+    async def _relist_loop(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(base=0.5, cap=10.0)
+        while not stop.is_set():
+            delay = self.settings.relist_seconds
+            try:
+                await self.relist()
+                # volume directories of pods gone while no worker saw them hold Secrets
+                await self._remove_stale_pod_dirs(set(self._all_keys()), AgentPass())
+                backoff.reset()
+            except Exception as exc:
+                delay = backoff.next()
+                log.warning("agent %s: cannot list the runtime: %s", self.node_name, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def relist(self) -> list[str]:
+        """List the runtime; queue (and return) the pods whose sandboxes or
+        containers changed since the last relist. One relist at a time."""
+        async with self._relist_lock:
+            return await self._relist_locked()
+
+    async def _relist_locked(self) -> list[str]:
+        self._relists_started += 1
+        started = self._relists_started
         sandboxes, containers = await asyncio.gather(
             self.runtime.list_sandboxes(), self.runtime.list_containers()
         )
-        mine: dict[str, Pod] = {}
-        if node is not None:
-            for candidate in pods:
-                if candidate.spec.node_name == self.node_name and candidate.metadata.uid:
-                    mine[candidate.metadata.uid] = candidate
+        self.relists += 1
         sandboxes_by_uid: dict[str, list[Sandbox]] = {}
         for sandbox in sandboxes:
             sandboxes_by_uid.setdefault(sandbox.pod_uid, []).append(sandbox)
         containers_by_uid: dict[str, list[RuntimeContainer]] = {}
         for rc in containers:
             containers_by_uid.setdefault(rc.pod_uid, []).append(rc)
-        report.pods = sum(1 for p in mine.values() if not p.metadata.deletion_timestamp)
+        fingerprints: dict[str, tuple[Any, ...]] = {}
+        for uid in set(sandboxes_by_uid) | set(containers_by_uid):
+            fingerprints[uid] = (
+                sorted((s.id, s.running) for s in sandboxes_by_uid.get(uid, [])),
+                sorted(
+                    (c.id, c.state, c.exit_code, c.finished_at)
+                    for c in containers_by_uid.get(uid, [])
+                ),
+            )
+        changed = sorted(
+            uid
+            for uid in set(fingerprints) | set(self._fingerprints)
+            if fingerprints.get(uid) != self._fingerprints.get(uid)
+        )
+        self._sandboxes, self._containers = sandboxes_by_uid, containers_by_uid
+        self._fingerprints = fingerprints
+        self._pod_of_container = {rc.id: rc.pod_uid for rc in containers}
+        self._snapshot_from = started
+        self.probes.sync(self._probe_specs(self._pods_here(), sandboxes_by_uid, containers_by_uid))
+        if changed:
+            self._wake(*changed)
+        return changed
 
-        self.probes.sync(self._probe_specs(mine, sandboxes_by_uid, containers_by_uid))
+    async def _fresh(self, uid: str) -> None:
+        """Make sure the runtime was listed (after the agent last acted on ``uid``)."""
+        while self._snapshot_from <= (acted := self._acted.get(uid, 0)):
+            async with self._relist_lock:
+                if self._snapshot_from <= acted:
+                    await self._relist_locked()
 
-        started: list[asyncio.Task[None]] = []
-        uids = set(mine) | set(sandboxes_by_uid) | set(containers_by_uid)
-        await self._remove_stale_pod_dirs(uids | set(self._workers), report)
-        for uid in sorted(uids):
-            pod: Pod | None = mine.get(uid)
-            worker = self._workers.get(uid)
-            if uid in busy or (worker is not None and not worker.done()):
-                report.busy.append(_pod_name(pod) if pod else uid)
-                continue
-            sbs = sandboxes_by_uid.get(uid, [])
-            crs = containers_by_uid.get(uid, [])
-            if pod is not None and not pod.metadata.deletion_timestamp:
-                self._known[uid] = pod
-                coro = self._sync_pod(pod, sbs, crs, report)
-            else:
-                coro = self._teardown(uid, pod, sbs, crs, report)
-            task = asyncio.create_task(coro, name=f"pod-{uid[:8]}")
-            self._workers[uid] = task
-            task.add_done_callback(self._worker_done)
-            started.append(task)
-        if started:
-            _, pending = await asyncio.wait(started, timeout=self.settings.pass_wait_seconds)
+    def _pods_here(self) -> dict[str, Pod]:
+        """The pods bound to this node (while it exists), by uid, from the cache."""
+        if self.cache.get(Node, "", self.node_name) is None:
+            return {}
+        return {p.metadata.uid: p for p in self.cache.pods_on(self.node_name) if p.metadata.uid}
+
+    # ------------------------------------------------------------ reconcile
+
+    async def reconcile(self, uid: str) -> Result | None:
+        """Bring one pod (by uid) to its spec, or stop what runs of it here."""
+        report = AgentPass()
+        await self._reconcile_pod(uid, report)
+        if report.errors:
+            raise Retry("; ".join(report.errors))
+        delay = self._requeue.pop(uid, None)
+        return Result(requeue_after=delay) if delay is not None else None
+
+    async def _reconcile_pod(self, uid: str, report: AgentPass) -> None:
+        self.reconciles += 1
+        await self._fresh(uid)
+        pod = self._pods_here().get(uid)
+        sandboxes = self._sandboxes.get(uid, [])
+        containers = self._containers.get(uid, [])
+        if pod is not None and not pod.metadata.deletion_timestamp:
+            report.pods += 1
+            self._known[uid] = pod
+            await self._sync_pod(pod, sandboxes, containers, report)
+        elif pod is not None or sandboxes or containers:
+            await self._teardown(uid, pod, sandboxes, containers, report)
+        else:
+            self._forget(uid)
+
+    async def reconcile_once(self) -> AgentPass:
+        """Catch the cache up, relist, and reconcile every pod once (tests; the
+        agent must not be running). Waits ``pass_wait_seconds`` for the pods;
+        ``settle`` waits for the rest."""
+        await self.cache.sync()
+        await self.relist()
+        report = AgentPass()
+        keys = self._all_keys()
+        await self._remove_stale_pod_dirs(set(keys), report)
+        tasks = []
+        for uid in keys:
+            task = asyncio.create_task(self._reconcile_pod(uid, report), name=f"pod-{uid[:8]}")
+            self._inflight.add(task)
+            task.add_done_callback(self._work_done)
+            tasks.append(task)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.pass_wait_seconds)
             report.pending = [t.get_name() for t in pending]
-        for uid in [u for u, t in self._workers.items() if t.done()]:
-            del self._workers[uid]
         return report
 
-    def _worker_done(self, task: asyncio.Task[None]) -> None:
+    def _work_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("pod worker %s failed", task.get_name(), exc_info=task.exception())
+            log.error("pod work %s failed", task.get_name(), exc_info=task.exception())
 
     # ------------------------------------------------------------ pod workers
 
@@ -370,14 +516,14 @@ class Agent:
                 else:
                     containers = containers + new
             if plan.requeue_after is not None:
-                self._requeue_in(plan.requeue_after)
+                self._requeue_in(plan.requeue_after, uid)
         except Exception as exc:
             report.errors.append(f"{name}: {exc}")
             log.warning("pod %s: %s", name, exc, exc_info=not isinstance(exc, GitkubeError))
             return
         finally:
             if acted:
-                self.kick.set()  # see the outcome in a new pass soon
+                self._acted_on(uid)  # see the outcome in a fresh relist soon
         sandbox = plan.sandbox
         await self._write_status(pod, sandbox, containers, waiting, report)
 
@@ -391,8 +537,12 @@ class Agent:
         states = {rc.id: rc for rc in containers}
 
         async def kill(cid: str) -> None:
+            rc = states.get(cid)
+            known = self._known.get(rc.pod_uid) if rc is not None else None
+            if known is not None and rc is not None:
+                self._record_events(known, [killing(rc.name)])
             await self.runtime.stop_container(cid, grace_seconds=grace)
-            report.killed.append(self._describe(states.get(cid), cid))
+            report.killed.append(self._describe(rc, cid))
 
         async def remove(cid: str) -> None:
             rc = states.get(cid)
@@ -416,9 +566,12 @@ class Agent:
             message = str(exc)
             log.warning("pod %s: sandbox: %s", _pod_name(pod), message)
             report.errors.append(f"{_pod_name(pod)}: sandbox: {message}")
-            for start in plan.start:
-                waiting[start.container.name] = Waiting("CreatePodSandboxError", message)
-            self._requeue_in(self.settings.backoff.initial)
+            for step in plan.start:
+                # no attempt was made: the retry waits the container's back-off
+                self._record_failure(
+                    pod.metadata.uid, step.container.name, "CreatePodSandboxError", message
+                )
+                waiting[step.container.name] = Waiting("CreatePodSandboxError", message)
             return None
         report.sandboxes_created.append(_pod_name(pod))
         return sandbox
@@ -484,7 +637,7 @@ class Agent:
             except ConfigMissing:
                 continue
             del self._failures[(uid, container.name)]
-            self.backoff.forget(start_key(uid, container.name))
+            self.backoff.forget(restart_key(uid, container.name))
 
     async def _remove_stale_pod_dirs(self, keep: set[str], report: AgentPass) -> None:
         """Volume directories of pods that are gone (deleted while the agent
@@ -558,8 +711,11 @@ class Agent:
                 )
             except ConfigMissing as exc:
                 # not an attempt: the restart back-off is not advanced
-                self._start_failed(
-                    uid, cname, CREATE_CONTAINER_CONFIG_ERROR, exc.message, report, label
+                self._record_failure(
+                    uid, cname, CREATE_CONTAINER_CONFIG_ERROR, exc.message, attempt=step.attempt
+                )
+                report.start_failed.append(
+                    f"{label}: {CREATE_CONTAINER_CONFIG_ERROR}: {exc.message}"
                 )
                 waiting[cname] = Waiting(CREATE_CONTAINER_CONFIG_ERROR, exc.message)
                 return
@@ -570,11 +726,11 @@ class Agent:
                     pod, sandbox, container, attempt=step.attempt, mounts=mounts
                 )
             except ContainerStartError as exc:
-                self._start_failed(uid, cname, exc.reason, exc.message, report, label)
+                self._start_failed(uid, step, exc.reason, exc.message, report, label)
                 waiting[cname] = Waiting(exc.reason, exc.message)
                 return
             except GitkubeError as exc:
-                self._start_failed(uid, cname, "RunContainerError", str(exc), report, label)
+                self._start_failed(uid, step, "RunContainerError", str(exc), report, label)
                 waiting[cname] = Waiting("RunContainerError", str(exc))
                 return
             self._failures.pop((uid, cname), None)
@@ -585,14 +741,38 @@ class Agent:
         return waiting, new
 
     def _start_failed(
-        self, uid: str, cname: str, reason: str, message: str, report: AgentPass, label: str
+        self,
+        uid: str,
+        step: StartContainer,
+        reason: str,
+        message: str,
+        report: AgentPass,
+        label: str,
     ) -> None:
-        now = time.time()
-        self._failures[(uid, cname)] = StartFailure(reason, message, now)
-        delay = self.backoff.advance(start_key(uid, cname), now=now)
-        self._requeue_in(delay)
+        self._record_failure(
+            uid, step.container.name, reason, message, attempt=step.attempt, counted=step.restart
+        )
         report.start_failed.append(f"{label}: {reason}: {message}")
         log.warning("%s: %s: %s", label, reason, message)
+
+    def _record_failure(
+        self,
+        uid: str,
+        cname: str,
+        reason: str,
+        message: str,
+        *,
+        attempt: int = -1,
+        counted: bool = False,
+    ) -> None:
+        """A start of ``cname`` failed: its retry waits the container's back-off,
+        advanced here unless the start (a restart) ``counted`` already."""
+        now = time.time()
+        self._failures[(uid, cname)] = StartFailure(reason, message, now, attempt=attempt)
+        key = restart_key(uid, cname)
+        if not counted:
+            self.backoff.advance(key, now=now)
+        self._requeue_in(self.backoff.delay(key), uid)
 
     async def _teardown(
         self,
@@ -612,27 +792,34 @@ class Agent:
         try:
             if not plan.is_empty():
                 await self._kill_and_remove(plan, grace, containers, report)
-                self.kick.set()
+                self._acted_on(uid)
         except Exception as exc:
             name = _pod_name(known) if known else uid
             report.errors.append(f"{name}: stop: {exc}")
             log.warning("pod %s: stop: %s", name, exc, exc_info=not isinstance(exc, GitkubeError))
             return
-        await asyncio.to_thread(pod_volumes.remove_pod_dir, self.runtime.pods_dir, uid)
-        self._volume_digests.pop(uid, None)
-        for key in [k for k in self._failures if k[0] == uid]:
-            del self._failures[key]
-        for tracked in self.backoff.tracked_keys():
-            if isinstance(tracked, tuple) and tracked and tracked[0] == uid:
-                self.backoff.forget(tracked)
-        self._known.pop(uid, None)
+        if plan.is_empty():
+            await asyncio.to_thread(pod_volumes.remove_pod_dir, self.runtime.pods_dir, uid)
+            self._volume_digests.pop(uid, None)
+            self._forget(uid)
         if pod is not None and pod.metadata.deletion_timestamp:
             # graceful deletion: the containers are gone, now the object goes
             try:
                 if await self.objects.delete(pod):
                     report.pods_deleted.append(_pod_name(pod))
             except Conflict:
-                self.kick.set()
+                self._requeue_in(0.0, uid)
+
+    def _forget(self, uid: str) -> None:
+        """Nothing of ``uid`` runs here any more: drop what the agent kept about it."""
+        for key in [k for k in self._failures if k[0] == uid]:
+            del self._failures[key]
+        for tracked in self.backoff.tracked_keys():
+            if isinstance(tracked, tuple) and tracked and tracked[0] == uid:
+                self.backoff.forget(tracked)
+        self._known.pop(uid, None)
+        self._acted.pop(uid, None)
+        self._requeue.pop(uid, None)
 
     # ------------------------------------------------------------ status
 
@@ -646,6 +833,12 @@ class Agent:
             if spec.readiness_probe is None or self.probes.ready(rc.id):
                 ready.add(rc.id)
         return ready
+
+    def _record_events(self, pod: Pod, events: list[PodEvent]) -> None:
+        if self.events is None:
+            return
+        for type_, reason, message in events:
+            self.events.record(pod, type_, reason, message)
 
     async def _write_status(
         self,
@@ -684,9 +877,9 @@ class Agent:
                 current = await self.objects.get(Pod, pod.namespace, pod.name)
                 continue
             report.statuses_written.append(_pod_name(pod))
+            self._record_events(updated, pod_events(current, updated))
             return
         report.errors.append(f"{_pod_name(pod)}: status kept conflicting; trying again later")
-        self.kick.set()
 
     # ------------------------------------------------------------ probes
 
@@ -725,22 +918,25 @@ class Agent:
         return specs
 
     def _on_probe_change(self, container_id: str, kind: ProbeKind, ok: bool) -> None:
-        self.kick.set()
+        uid = self._pod_of_container.get(container_id)
+        if uid:
+            self._wake(uid)
 
     async def _on_reregister(self) -> None:
-        self.kick.set()
+        self._wake()
 
     # ------------------------------------------------------------ helpers
 
-    def _requeue_in(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        at = loop.time() + max(0.0, seconds)
-        if self._requeue is not None and not self._requeue.cancelled():
-            if self._requeue_at <= at and self._requeue_at > loop.time():
-                return
-            self._requeue.cancel()
-        self._requeue_at = at
-        self._requeue = loop.call_at(at + 0.01, self.kick.set)
+    def _requeue_in(self, seconds: float, uid: str) -> None:
+        """Reconcile pod ``uid`` again after ``seconds`` (the earliest ask wins)."""
+        seconds = max(0.0, seconds)
+        if uid not in self._requeue or seconds < self._requeue[uid]:
+            self._requeue[uid] = seconds
+
+    def _acted_on(self, uid: str) -> None:
+        """The agent changed what runs of ``uid``: reconcile it again, on a fresh relist."""
+        self._acted[uid] = self._relists_started
+        self._requeue_in(0.0, uid)
 
     @staticmethod
     def _describe(rc: RuntimeContainer | None, cid: str) -> str:

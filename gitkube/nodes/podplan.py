@@ -11,6 +11,17 @@ containers wait with reason PodInitializing until the last one succeeded.
 ``plan_teardown``
 does the same for a pod that must no longer run here. The agent executes
 plans; nothing here performs I/O or reads a clock.
+
+**One back-off per container** (kubelet's CrashLoopBackOff), on both
+runtimes: every attempt that fails counts once, whether it ran and ended or
+could not start (a bad command, a missing image, a sandbox that could not be
+made). The first restart after an attempt that ran is immediate; every other
+retry waits the back-off (``RestartBackoff``: 10 s doubling to 5 min). While
+it waits, the container shows CrashLoopBackOff, or ImagePullBackOff after a
+failed pull, or the reason of a start that left no attempt behind
+(CreateContainerError, ...). The agent advances the back-off once per
+attempt: when it starts a restart (``StartContainer.restart``), or when a
+first start fails.
 """
 
 from __future__ import annotations
@@ -44,13 +55,16 @@ class StartFailure:
     reason: str
     message: str
     at: float
+    #: the attempt that failed (a runtime may keep it, exited or "created"); -1: unknown
+    attempt: int = -1
 
 
 @dataclass(frozen=True)
 class StartContainer:
     container: Container
     attempt: int
-    #: a restart after the previous attempt ended: advances the restart back-off
+    #: a retry after an earlier attempt (ended, or failed to start and kept by the
+    #: runtime): the agent advances the back-off when it starts it
     restart: bool
 
 
@@ -83,10 +97,6 @@ def restart_key(pod_uid: str, container: str) -> tuple[str, str, str]:
     return (pod_uid, container, "restart")
 
 
-def start_key(pod_uid: str, container: str) -> tuple[str, str, str]:
-    return (pod_uid, container, "start")
-
-
 def should_restart(restart_policy: str, exit_code: int | None) -> bool:
     if restart_policy == "Never":
         return False
@@ -105,27 +115,35 @@ def _start_or_wait(
     failures: Mapping[str, StartFailure],
     now: float,
 ) -> None:
-    """Start a new attempt of ``container`` unless a restart or start back-off runs."""
+    """Start a new attempt of ``container`` unless its back-off runs: one
+    back-off per container for failed runs and failed starts alike."""
     uid = pod.metadata.uid
     latest = attempts[-1] if attempts else None
-    if latest is not None:
+    failure = failures.get(container.name)
+    # a failed start that left its attempt behind is a failed attempt, not a
+    # half-started one (Docker keeps it as "created"): it is backed off
+    failed_attempt = (
+        failure is not None and latest is not None and failure.attempt == latest.attempt
+    )
+    if latest is not None or failure is not None:
         key = restart_key(uid, container.name)
-        since = latest.finished_at if latest.finished_at is not None else now
+        if failure is not None:
+            since = failure.at
+        elif latest is not None and latest.finished_at is not None:
+            since = latest.finished_at
+        else:
+            since = now
         remaining = backoff.remaining(key, since=since, now=now)
         if remaining > 0:
-            plan.waiting[container.name] = Waiting(
-                CRASH_LOOP_BACK_OFF,
-                f"back-off {backoff.delay(key):g}s restarting failed "
-                f"container={container.name} pod={pod.name}",
-            )
-            plan._requeue(remaining)
-            return
-    failure = failures.get(container.name)
-    if failure is not None:
-        remaining = backoff.remaining(start_key(uid, container.name), since=failure.at, now=now)
-        if remaining > 0:
-            reason = IMAGE_PULL_BACK_OFF if failure.reason == ERR_IMAGE_PULL else failure.reason
-            plan.waiting[container.name] = Waiting(reason, failure.message)
+            if failure is None or failed_attempt:
+                plan.waiting[container.name] = Waiting(
+                    CRASH_LOOP_BACK_OFF,
+                    f"back-off {backoff.delay(key):g}s restarting failed "
+                    f"container={container.name} pod={pod.name}",
+                )
+            else:
+                reason = IMAGE_PULL_BACK_OFF if failure.reason == ERR_IMAGE_PULL else failure.reason
+                plan.waiting[container.name] = Waiting(reason, failure.message)
             plan._requeue(remaining)
             return
     attempt = latest.attempt + 1 if latest is not None else 0
@@ -220,11 +238,17 @@ def plan_pod(
         for old in attempts[:-KEEP_ATTEMPTS]:
             plan.remove.append(old.id)
         latest = attempts[-1] if attempts else None
+        failure = failures.get(container.name)
+        # a failed start that left its attempt behind is a failed attempt, not a
+        # half-started one (Docker keeps it as "created"): it is backed off
+        failed_attempt = (
+            failure is not None and latest is not None and failure.attempt == latest.attempt
+        )
         if latest is not None and latest.state == "running":
             if sandbox_lost or latest.id in liveness_failed:
                 plan.kill.append(latest.id)
             continue
-        if latest is not None and latest.state == "created":
+        if latest is not None and latest.state == "created" and not failed_attempt:
             # left half-started by an agent that died: replace it
             plan.remove.append(latest.id)
             if not (stored_terminal or sandbox_lost):

@@ -18,57 +18,88 @@ import logging
 from dataclasses import dataclass, field
 
 from gitkube.api.objects import Node, Service
-from gitkube.errors import Conflict
-from gitkube.loops import run_loop
+from gitkube.control import Applier, Cache, CacheEvent, Controller, Result, Retry
+from gitkube.control.applier import update
 from gitkube.services.endpoints import compute_load_balancer_ingress
 from gitkube.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
+
+#: the controller's one key: every LoadBalancer Service is computed in one pass
+ALL = "load-balancers"
 
 
 @dataclass
 class LoadBalancerPass:
     #: ``namespace/name`` of the Services whose status was written
     written: list[str] = field(default_factory=list)
-    #: writes that lost a compare-and-swap (the next pass redoes them)
+    #: writes that lost a compare-and-swap (retried)
     conflicts: list[str] = field(default_factory=list)
 
 
+def lb_keys(event: CacheEvent) -> list[str]:
+    """Services change; Nodes change what they advertise (their proxy address)."""
+    if event.resource == "nodes":
+        old, new = event.old, event.new
+        if (
+            isinstance(old, Node)
+            and isinstance(new, Node)
+            and old.metadata.annotations == new.metadata.annotations
+        ):
+            return []
+    return [ALL]
+
+
 class LoadBalancerStatusController:
-    def __init__(self, objects: ObjectStore, *, resync_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        objects: ObjectStore,
+        *,
+        cache: Cache | None = None,
+        applier: Applier | None = None,
+    ) -> None:
         self.objects = objects
-        self.resync_seconds = resync_seconds
+        self.cache = cache if cache is not None else Cache(objects.store)
+        self.applier = applier if applier is not None else Applier(objects)
+        self.last_pass = LoadBalancerPass()
 
     async def reconcile_once(self) -> LoadBalancerPass:
-        services, _ = await self.objects.list(Service)
-        nodes, _ = await self.objects.list(Node)
-        result = LoadBalancerPass()
+        """Catch the cache up with the store and run one pass (tests)."""
+        await self.cache.sync()
+        await self.reconcile(ALL)
+        return self.last_pass
+
+    async def reconcile(self, key: str = ALL) -> Result | None:
+        services = self.cache.list(Service)
+        nodes = self.cache.list(Node)
+        result = self.last_pass = LoadBalancerPass()
+        writes = []
         for service in sorted(services, key=lambda s: (s.namespace, s.name)):
             ingress = compute_load_balancer_ingress(service, nodes)
             if ingress == service.status.load_balancer.ingress:
                 continue
-            ref = f"{service.namespace}/{service.name}"
             updated = service.copy()
             updated.status.load_balancer.ingress = ingress
-            compare, put = self.objects.update_ops(updated, service)
-            try:
-                await self.objects.apply([compare], [put])
-            except Conflict:
-                result.conflicts.append(ref)
-                continue
-            result.written.append(ref)
+            writes.append(update(updated, service))
+        done = await self.applier.apply(writes)
+        result.written = [f"{w.obj.namespace}/{w.obj.name}" for w in done.applied]
+        result.conflicts = [f"{w.obj.namespace}/{w.obj.name}" for w in done.conflicts]
         if result.written:
             log.info("load balancer status: %s", ", ".join(result.written))
+        if done.revision:
+            await self.cache.wait_for_revision(done.revision)
         if result.conflicts:
-            raise Conflict(f"{', '.join(result.conflicts)} changed while writing")
-        return result
+            raise Retry(f"{', '.join(result.conflicts)} changed while writing")
+        return None
+
+    def controller(self) -> Controller:
+        return Controller(
+            "load-balancers",
+            self.reconcile,
+            self.cache,
+            watches={"services": lb_keys, "nodes": lb_keys},
+            initial_keys=[ALL],
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
-        await run_loop(
-            "load-balancers",
-            self.reconcile_once,
-            self.objects,
-            resources=["services", "nodes"],
-            stop=stop,
-            resync_seconds=self.resync_seconds,
-        )
+        await self.controller().run(stop)

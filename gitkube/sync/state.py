@@ -66,6 +66,8 @@ class SyncState:
     verified_revision: str = ""
     #: the last refused revision: {commit, revision, signer, reason, path}; {} when none
     refusal: dict[str, str] = field(default_factory=dict)
+    #: the synced commit's message, author and time (for display)
+    commit: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -92,6 +94,8 @@ class SyncRecord:
     errors: int = 0
     duration_seconds: float = 0.0
     message: str = ""
+    #: the first line of the commit's message
+    commit_message: str = ""
 
 
 def history_to_json(records: list[SyncRecord]) -> bytes:

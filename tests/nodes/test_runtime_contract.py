@@ -253,6 +253,16 @@ async def test_a_command_that_cannot_run_is_a_start_error(flavor: Flavor) -> Non
         await flavor.runtime.start_container(pod, sandbox, pod.spec.containers[0], attempt=0)
     assert caught.value.reason == "RunContainerError"
     assert "/no/such/command" in caught.value.message
+    # the failed attempt is listed as one that ended (the agent backs off its
+    # retry as a crash), never as one still to start
+    (kept,) = [
+        rc for rc in await flavor.runtime.list_containers() if rc.pod_uid == pod.metadata.uid
+    ]
+    assert kept.state == "exited"
+    assert kept.attempt == 0
+    assert kept.exit_code not in (None, 0)
+    assert kept.finished_at is not None and abs(kept.finished_at - time.time()) < 60
+    assert "/no/such/command" in kept.message
 
 
 # ---------------------------------------------------------------- stop

@@ -75,6 +75,8 @@ DEFAULT_SANDBOX_IMAGE = "gitkube/pause:latest"
 #: as PID 1 would ignore SIGTERM and make every stop wait for the grace period)
 PAUSE_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait"]
 
+#: the container's creation time, kept with its inspected state
+_CREATED = "gitkube.Created"
 _STATE_MAP: dict[str, ContainerRunState] = {
     "created": "created",
     "running": "running",
@@ -564,6 +566,7 @@ class DockerRuntime:
             except docker.errors.APIError as exc:
                 raise RuntimeErrorBase(_docker_message(exc)) from exc
             fields = dict(info.get("State") or {})
+            fields[_CREATED] = info.get("Created")
             self._inspected[cid] = (str(fields.get("Status", state)), fields)
             return fields
 
@@ -572,8 +575,13 @@ class DockerRuntime:
         for entry, st in zip(entries, states, strict=True):
             labels = entry.get("Labels") or {}
             status = str(st.get("Status") or entry.get("State") or "")
-            run_state = _STATE_MAP.get(status, "exited")
+            # a start that failed leaves the container "created" with an error:
+            # an attempt that ended, as kubelet counts it, not one still to start
+            never_ran = status == "created" and bool(st.get("Error"))
+            run_state = "exited" if never_ran else _STATE_MAP.get(status, "exited")
             exit_code = int(st["ExitCode"]) if run_state == "exited" and "ExitCode" in st else None
+            if never_ran and not exit_code:
+                exit_code = 128
             reason = ""
             if run_state == "exited":
                 if st.get("OOMKilled"):
@@ -601,7 +609,10 @@ class DockerRuntime:
                     exit_code=exit_code,
                     started_at=parse_docker_time(st.get("StartedAt")),
                     finished_at=(
-                        parse_docker_time(st.get("FinishedAt")) if run_state == "exited" else None
+                        parse_docker_time(st.get("FinishedAt"))
+                        or (parse_docker_time(st.get(_CREATED)) if never_ran else None)
+                        if run_state == "exited"
+                        else None
                     ),
                     reason=reason,
                     sandbox_id=labels.get(LABEL_SANDBOX_ID, ""),
