@@ -127,6 +127,25 @@ class Settings:
     )
     verbose: bool = _setting(False, "debug logging", kind="bool")
     leader_ttl: int = _setting(10, "leader election lease TTL in seconds (master)", kind="int")
+    verify_commits: str = _setting(
+        "off", "commit signature verification: off, head (the synced commit), chain (every one)"
+    )
+    allowed_signers: str = _setting("", "SSH keys trusted to sign commits (git allowed-signers)")
+    trusted_gpg_keys: str = _setting("", "OpenPGP public keys trusted to sign (armored file)")
+    signer_rules: str = _setting(
+        "", "who may change which paths (default: .gitkube/signers in the repository)"
+    )
+    status_signing_key: str = _setting("", "SSH private key that signs the status commits")
+    decryption_key_file: str = _setting(
+        "", "age or OpenPGP private key that decrypts SOPS-encrypted manifests"
+    )
+    http_header_timeout: str = _setting("10s", "HTTP: time for a request's headers")
+    http_body_timeout: str = _setting("30s", "HTTP: time for a webhook's body")
+    http_idle_timeout: str = _setting("15s", "HTTP: idle keep-alive time")
+    http_max_connections: int = _setting(1024, "HTTP: open connections at most", kind="int")
+    http_max_connections_per_client: int = _setting(
+        128, "HTTP: open connections per client address at most", kind="int"
+    )
 
     # ------------------------------------------------------------ derived
 
@@ -145,6 +164,19 @@ class Settings:
 
     def eviction_timeout_seconds(self) -> float:
         return parse_duration(self.eviction_timeout, name="eviction-timeout")
+
+    def http_limits(self) -> Any:
+        from gitkube.server.limits import HttpLimits
+
+        if self.http_max_connections < 1 or self.http_max_connections_per_client < 1:
+            raise ConfigError("http-max-connections and its per-client cap must be at least 1")
+        return HttpLimits(
+            header_timeout=parse_duration(self.http_header_timeout, name="http-header-timeout"),
+            body_timeout=parse_duration(self.http_body_timeout, name="http-body-timeout"),
+            idle_timeout=parse_duration(self.http_idle_timeout, name="http-idle-timeout"),
+            max_connections=self.http_max_connections,
+            max_connections_per_client=self.http_max_connections_per_client,
+        )
 
     def store_url(self) -> str:
         return self.store or f"sqlite:///{Path(self.state_dir).resolve()}/state.db"

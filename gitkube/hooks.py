@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from gitkube.errors import ConfigError
+from gitkube.sync.verify import VerifyPolicy
 
 TOKEN_FILE = "notify.token"
 MARKER = "# installed by gitkube install-hook"
@@ -60,12 +61,12 @@ PYEOF
 
 _PRE_RECEIVE = """#!/bin/sh
 {marker}
-# Rejects a push to {branch} whose manifests are invalid.
+# Rejects a push to {branch} whose manifests are invalid{verify_what}.
 status=0
 while read old new ref; do
     [ "$ref" = "refs/heads/{branch}" ] || continue
     case "$new" in 0000000000000000000000000000000000000000) continue;; esac
-    tmp=$(mktemp -d)
+{verify}    tmp=$(mktemp -d)
     git archive "$new" {path_arg} | tar -x -C "$tmp" 2>/dev/null
     if [ -e "$tmp/{path}" ]; then
         out=$(cd "$tmp" && {gitkube} validate {path_q} 2>&1) || {{
@@ -77,6 +78,14 @@ while read old new ref; do
     rm -rf "$tmp"
 done
 exit $status
+"""
+
+
+_VERIFY = """    out=$({gitkube} verify-commits "$new" --since "$old" {options} 2>&1) || {{
+        echo "gitkube: push rejected: $out"
+        status=1
+        continue
+    }}
 """
 
 
@@ -93,6 +102,7 @@ def install_hooks(
     branch: str,
     path: str = "",
     force: bool = False,
+    verify: VerifyPolicy | None = None,
 ) -> list[Path]:
     """Write the hooks into ``repo`` (bare or not); returns the files written."""
     git_dir = repo if (repo / "HEAD").is_file() and (repo / "objects").is_dir() else repo / ".git"
@@ -111,7 +121,20 @@ def install_hooks(
     }
     if validate:
         clean = path.strip("/") or "."
+        options = ""
+        if verify is not None and verify.enabled:
+            opts = ["--verify-commits", verify.mode]
+            for flag, value in (
+                ("--allowed-signers", verify.allowed_signers),
+                ("--trusted-gpg-keys", verify.trusted_gpg_keys),
+                ("--signer-rules", verify.signer_rules),
+            ):
+                if value:
+                    opts += [flag, str(Path(value).resolve())]
+            options = " ".join(shlex.quote(o) for o in opts)
         scripts["pre-receive"] = _PRE_RECEIVE.format(
+            verify_what=" or whose signatures are not accepted" if options else "",
+            verify=_VERIFY.format(gitkube=_gitkube_command(), options=options) if options else "",
             marker=MARKER,
             branch=branch,
             path=clean,

@@ -46,13 +46,16 @@ from gitkube.errors import ConfigError, GitkubeError
 from gitkube.hooks import ensure_notify_token
 from gitkube.server.http import DeliveryLog, HttpServer
 from gitkube.server.metrics import Metrics
-from gitkube.store.base import Store
+from gitkube.server.webhooks import ReplayGuard
+from gitkube.store.base import Compare, Put, Store
 from gitkube.store.objects import ObjectStore
 
 log = logging.getLogger("gitkube.operator")
 
 #: a webhook received by a master that does not lead, for the leader to act on
 SYNC_REQUEST_KEY = SYSTEM + "sync/request"
+#: webhook delivery IDs answered in the last 24 hours (replays are refused)
+SEEN_DELIVERIES_KEY = SYSTEM + "webhooks/seen"
 
 Role = Literal["run", "master"]
 Task = Callable[[asyncio.Event], Coroutine[Any, Any, object]]
@@ -162,7 +165,9 @@ class Operator:
     async def _build(self) -> None:
         from gitkube.store.factory import open_store
         from gitkube.sync.loop import SyncLoop, SyncSettings
+        from gitkube.sync.sops import SopsDecryptor
         from gitkube.sync.source import GitSource
+        from gitkube.sync.verify import CommitVerifier, policy_from_settings
 
         s = self.settings
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +179,15 @@ class Operator:
             self.store, raw_prefixes=(HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX, SERVICE_IP_PREFIX)
         )
         source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
+        policy = policy_from_settings(s)
+        decryptor = (
+            SopsDecryptor(s.decryption_key_file, work_dir=self.state_dir / "sops")
+            if s.decryption_key_file
+            else None
+        )
+        verifier = (
+            CommitVerifier(policy, work_dir=self.state_dir / "verify") if policy.enabled else None
+        )
         writeback = None
         if s.writeback:
             from gitkube.sync.writeback import StatusWriteback, StatusWriter
@@ -183,6 +197,7 @@ class Operator:
                 branch=s.status_branch,
                 cache_dir=self.state_dir / "status-git",
                 synced_branch=s.branch,
+                signing_key=s.status_signing_key,
             )
             writeback = StatusWriteback(writer, self.objects, cache=self.cache)
 
@@ -191,6 +206,8 @@ class Operator:
                 self.done_revision = result.revision
             self.metrics.syncs.labels(outcome=result.outcome).inc()
             self.metrics.sync_duration.observe(result.duration_seconds)
+            if result.refusal:
+                self.metrics.refusals.inc()
             if result.outcome in ("Succeeded", "Unchanged"):
                 self.metrics.last_synced.set(time.time())
                 self.synced_once.set()
@@ -209,6 +226,8 @@ class Operator:
                 unsupported_kinds=s.unsupported_kinds_mode(),
             ),
             after_sync=after_sync,
+            verifier=verifier,
+            decryptor=decryptor,
             cache=self.cache,
         )
 
@@ -326,6 +345,32 @@ class Operator:
         async def persist(items: list[dict[str, Any]]) -> None:
             await store.put(DELIVERIES_KEY, json.dumps(items).encode())
 
+        async def load_seen() -> bytes | None:
+            kv = await store.get(SEEN_DELIVERIES_KEY)
+            return kv.value if kv is not None else None
+
+        async def persist_seen(raw: bytes) -> None:
+            # merged with what other masters recorded (each master answers
+            # webhooks), with a compare-and-swap so no master's IDs are lost
+            for _ in range(10):
+                merged = ReplayGuard()
+                kv = await store.get(SEEN_DELIVERIES_KEY)
+                if kv is not None:
+                    merged.load(kv.value)
+                merged.load(raw)
+                done = await store.txn(
+                    [Compare(SEEN_DELIVERIES_KEY, kv.mod_revision if kv else 0)],
+                    [Put(SEEN_DELIVERIES_KEY, merged.to_json())],
+                )
+                if done.succeeded:
+                    return
+            log.warning("could not record webhook delivery IDs: the key kept changing")
+
+        replays = ReplayGuard()
+        seen = await store.get(SEEN_DELIVERIES_KEY)
+        if seen is not None:
+            replays.load(seen.value)
+
         async def status() -> dict[str, Any]:
             assert self.objects is not None
             report = await build_status_report(self.objects, cache=self.cache)
@@ -371,6 +416,10 @@ class Operator:
             deliveries=DeliveryLog(persist),
             ready=self._ready,
             before_metrics=self._refresh_metrics,
+            replays=replays,
+            on_replays_change=persist_seen,
+            load_replays=load_seen,
+            limits=s.http_limits(),
             kubeapi=kubeapi,
             api_token=api_token,
             ssl_context=s.ssl_context(),

@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -1244,11 +1245,17 @@ def check_across_files(manifests: list[Manifest]) -> list[ManifestError]:
 
 
 def validate_paths(
-    paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES, unsupported: str = "error"
+    paths: list[Path],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    unsupported: str = "error",
+    opener: Callable[[bytes, str], tuple[bytes, ManifestError | None]] | None = None,
 ) -> ValidationReport:
     """Validate files and directories (searched recursively, symlinks inside not followed).
 
     A path that cannot be read is an error in the report, not an exception.
+    ``opener`` turns a file's bytes into what is validated, or an error (the
+    CLI opens SOPS-encrypted files with it).
     """
     found = find_manifest_files(paths)
     report = ValidationReport(skipped=[str(p) for p in found.skipped])
@@ -1278,6 +1285,11 @@ def validate_paths(
                 ManifestError(name, 0, 0, "", "", "", f"cannot read: {exc.strerror or exc}")
             )
             continue
+        if opener is not None:
+            data, problem = opener(data, name)
+            if problem is not None:
+                report.errors.append(problem)
+                continue
         manifests, errors, ignored = load_manifests(
             data, name, max_bytes=max_bytes, unsupported=unsupported
         )

@@ -22,6 +22,7 @@ from rich.table import Table
 from gitkube.cli.app import Output, app, console, err_console, print_data, run_async
 from gitkube.config import Settings, masked, resolve_settings
 from gitkube.errors import ConfigError
+from gitkube.sync.verify import VerifyPolicy, policy_from_settings
 
 Opt = typer.Option
 
@@ -72,6 +73,25 @@ ProxyMode = Annotated[
 ]
 Cleanup = Annotated[
     bool | None, Opt("--cleanup", help="nftables mode: remove the gitkube table on stop")
+]
+VerifyCommits = Annotated[
+    str | None, Opt("--verify-commits", help="signature verification: off, head, chain (off)")
+]
+AllowedSigners = Annotated[
+    str | None, Opt("--allowed-signers", help="SSH signers trusted (git allowed-signers file)")
+]
+TrustedGpgKeys = Annotated[
+    str | None, Opt("--trusted-gpg-keys", help="OpenPGP public keys trusted (armored file)")
+]
+SignerRules = Annotated[
+    str | None, Opt("--signer-rules", help="who may change which paths (CODEOWNERS-like)")
+]
+DecryptionKeyFile = Annotated[
+    str | None,
+    Opt("--decryption-key-file", help="age/OpenPGP key decrypting SOPS-encrypted manifests"),
+]
+StatusSigningKey = Annotated[
+    str | None, Opt("--status-signing-key", help="SSH private key signing status commits")
 ]
 EvictionRate = Annotated[
     float | None, Opt("--node-eviction-rate", help="nodes/s whose pods are evicted, per zone (0.1)")
@@ -130,6 +150,10 @@ def _settings(
         settings.listen_host_port()
         settings.node_grace_seconds()
         settings.eviction_timeout_seconds()
+        policy_from_settings(settings)
+        settings.http_limits()
+        if settings.decryption_key_file and not Path(settings.decryption_key_file).is_file():
+            raise ConfigError(f"decryption-key-file: {settings.decryption_key_file} is not a file")
         settings.unsupported_kinds_mode()
         if agents:
             from gitkube.agent_factory import AgentOptions
@@ -230,6 +254,12 @@ def run_command(
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
     ] = None,
+    verify_commits: VerifyCommits = None,
+    allowed_signers: AllowedSigners = None,
+    trusted_gpg_keys: TrustedGpgKeys = None,
+    signer_rules: SignerRules = None,
+    status_signing_key: StatusSigningKey = None,
+    decryption_key_file: DecryptionKeyFile = None,
     node_eviction_rate: EvictionRate = None,
     secondary_node_eviction_rate: SecondaryEvictionRate = None,
     unhealthy_zone_threshold: UnhealthyZoneThreshold = None,
@@ -273,6 +303,12 @@ def master_command(
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
     ] = None,
+    verify_commits: VerifyCommits = None,
+    allowed_signers: AllowedSigners = None,
+    trusted_gpg_keys: TrustedGpgKeys = None,
+    signer_rules: SignerRules = None,
+    status_signing_key: StatusSigningKey = None,
+    decryption_key_file: DecryptionKeyFile = None,
     node_eviction_rate: EvictionRate = None,
     secondary_node_eviction_rate: SecondaryEvictionRate = None,
     unhealthy_zone_threshold: UnhealthyZoneThreshold = None,
@@ -328,6 +364,14 @@ def install_hook_command(
     branch: Annotated[str, Opt("--branch", help="the branch gitkube tracks")] = "main",
     path: Annotated[str, Opt("--path", help="sub-path holding the manifests")] = "",
     force: Annotated[bool, Opt("--force", help="replace hooks gitkube did not install")] = False,
+    verify_commits: Annotated[
+        str, Opt("--verify-commits", help="with --validate: refuse pushes failing off/head/chain")
+    ] = "off",
+    allowed_signers: Annotated[str, Opt("--allowed-signers", help="SSH signers trusted")] = "",
+    trusted_gpg_keys: Annotated[
+        str, Opt("--trusted-gpg-keys", help="OpenPGP public keys trusted")
+    ] = "",
+    signer_rules: Annotated[str, Opt("--signer-rules", help="who may change which paths")] = "",
 ) -> None:
     """Install git hooks so a push to REPOSITORY is synced at once (no polling)."""
     from gitkube.hooks import TOKEN_FILE, ensure_notify_token, install_hooks
@@ -335,7 +379,11 @@ def install_hook_command(
     if not repository.is_dir():
         err_console.print(f"[red]error:[/red] {repository} is not a directory")
         raise typer.Exit(2)
+    policy = VerifyPolicy(verify_commits, allowed_signers, trusted_gpg_keys, signer_rules)
     try:
+        policy.check()
+        if policy.enabled and not validate:
+            raise ConfigError("--verify-commits needs --validate (the pre-receive hook)")
         ensure_notify_token(state_dir)
         written = install_hooks(
             repository,
@@ -345,6 +393,7 @@ def install_hook_command(
             branch=branch,
             path=path,
             force=force,
+            verify=policy,
         )
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)

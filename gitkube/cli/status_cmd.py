@@ -94,6 +94,14 @@ def _summary(report: StatusReport) -> list[tuple[str, str]]:
         if wb.error:
             what += f": {wb.error}"
         lines.append(("Write-back", what))
+        if wb.unsigned_commits:
+            lines.append(
+                (
+                    "Not signed",
+                    f"{len(wb.unsigned_commits)} commit(s) on {wb.branch} not signed by gitkube: "
+                    + ", ".join(c[:12] for c in wb.unsigned_commits[:5]),
+                )
+            )
     return lines
 
 

@@ -40,11 +40,14 @@ from gitkube.cli.app import (
     resolve_store,
     run_async,
 )
+from gitkube.errors import ConfigError
 from gitkube.store.factory import open_store
 from gitkube.store.objects import ObjectStore
 from gitkube.sync.diff import render_diff
 from gitkube.sync.loop import SyncLoop, SyncResult, SyncSettings, resume, suspend
+from gitkube.sync.sops import SopsDecryptor
 from gitkube.sync.source import GitSource
+from gitkube.sync.verify import CommitVerifier, VerifyPolicy
 
 RepoOpt = Annotated[
     str,
@@ -71,6 +74,74 @@ CacheOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+VerifyOpt = Annotated[
+    str,
+    typer.Option(
+        "--verify-commits",
+        envvar="GITKUBE_VERIFY_COMMITS",
+        help="signature verification: off, head (the synced commit), chain (every commit)",
+    ),
+]
+SignersOpt = Annotated[
+    str,
+    typer.Option(
+        "--allowed-signers",
+        envvar="GITKUBE_ALLOWED_SIGNERS",
+        help="SSH keys trusted to sign (git's allowed-signers format)",
+        show_default=False,
+    ),
+]
+GpgKeysOpt = Annotated[
+    str,
+    typer.Option(
+        "--trusted-gpg-keys",
+        envvar="GITKUBE_TRUSTED_GPG_KEYS",
+        help="OpenPGP public keys trusted to sign (armored)",
+        show_default=False,
+    ),
+]
+RulesOpt = Annotated[
+    str,
+    typer.Option(
+        "--signer-rules",
+        envvar="GITKUBE_SIGNER_RULES",
+        help="who may change which paths (default: .gitkube/signers in the repository)",
+        show_default=False,
+    ),
+]
+
+
+DecryptOpt = Annotated[
+    str,
+    typer.Option(
+        "--decryption-key-file",
+        envvar="GITKUBE_DECRYPTION_KEY_FILE",
+        help="age or OpenPGP private key that decrypts SOPS-encrypted manifests",
+        show_default=False,
+    ),
+]
+
+
+def _decryptor(cache: Path, key_file: str) -> SopsDecryptor | None:
+    if not key_file:
+        return None
+    try:
+        return SopsDecryptor(key_file, work_dir=cache / "sops")
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+
+
+def _verifier(
+    cache: Path, mode: str, allowed_signers: str, trusted_gpg_keys: str, signer_rules: str
+) -> CommitVerifier | None:
+    policy = VerifyPolicy(mode, allowed_signers, trusted_gpg_keys, signer_rules)
+    try:
+        policy.check()
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    return CommitVerifier(policy, work_dir=cache / "verify") if policy.enabled else None
 
 
 def _cache_dir(given: str) -> Path:
@@ -125,12 +196,16 @@ def _print_result(result: SyncResult, output: Output) -> None:
 
 
 def _writeback(
-    objects: ObjectStore, source: GitSource, branch: str, cache_dir: Path
+    objects: ObjectStore, source: GitSource, branch: str, cache_dir: Path, signing_key: str = ""
 ) -> Callable[[SyncResult], Any]:
     from gitkube.sync.writeback import StatusWriteback, StatusWriter
 
     writer = StatusWriter(
-        source.url, branch=branch, cache_dir=cache_dir / "status", synced_branch=source.ref
+        source.url,
+        branch=branch,
+        cache_dir=cache_dir / "status",
+        synced_branch=source.ref,
+        signing_key=signing_key,
     )
     hook = StatusWriteback(writer, objects)
 
@@ -173,6 +248,20 @@ def sync(
         float, typer.Option("--interval", help="seconds between polls (without --once)")
     ] = 60.0,
     cache_dir: CacheOpt = "",
+    verify_commits: VerifyOpt = "off",
+    allowed_signers: SignersOpt = "",
+    trusted_gpg_keys: GpgKeysOpt = "",
+    signer_rules: RulesOpt = "",
+    decryption_key_file: DecryptOpt = "",
+    status_signing_key: Annotated[
+        str,
+        typer.Option(
+            "--status-signing-key",
+            envvar="GITKUBE_STATUS_SIGNING_KEY",
+            help="SSH private key that signs the status commits",
+            show_default=False,
+        ),
+    ] = "",
     output: OutputOpt = Output.table,
     unsupported_kinds: UnsupportedKindsOpt = UnsupportedKinds.store,
 ) -> None:
@@ -186,14 +275,28 @@ def sync(
         interval_seconds=interval,
         unsupported_kinds=unsupported_kinds.value,
     )
+    verifier = _verifier(cache, verify_commits, allowed_signers, trusted_gpg_keys, signer_rules)
+    decryptor = _decryptor(cache, decryption_key_file)
 
     async def main() -> SyncResult | None:
         source = GitSource(repo, ref=ref, path=path, cache_dir=cache)
         objects = ObjectStore(await open_store(resolve_store(store)))
         bar, report = _progress_bar() if output == Output.table else (None, None)
         try:
-            after = _writeback(objects, source, status_branch, cache) if writeback else None
-            loop = SyncLoop(objects, source, settings, after_sync=after, progress=report)
+            after = (
+                _writeback(objects, source, status_branch, cache, status_signing_key)
+                if writeback
+                else None
+            )
+            loop = SyncLoop(
+                objects,
+                source,
+                settings,
+                after_sync=after,
+                progress=report,
+                verifier=verifier,
+                decryptor=decryptor,
+            )
             if once:
                 with bar if bar is not None else contextlib.nullcontext():
                     return await loop.reconcile_once()
@@ -233,6 +336,11 @@ def diff(
         bool, typer.Option("--prune/--no-prune", help="show objects a sync would delete")
     ] = True,
     cache_dir: CacheOpt = "",
+    verify_commits: VerifyOpt = "off",
+    allowed_signers: SignersOpt = "",
+    trusted_gpg_keys: GpgKeysOpt = "",
+    signer_rules: RulesOpt = "",
+    decryption_key_file: DecryptOpt = "",
     output: OutputOpt = Output.table,
     unsupported_kinds: UnsupportedKindsOpt = UnsupportedKinds.store,
 ) -> None:
@@ -240,14 +348,18 @@ def diff(
     if not repo:
         fail("--repo is required", code=2)
 
+    cache = _cache_dir(cache_dir)
+    verifier = _verifier(cache, verify_commits, allowed_signers, trusted_gpg_keys, signer_rules)
+    decryptor = _decryptor(cache, decryption_key_file)
+
     async def main() -> SyncResult:
-        source = GitSource(repo, ref=ref, path=path, cache_dir=_cache_dir(cache_dir))
+        source = GitSource(repo, ref=ref, path=path, cache_dir=cache)
         objects = ObjectStore(await open_store(resolve_store(store)))
         try:
             settings = SyncSettings(
                 prune=prune, self_heal=True, unsupported_kinds=unsupported_kinds.value
             )
-            loop = SyncLoop(objects, source, settings)
+            loop = SyncLoop(objects, source, settings, verifier=verifier, decryptor=decryptor)
             return await loop.preview()
         finally:
             await source.close()
@@ -311,3 +423,125 @@ def resume_cmd(store: StoreOpt = "") -> None:
 
     run_async(main)
     typer.echo("sync resumed")
+
+
+@app.command("verify-commits")
+def verify_commits_cmd(
+    revision: Annotated[str, typer.Argument(help="the commit (or tag with --tag) to verify")],
+    git_dir: Annotated[
+        str, typer.Option("--git-dir", help="the repository (default: $GIT_DIR or .)")
+    ] = "",
+    since: Annotated[
+        str,
+        typer.Option(
+            "--since",
+            help="the last verified commit (chain mode starts after it); 000… (a new branch): "
+            "every commit no ref holds yet",
+        ),
+    ] = "",
+    tag: Annotated[str, typer.Option("--tag", help="verify this tag as the ref")] = "",
+    verify_commits: VerifyOpt = "chain",
+    allowed_signers: SignersOpt = "",
+    trusted_gpg_keys: GpgKeysOpt = "",
+    signer_rules: RulesOpt = "",
+    output: OutputOpt = Output.table,
+) -> None:
+    """Verify a revision's signatures as a sync would (the pre-receive hook uses it)."""
+    import subprocess
+    import tempfile
+
+    where = git_dir or os.environ.get("GIT_DIR", "") or "."
+    env = dict(os.environ)
+    if git_dir:
+        env.pop("GIT_DIR", None)
+    found = subprocess.run(
+        ["git", "-C", git_dir or ".", "rev-parse", "--absolute-git-dir"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode != 0:
+        fail(f"{where} is not a git repository", code=2)
+    gd = found.stdout.strip()
+    commit = subprocess.run(
+        ["git", "--git-dir", gd, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if not commit:
+        fail(f"{revision}: no such commit", code=2)
+    if since and set(since) == {"0"}:
+        # a new branch: every commit the repository does not hold yet
+        since = "--all"
+    with tempfile.TemporaryDirectory(prefix="gitkube-verify-") as work:
+        verifier = _verifier(
+            Path(work), verify_commits, allowed_signers, trusted_gpg_keys, signer_rules
+        )
+        if verifier is None:
+            fail("--verify-commits off: nothing to verify", code=2)
+        try:
+            verdict = verifier.verify(gd, commit, since=since, tag=tag)
+        except ConfigError as exc:
+            fail(str(exc))
+    data = {
+        "commit": commit,
+        "ok": verdict.ok,
+        "signer": verdict.signer,
+        "checked": verdict.checked,
+        "refusal": verdict.refusal.to_dict() if verdict.refusal else None,
+        "warnings": verdict.warnings,
+    }
+    if output in (Output.json, Output.yaml):
+        print_data(data, output)
+    elif verdict.refusal is not None:
+        err_console.print(f"refused: {verdict.refusal}", highlight=False, soft_wrap=True)
+    else:
+        console.print(
+            f"verified {commit[:12]} (signer: {verdict.signer or '-'}; "
+            f"{len(verdict.checked)} commit(s) checked)",
+            highlight=False,
+        )
+    if verdict.refusal is not None:
+        raise typer.Exit(1)
+
+
+secret_app = typer.Typer(help="SOPS-encrypted Secrets kept in git", no_args_is_help=True)
+app.add_typer(secret_app, name="secret")
+
+
+@secret_app.command("encrypt")
+def secret_encrypt(
+    file: Annotated[Path, typer.Argument(help="a plaintext manifest (YAML)", exists=True)],
+    age: Annotated[
+        list[str] | None, typer.Option("--age", help="age recipient (age1…); repeatable")
+    ] = None,
+    pgp: Annotated[
+        list[str] | None, typer.Option("--pgp", help="OpenPGP key fingerprint; repeatable")
+    ] = None,
+    encrypted_regex: Annotated[
+        str, typer.Option("--encrypted-regex", help="keys whose values are encrypted")
+    ] = "^(data|stringData)$",
+    out: Annotated[
+        Path | None, typer.Option("--output-file", "-w", help="write here (default: stdout)")
+    ] = None,
+) -> None:
+    """Write FILE encrypted in the SOPS format (as Flux and the sops tool read it)."""
+    from gitkube.sync.sops import encrypt_manifest
+
+    try:
+        data = encrypt_manifest(
+            file.read_bytes(),
+            age_recipients=list(age or []),
+            pgp_fingerprints=list(pgp or []),
+            encrypted_regex=encrypted_regex,
+        )
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    if out is None:
+        sys.stdout.write(data.decode())
+        return
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)

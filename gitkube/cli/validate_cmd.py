@@ -51,12 +51,40 @@ def validate(
         int,
         typer.Option("--max-size", min=1, help="Largest manifest file accepted, in bytes."),
     ] = DEFAULT_MAX_BYTES,
+    decryption_key_file: Annotated[
+        str,
+        typer.Option(
+            "--decryption-key-file",
+            envvar="GITKUBE_DECRYPTION_KEY_FILE",
+            help="Decrypt SOPS-encrypted files with this age/OpenPGP key (without it, "
+            "their structure is checked with empty values).",
+            show_default=False,
+        ),
+    ] = "",
     unsupported_kinds: UnsupportedKindsOpt = UnsupportedKinds.store,
 ) -> None:
     """Validate manifests: every error in one pass, one per line as
     FILE:LINE: KIND/NAME: FIELD: message (-o json: a list of objects with
     file, line, document, kind, name, field and message)."""
-    report = validate_paths(paths, max_bytes=max_size, unsupported=unsupported_kinds.value)
+    import tempfile
+
+    from gitkube.errors import ConfigError
+    from gitkube.sync.sops import SopsDecryptor, validation_opener
+
+    with tempfile.TemporaryDirectory(prefix="gitkube-validate-") as work:
+        try:
+            decryptor = (
+                SopsDecryptor(decryption_key_file, Path(work)) if decryption_key_file else None
+            )
+        except ConfigError as exc:
+            err_console.print(f"error: {exc}", highlight=False, markup=False)
+            raise typer.Exit(2) from None
+        report = validate_paths(
+            paths,
+            max_bytes=max_size,
+            opener=validation_opener(decryptor),
+            unsupported=unsupported_kinds.value,
+        )
     if output in (Output.json, Output.yaml):
         print_data([error.to_dict() for error in report.errors], output)
         if verbose:

@@ -28,9 +28,19 @@ from typing import Any
 from aiohttp import web
 
 from gitkube.server.kubeapi import KubeApi, is_api_path, status_response
+from gitkube.server.limits import ConnectionGuard, HttpLimits, quiet_bad_requests
 from gitkube.server.metrics import Metrics
 from gitkube.server.ui import Dashboard
-from gitkube.server.webhooks import HOOKS, MAX_BODY_BYTES, Delivery, Verdict, check_signature, route
+from gitkube.server.webhooks import (
+    HOOKS,
+    MAX_BODY_BYTES,
+    Delivery,
+    ReplayGuard,
+    Verdict,
+    check_signature,
+    delivery_id,
+    route,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +99,10 @@ class HttpServer:
         deliveries: DeliveryLog | None = None,
         ready: Callable[[], bool] = lambda: True,
         before_metrics: Callable[[], Awaitable[None]] | None = None,
+        replays: ReplayGuard | None = None,
+        on_replays_change: Callable[[bytes], Awaitable[None]] | None = None,
+        load_replays: Callable[[], Awaitable[bytes | None]] | None = None,
+        limits: HttpLimits | None = None,
         kubeapi: KubeApi | None = None,
         api_token: bytes | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -104,6 +118,11 @@ class HttpServer:
         self.deliveries = deliveries or DeliveryLog()
         self.ready = ready
         self.before_metrics = before_metrics
+        self.replays = replays or ReplayGuard()
+        self._on_replays_change = on_replays_change
+        self._load_replays = load_replays
+        self._replays_flush: asyncio.Task[None] | None = None
+        self.guard = ConnectionGuard(limits)
         self.kubeapi = kubeapi
         self.api_token = api_token
         self.ssl_context = ssl_context
@@ -113,10 +132,11 @@ class HttpServer:
         #: set by ``start``: whether the server listens on loopback only
         self.loopback = True
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.AbstractServer | None = None
         self.port = 0
 
     def app(self) -> web.Application:
-        middlewares = [self._api_auth]
+        middlewares = [self.guard.middleware(), self._api_auth]
         if self.dashboard is not None:
             middlewares.append(self.dashboard.middleware)
         app = web.Application(client_max_size=MAX_BODY_BYTES + 1, middlewares=middlewares)
@@ -161,19 +181,33 @@ class HttpServer:
         return await handler(request)
 
     async def start(self, host: str, port: int) -> int:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        quiet_bad_requests()
+        limits = self.guard.limits
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, keepalive_timeout=limits.idle_timeout
+        )
         await self._runner.setup()
         self.loopback = is_loopback(host)
-        site = web.TCPSite(
-            self._runner, host, port, reuse_address=True, ssl_context=self.ssl_context
+        server = self._runner.server
+        assert server is not None
+        # every connection goes through the guard (caps, header and idle timeouts)
+        self._server = await asyncio.get_running_loop().create_server(
+            self.guard.protocol_factory(server),
+            host,
+            port,
+            reuse_address=True,
+            backlog=512,
+            ssl=self.ssl_context,
+            ssl_handshake_timeout=limits.header_timeout if self.ssl_context else None,
         )
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        sockets = self._server.sockets
         self.port = sockets[0].getsockname()[1] if sockets else port
         return self.port
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self.kubeapi is not None:
             self.kubeapi.close()
         if self._runner:
@@ -196,6 +230,9 @@ class HttpServer:
                 await self.before_metrics()
             except Exception:
                 log.exception("could not refresh metrics from the store")
+        self.metrics.http_connections.set(self.guard.open)
+        self.metrics.http_refused.set(self.guard.refused)
+        self.metrics.http_timed_out.set(self.guard.timed_out)
         return web.Response(
             body=self.metrics.render(), headers={"Content-Type": Metrics.content_type}
         )
@@ -206,10 +243,25 @@ class HttpServer:
         return web.json_response(data, dumps=lambda d: json.dumps(d, default=str))
 
     async def _read_body(self, request: web.Request) -> bytes | None:
+        """The body, or None when over the size limit; ``BodyTimeout`` when it
+        does not arrive within the body timeout."""
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return None
-        body = await request.content.read(MAX_BODY_BYTES + 1)
-        return None if len(body) > MAX_BODY_BYTES else body
+        try:
+            async with asyncio.timeout(self.guard.limits.body_timeout):
+                chunks: list[bytes] = []
+                size = 0
+                while chunk := await request.content.read(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        return None
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text=f"the body did not arrive within {self.guard.limits.body_timeout:g} s\n",
+                headers={"Connection": "close"},
+            ) from None
+        return b"".join(chunks)
 
     def _record(self, hook: str, verdict: Verdict, request: web.Request) -> web.Response:
         delivery = Delivery(
@@ -219,9 +271,7 @@ class HttpServer:
             status=verdict.status,
             outcome=verdict.outcome,
             reason=verdict.reason,
-            delivery_id=request.headers.get("X-GitHub-Delivery", "")
-            or request.headers.get("X-Gitea-Delivery", "")
-            or request.headers.get("X-Gitlab-Event-UUID", ""),
+            delivery_id=delivery_id(request.headers),
             ref=verdict.ref,
             revision=verdict.revision,
         )
@@ -254,10 +304,44 @@ class HttpServer:
             problem = check_signature(hook, request.headers, body, self.secret)
             if problem:
                 return self._record(hook, Verdict(401, "rejected", problem), request)
+        msg_id = delivery_id(request.headers)
+        if msg_id and not self.replays.seen(hook, msg_id) and self._load_replays is not None:
+            # another master may have answered it: the IDs in the store count too
+            try:
+                raw = await self._load_replays()
+            except Exception:
+                log.warning("could not read webhook delivery IDs from the store")
+                raw = None
+            if raw:
+                self.replays.load(raw)
+        if msg_id and self.replays.seen(hook, msg_id):
+            return self._record(
+                hook,
+                Verdict(200, "duplicate", f"delivery {msg_id} was already received; ignored"),
+                request,
+            )
         verdict = route(hook, request.headers, body, branch=self.branch)
         if verdict.trigger:
             self.on_push(verdict.revision or None)
+        if msg_id and verdict.status < 300:
+            self.replays.add(hook, msg_id)
+            self._persist_replays()
         return self._record(hook, verdict, request)
+
+    def _persist_replays(self) -> None:
+        if self._on_replays_change is None:
+            return
+        if self._replays_flush is not None and not self._replays_flush.done():
+            return
+        self._replays_flush = asyncio.get_running_loop().create_task(self._flush_replays())
+
+    async def _flush_replays(self) -> None:
+        await asyncio.sleep(0.05)  # a burst of deliveries is one write
+        if self._on_replays_change is not None:
+            try:
+                await self._on_replays_change(self.replays.to_json())
+            except Exception:
+                log.exception("could not record webhook delivery IDs")
 
     async def _notify(self, request: web.Request) -> web.Response:
         given = request.headers.get("X-Gitkube-Token", "").encode()

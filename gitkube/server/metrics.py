@@ -74,6 +74,24 @@ class Metrics:
             ["namespace", "deployment"],
             registry=r,
         )
+        self.refusals = Counter(
+            "gitkube_sync_refused_revisions",
+            "Revisions refused by commit signature verification",
+            registry=r,
+        )
+        self.http_connections = Gauge(
+            "gitkube_http_connections", "Open connections to the HTTP server", registry=r
+        )
+        self.http_refused = Gauge(
+            "gitkube_http_connections_refused_total",
+            "Connections refused by the caps (overall, per client address)",
+            registry=r,
+        )
+        self.http_timed_out = Gauge(
+            "gitkube_http_connections_timed_out_total",
+            "Connections dropped for sending no request in time",
+            registry=r,
+        )
         self.leader = Gauge("gitkube_leader", "1 while this process leads (master)", registry=r)
 
     def set_deployments(self, deployments: Iterable[Deployment]) -> None:

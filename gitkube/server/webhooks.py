@@ -5,26 +5,46 @@ Order of work for every delivery, so a forged request costs nothing:
 1. no secret configured -> 403, unless unsigned hooks were explicitly allowed;
 2. the signature header is checked in constant time over the raw body
    (GitHub ``X-Hub-Signature-256``, Gitea ``X-Gitea-Signature``, GitLab
-   ``X-Gitlab-Token``, generic ``X-Gitkube-Signature``) -> 401 when bad or
+   ``X-Gitlab-Token``; the generic hook follows Standard Webhooks:
+   ``webhook-signature`` over ``webhook-id.webhook-timestamp.body``, and a
+   timestamp more than 5 minutes from now is refused) -> 401 when bad or
    missing, and nothing else is done;
-3. only then is the body parsed, and the event routed: a ping is 200; a push
+3. a delivery ID already answered in the last 24 hours (``X-GitHub-Delivery``,
+   ``X-Gitea-Delivery``, ``X-Gitlab-Event-UUID``, ``webhook-id``) is a replay:
+   200 "duplicate", nothing queued (``ReplayGuard``);
+4. only then is the body parsed, and the event routed: a ping is 200; a push
    to the tracked branch is 202 and triggers a sync; a push to another
    branch, a tag push or a deletion is 202 and ignored.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 MAX_BODY_BYTES = 1 << 20
 HOOKS = ("github", "gitlab", "gitea", "generic")
 
-Outcome = Literal["accepted", "ignored", "ping", "rejected", "error"]
+Outcome = Literal["accepted", "ignored", "ping", "rejected", "error", "duplicate"]
+#: Standard Webhooks: a delivery whose timestamp is further from now is refused
+TIMESTAMP_TOLERANCE_SECONDS = 300
+#: how long a delivery ID is remembered (GitHub redelivers for days; 24 h is the promise)
+REPLAY_WINDOW_SECONDS = 24 * 3600
+#: at most this many IDs are remembered (the oldest go first)
+REPLAY_MAX_IDS = 100_000
+DELIVERY_ID_HEADERS = (
+    "x-github-delivery",
+    "x-gitea-delivery",
+    "x-gitlab-event-uuid",
+    "webhook-id",
+)
 
 
 @dataclass
@@ -67,7 +87,64 @@ def sign(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-def check_signature(hook: str, headers: Mapping[str, str], body: bytes, secret: bytes) -> str:
+def standard_webhooks_key(secret: bytes) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: ``whsec_<base64>`` decoded,
+    any other secret as it is."""
+    if secret.startswith(b"whsec_"):
+        try:
+            return base64.b64decode(secret[6:], validate=True)
+        except (binascii.Error, ValueError):
+            return secret
+    return secret
+
+
+def sign_standard(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64>``: the Standard Webhooks signature (what the generic hook takes)."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(standard_webhooks_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def _check_standard(h: dict[str, str], body: bytes, secret: bytes, now: float) -> str:
+    msg_id, stamp, given = (
+        h.get(k, "") for k in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    )
+    if not (msg_id and stamp and given):
+        legacy = (
+            " (X-Gitkube-Signature without a timestamp is no longer accepted)"
+            if ("x-gitkube-signature" in h)
+            else ""
+        )
+        return (
+            "missing webhook-id, webhook-timestamp or webhook-signature header "
+            "(Standard Webhooks)" + legacy
+        )
+    try:
+        timestamp = int(stamp)
+    except ValueError:
+        return "webhook-timestamp is not a number of seconds"
+    expected = sign_standard(secret, msg_id, timestamp, body).encode()
+    ok = False
+    for candidate in given.split():
+        ok |= hmac.compare_digest(candidate.encode(), expected)
+    if not ok:
+        return "webhook-signature does not match the delivery"
+    if abs(now - timestamp) > TIMESTAMP_TOLERANCE_SECONDS:
+        return (
+            f"webhook-timestamp is {int(now - timestamp)} s from now, more than "
+            f"{TIMESTAMP_TOLERANCE_SECONDS} s: a replayed or delayed delivery"
+        )
+    return ""
+
+
+def check_signature(
+    hook: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: bytes,
+    *,
+    now: float | None = None,
+) -> str:
     """'' when the delivery is authentic, else why not (for a 401)."""
     h = _lower(headers)
     expected_hex = hmac.new(secret, body, hashlib.sha256).hexdigest()
@@ -88,15 +165,78 @@ def check_signature(hook: str, headers: Mapping[str, str], body: bytes, secret: 
         given = h.get("x-gitlab-token", "")
         if not given:
             return "missing X-Gitlab-Token header"
-        ok = hmac.compare_digest(given.encode(), secret)
+        # digests of equal length: the comparison does not leak the token's length
+        ok = hmac.compare_digest(
+            hashlib.sha256(given.encode()).digest(), hashlib.sha256(secret).digest()
+        )
         return "" if ok else "X-Gitlab-Token is wrong"
     if hook == "generic":
-        given = h.get("x-gitkube-signature", "") or h.get("x-hub-signature-256", "")
-        if not given:
-            return "missing X-Gitkube-Signature header (sha256=HMAC-SHA256 of the body)"
-        ok = hmac.compare_digest(given.encode(), ("sha256=" + expected_hex).encode())
-        return "" if ok else "X-Gitkube-Signature does not match the body"
+        return _check_standard(h, body, secret, time.time() if now is None else now)
     return f"unknown hook {hook!r}"
+
+
+def delivery_id(headers: Mapping[str, str]) -> str:
+    """The sender's ID of a delivery (the same on a redelivery), or ''."""
+    h = _lower(headers)
+    for name in DELIVERY_ID_HEADERS:
+        if h.get(name):
+            return h[name][:200]
+    return ""
+
+
+class ReplayGuard:
+    """Delivery IDs answered in the last ``window`` seconds, per hook.
+
+    An ID is remembered once its delivery was answered 2xx, so a delivery
+    that failed may be redelivered. ``on_change`` persists the set (the
+    operator keeps it in the store, so a restart does not forget it)."""
+
+    def __init__(
+        self,
+        *,
+        window: float = REPLAY_WINDOW_SECONDS,
+        max_ids: int = REPLAY_MAX_IDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.window = window
+        self.max_ids = max_ids
+        self.clock = clock
+        #: "hook:id" -> time first answered (insertion order is time order)
+        self.ids: dict[str, float] = {}
+
+    def _expire(self) -> None:
+        horizon = self.clock() - self.window
+        while self.ids:
+            key, at = next(iter(self.ids.items()))
+            if at >= horizon and len(self.ids) <= self.max_ids:
+                break
+            del self.ids[key]
+
+    def seen(self, hook: str, msg_id: str) -> bool:
+        self._expire()
+        return f"{hook}:{msg_id}" in self.ids
+
+    def add(self, hook: str, msg_id: str) -> None:
+        self.ids.setdefault(f"{hook}:{msg_id}", self.clock())
+        self._expire()
+
+    def to_json(self) -> bytes:
+        self._expire()
+        return json.dumps(self.ids).encode()
+
+    def load(self, raw: bytes | str) -> None:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return
+        if isinstance(data, dict):
+            items = sorted(
+                ((str(k), float(v)) for k, v in data.items() if isinstance(v, int | float)),
+                key=lambda kv: kv[1],
+            )
+            for key, at in items:
+                self.ids.setdefault(key, at)
+        self._expire()
 
 
 def _event_of(hook: str, h: dict[str, str]) -> str:

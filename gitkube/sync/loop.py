@@ -85,6 +85,7 @@ from gitkube.sync.diff import (
     recorded_diff,
     recorded_drift,
 )
+from gitkube.sync.sops import SopsDecryptor, open_manifest
 from gitkube.sync.source import Entry, GitSource
 from gitkube.sync.state import (
     HISTORY_LENGTH,
@@ -96,6 +97,7 @@ from gitkube.sync.state import (
     history_from_json,
     history_to_json,
 )
+from gitkube.sync.verify import CommitVerifier, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,8 @@ class SyncResult:
     full: bool = False
     #: True when trying again later may succeed (fetch or store failure)
     retryable: bool = False
+    #: the revision was refused by signature verification (``Refusal.to_dict()``)
+    refusal: dict[str, str] | None = None
     plan: SyncPlan | None = field(default=None, repr=False)
 
     @property
@@ -172,6 +176,7 @@ class SyncResult:
             "files": self.files,
             "parsedFiles": self.parsed_files,
             "full": self.full,
+            **({"refusal": self.refusal} if self.refusal else {}),
         }
 
 
@@ -195,6 +200,13 @@ def _slim(manifest: Manifest) -> Manifest:
     if isinstance(obj, Service) and isinstance(slim, Service):
         slim.spec.cluster_ip = obj.spec.cluster_ip  # for the duplicate clusterIP check
     return Manifest(manifest.path, manifest.document, manifest.line, {}, slim)
+
+
+def _refusal_error(refusal: Refusal) -> SyncError:
+    return SyncError(
+        message=f"signature verification refused commit {refusal.commit[:12]} "
+        f"(signer: {refusal.signer}): {refusal.reason}",
+    )
 
 
 def _sync_error(err: ManifestError) -> SyncError:
@@ -264,11 +276,17 @@ class SyncLoop:
         *,
         after_sync: Callable[[SyncResult], Awaitable[Any]] | None = None,
         progress: ProgressFn | None = None,
+        verifier: CommitVerifier | None = None,
+        decryptor: SopsDecryptor | None = None,
         cache: Cache | None = None,
         applier: Applier | None = None,
     ) -> None:
         self.objects = objects
         self.source = source
+        #: signature verification between fetch and read (``gitkube.sync.verify``)
+        self.verifier = verifier
+        #: SOPS-encrypted manifests are decrypted with it (``gitkube.sync.sops``)
+        self.decryptor = decryptor
         self.settings = settings or SyncSettings()
         self.after_sync = after_sync
         self.progress = progress
@@ -425,6 +443,12 @@ class SyncLoop:
         try:
             commit = await self.source.fetch()
             result = SyncResult("Unchanged", revision=commit)
+            state, _ = await self._read_state()
+            refusal = await self._verify(commit, state, result)
+            if refusal is not None:
+                result.outcome, result.message = "Failed", str(refusal)
+                result.errors = [_refusal_error(refusal)]
+                return result
             manifests, desired = await self._read_revision(commit, result)
         except SourceError as exc:
             message = self.source.redact(str(exc))
@@ -466,6 +490,18 @@ class SyncLoop:
     async def _sync(self, commit: str, *, started_at: str, started: float) -> SyncResult:
         state, history = await self._read_state()
         result = SyncResult("Succeeded", revision=commit)
+
+        # ---- signatures: a refused revision is not read, nothing of it applies
+        refusal = await self._verify(commit, state, result)
+        if refusal is not None:
+            result.outcome = "Failed"
+            result.errors = [_refusal_error(refusal)]
+            result.message = f"{refusal}; nothing applied" + (
+                f", still at {state.revision[:12]}" if state.revision else ""
+            )
+            state.attempted_revision, state.attempted_at = commit, now_iso()
+            state.phase, state.message, state.errors = "Failed", result.message, result.errors
+            return await self._finish(result, state, history, started, started_at)
 
         # ---- read and validate the revision
         try:
@@ -613,6 +649,25 @@ class SyncLoop:
 
     # ------------------------------------------------------------ git side
 
+    async def _verify(self, commit: str, state: SyncState, result: SyncResult) -> Refusal | None:
+        """Signature verification of ``commit`` (``gitkube.sync.verify``); records
+        the outcome in ``state`` and ``result``. None when it may be applied."""
+        if self.verifier is None or not self.verifier.policy.enabled:
+            return None
+        tag = self.source.ref if self.source.kind_of_ref() == "tag" else ""
+        verifier = self.verifier
+        verdict = await asyncio.to_thread(
+            lambda: verifier.verify(
+                self.source.mirror, commit, since=state.verified_revision, tag=tag
+            )
+        )
+        result.warnings.extend(verdict.warnings)
+        if verdict.refusal is not None:
+            result.refusal = state.refusal = verdict.refusal.to_dict()
+            return verdict.refusal
+        state.verified_revision, state.refusal = commit, {}
+        return None
+
     def _current_parsed(self) -> Iterable[_Parsed]:
         for entry in self._index.values():
             if entry.is_manifest:
@@ -651,13 +706,20 @@ class SyncLoop:
         todo = [e for e in manifests_entries if (e.path, e.sha) not in self._parsed]
         result.files, result.parsed_files = len(manifests_entries), len(todo)
         if todo:
-            blobs = await self.source.read_blobs(e.sha for e in todo)
+            blobs = await self.source.read_blobs(
+                (e.sha for e in todo), max_bytes=self.settings.max_file_bytes
+            )
             for i, entry in enumerate(todo):
-                found, errors, ignored = load_manifests(
-                    blobs[entry.sha],
-                    entry.path,
-                    max_bytes=self.settings.max_file_bytes,
-                    unsupported=self.settings.unsupported_kinds,
+                data, problem = open_manifest(blobs[entry.sha], entry.path, self.decryptor)
+                found, errors, ignored = (
+                    ([], [problem], [])
+                    if problem is not None
+                    else load_manifests(
+                        data,
+                        entry.path,
+                        max_bytes=self.settings.max_file_bytes,
+                        unsupported=self.settings.unsupported_kinds,
+                    )
                 )
                 self._parsed[(entry.path, entry.sha)] = _Parsed(
                     [_slim(m) for m in found], [Desired.of(m) for m in found], errors, ignored

@@ -216,6 +216,8 @@ class WritebackOutcome:
     commit: str = ""
     #: why it failed (credentials removed)
     error: str = ""
+    #: status-branch commits gitkube did not sign (with --status-signing-key)
+    unsigned_commits: list[str] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -223,9 +225,8 @@ class WritebackOutcome:
     @classmethod
     def from_json(cls, raw: bytes | str) -> WritebackOutcome:
         data = json.loads(raw)
-        return cls(
-            **{k: data[k] for k in ("time", "outcome", "branch", "commit", "error") if k in data}
-        )
+        keys = ("time", "outcome", "branch", "commit", "error", "unsigned_commits")
+        return cls(**{k: data[k] for k in keys if k in data})
 
 
 def error_to_dict(err: SyncError) -> dict[str, Any]:
@@ -269,6 +270,8 @@ class StatusReport:
     history: list[SyncRecord] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     writeback: WritebackOutcome | None = None
+    #: the revision signature verification refused last (commit, signer, reason, path)
+    refusal: dict[str, str] = field(default_factory=dict)
 
     def health_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -291,6 +294,7 @@ class StatusReport:
                 "attemptedAt": self.attempted_at,
                 "message": self.message,
                 "suspended": self.suspended,
+                **({"refusal": dict(self.refusal)} if self.refusal else {}),
                 "commit": dict(self.commit),
             },
             "health": {"status": self.health, "counts": self.health_counts()},
@@ -317,6 +321,7 @@ class StatusReport:
             "health": self.health,
             "objects": [o.to_dict() for o in self.objects],
             "errors": [error_to_dict(e) for e in self.errors],
+            **({"refusal": dict(self.refusal)} if self.refusal else {}),
         }
 
     def fingerprint(self) -> str:
@@ -507,6 +512,7 @@ def compose_status_report(
         report.message = state.message
         report.errors = list(state.errors)
         report.suspended = state.suspended
+        report.refusal = dict(state.refusal)
         report.commit = dict(state.commit)
     if control is not None and control.suspended and not report.suspended:
         # suspended since the last pass: the loop has not recorded it yet

@@ -149,6 +149,19 @@ class Snapshot:
         return out
 
 
+class OversizedBlob(bytes):
+    """What ``read_blobs`` gives for a blob over its ``max_bytes``: no content
+    (it is never read into memory), its size and the limit."""
+
+    size: int
+    limit: int
+
+    def __new__(cls, size: int, limit: int) -> OversizedBlob:
+        blob = super().__new__(cls, b"")
+        blob.size, blob.limit = size, limit
+        return blob
+
+
 @dataclass(frozen=True)
 class Change:
     """One file changed between two commits (``status``: A, M, D, T)."""
@@ -241,10 +254,14 @@ class GitSource:
         rewritten: resync in full)."""
         return await self._run(lambda: self._changes(old, new))
 
-    async def read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
-        """Blob contents from the object database, by sha."""
+    async def read_blobs(
+        self, shas: Iterable[str], *, max_bytes: int | None = None
+    ) -> dict[str, bytes]:
+        """Blob contents from the object database, by sha; a blob over
+        ``max_bytes`` is not read (an ``OversizedBlob``: memory stays bounded
+        whatever the repository holds)."""
         wanted = list(dict.fromkeys(shas))
-        return await self._run(lambda: self._read_blobs(wanted))
+        return await self._run(lambda: self._read_blobs(wanted, max_bytes))
 
     async def has_commit(self, commit: str) -> bool:
         return await self._run(lambda: self._has_commit(commit))
@@ -404,6 +421,22 @@ class GitSource:
                     )
                 ) from exc
             raise self._error(f"cannot list commit {commit[:12]}", exc) from exc
+        first = str(out).split("\0", 1)[0]
+        if (
+            self.path
+            and first.endswith(f"\t{self.path}")
+            and first[:6]
+            in (
+                MODE_SYMLINK,
+                MODE_GITLINK,
+            )
+        ):
+            # never an empty tree (which would prune everything): a link is no directory
+            what = "a symlink" if first[:6] == MODE_SYMLINK else "a submodule"
+            raise SourceError(
+                f"path {self.path!r} in {commit[:12]} is {what}, not a directory "
+                "(gitkube does not follow links out of the repository)"
+            )
         snap = Snapshot(commit)
         for record in str(out).split("\0"):
             if not record:
@@ -440,12 +473,18 @@ class GitSource:
             changes.append(Change(status[:1], path, new_sha, new_mode))
         return changes
 
-    def _read_blobs(self, shas: list[str]) -> dict[str, bytes]:
+    def _read_blobs(self, shas: list[str], max_bytes: int | None = None) -> dict[str, bytes]:
         repo = self._open()
         out: dict[str, bytes] = {}
         try:
             for sha in shas:
-                out[sha] = repo.odb.stream(bytes.fromhex(sha)).read()
+                binsha = bytes.fromhex(sha)
+                if max_bytes is not None:
+                    size = int(repo.odb.info(binsha).size)
+                    if size > max_bytes:
+                        out[sha] = OversizedBlob(size, max_bytes)
+                        continue
+                out[sha] = repo.odb.stream(binsha).read()
         except (ValueError, git.GitError) as exc:
             raise self._error("cannot read a blob", exc) from exc
         return out

@@ -61,6 +61,11 @@ class SyncState:
     errors: list[SyncError] = field(default_factory=list)
     objects: list[ObjectSyncStatus] = field(default_factory=list)
     suspended: bool = False
+    #: the last revision whose signatures were verified (``--verify-commits``):
+    #: chain mode verifies every commit after it
+    verified_revision: str = ""
+    #: the last refused revision: {commit, revision, signer, reason, path}; {} when none
+    refusal: dict[str, str] = field(default_factory=dict)
     #: the synced commit's message, author and time (for display)
     commit: dict[str, str] = field(default_factory=dict)
 
@@ -72,7 +77,8 @@ class SyncState:
         data: dict[str, Any] = json.loads(raw)
         data["errors"] = [SyncError(**e) for e in data.get("errors", [])]
         data["objects"] = [ObjectSyncStatus(**o) for o in data.get("objects", [])]
-        return cls(**data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass

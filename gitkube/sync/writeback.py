@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -145,6 +146,12 @@ def render_status_markdown(report: StatusReport, *, max_rows: int = MARKDOWN_MAX
     ]
     if report.message:
         lines.append(f"| Message | {_cell(report.message)} |")
+    if report.refusal:
+        r = report.refusal
+        lines.append(
+            f"| Refused commit | `{_cell(r.get('commit', ''))}` signed by "
+            f"{_cell(r.get('signer', ''))}: {_cell(r.get('reason', ''))} |"
+        )
     lines += ["", f"## Objects ({len(report.objects)})", ""]
     if report.objects:
         lines += [
@@ -263,6 +270,7 @@ class StatusWriter:
         timeout_seconds: float = 120.0,
         author_name: str = "gitkube",
         author_email: str = "gitkube@localhost",
+        signing_key: str = "",
     ) -> None:
         if not remote_url:
             raise ConfigError("status write-back needs a remote repository URL")
@@ -275,6 +283,10 @@ class StatusWriter:
         self.max_attempts = max_attempts
         self.timeout_seconds = timeout_seconds
         self.actor = git.Actor(author_name, author_email)
+        #: an SSH private key: status commits are signed with it, and commits on
+        #: the branch it did not sign are reported (``unsigned_commits``)
+        self.signing_key = str(Path(signing_key).expanduser().resolve()) if signing_key else ""
+        self.unsigned_commits: list[str] = []
         #: the fingerprint at the tip of the remote branch, as far as we know
         self._known_fingerprint: str | None = None
         #: one write at a time through the cache repository
@@ -404,6 +416,8 @@ class StatusWriter:
         tree_to_stream(ordered, stream.write)
         raw = stream.getvalue()
         tree_sha = repo.odb.store(IStream(b"tree", len(raw), BytesIO(raw))).binsha
+        if self.signing_key:
+            return self._signed_commit(repo, tree_sha.hex(), parent, files.message)
         tree = git.Tree(repo, tree_sha)
         commit = git.Commit.create_from_tree(
             repo,
@@ -415,6 +429,57 @@ class StatusWriter:
             committer=self.actor,
         )
         return str(commit.hexsha)
+
+    def _signed_commit(self, repo: git.Repo, tree: str, parent: str | None, message: str) -> str:
+        """``git commit-tree -S`` with the SSH signing key."""
+        env = {
+            "GIT_AUTHOR_NAME": self.actor.name or "gitkube",
+            "GIT_AUTHOR_EMAIL": self.actor.email or "gitkube@localhost",
+            "GIT_COMMITTER_NAME": self.actor.name or "gitkube",
+            "GIT_COMMITTER_EMAIL": self.actor.email or "gitkube@localhost",
+        }
+        args = ["git", "-c", "gpg.format=ssh", "-c", f"user.signingKey={self.signing_key}"]
+        args += ["-c", "gpg.ssh.program=ssh-keygen", "commit-tree", tree, "-S", "-m", message]
+        if parent is not None:
+            args += ["-p", parent]
+        try:
+            out: str = repo.git.execute(args, env=env, kill_after_timeout=self.timeout_seconds)
+        except git.GitCommandError as exc:
+            raise self._error("cannot sign the status commit", exc) from exc
+        return out.strip()
+
+    def _own_signers_file(self) -> Path:
+        """An allowed-signers file holding only the signing key's public half."""
+        path = self.cache_dir / "gitkube-allowed-signers"
+        try:
+            public = subprocess.run(
+                ["ssh-keygen", "-y", "-f", self.signing_key],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise StatusWriteError(
+                f"status-signing-key: cannot read the public key of {self.signing_key}: {exc}"
+            ) from exc
+        path.write_text(f"gitkube {public}\n")
+        return path
+
+    def _find_unsigned(self, repo: git.Repo, tip: str) -> list[str]:
+        """Commits at the tip of the branch, newest first, down to the last
+        one this key signed (at most 100 looked at)."""
+        signers = self._own_signers_file()
+        found: list[str] = []
+        for sha in repo.git.rev_list("--max-count=100", tip).split():
+            try:
+                repo.git.execute(
+                    ["git", "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", sha]
+                )
+                return found
+            except git.GitCommandError:
+                found.append(sha)
+        return found
 
     def _push(self, repo: git.Repo, commit: str) -> bool:
         """True when pushed; False when the branch moved under us (retry)."""
@@ -441,6 +506,20 @@ class StatusWriter:
         try:
             for attempt in range(1, self.max_attempts + 1):
                 tip = self._remote_tip(repo)
+                if self.signing_key:
+                    new = [
+                        c
+                        for c in (self._find_unsigned(repo, tip) if tip else [])
+                        if c not in self.unsigned_commits
+                    ]
+                    # kept after gitkube commits on top: they are still on the branch
+                    self.unsigned_commits = (new + self.unsigned_commits)[:20]
+                    for sha in new:
+                        log.warning(
+                            "status branch %s: commit %s was not signed by gitkube",
+                            self.branch,
+                            sha[:12],
+                        )
                 if tip is not None and self._fingerprint_at(repo, tip) == files.fingerprint:
                     self._known_fingerprint = files.fingerprint
                     return None
@@ -506,6 +585,7 @@ class StatusWriteback:
                 outcome="Committed" if commit else "Unchanged",
                 branch=branch,
                 commit=commit or (self.last.commit if self.last else ""),
+                unsigned_commits=list(self.writer.unsigned_commits),
             )
         except GitkubeError as exc:
             log.warning("status write-back failed: %s", exc)
@@ -528,7 +608,8 @@ class StatusWriteback:
             previous.outcome,
             previous.commit,
             previous.error,
-        ) == (outcome.outcome, outcome.commit, outcome.error)
+            previous.unsigned_commits,
+        ) == (outcome.outcome, outcome.commit, outcome.error, outcome.unsigned_commits)
         if unchanged:
             return
         try:

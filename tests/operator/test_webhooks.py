@@ -8,10 +8,12 @@ HMAC-SHA256 over the raw body.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import io
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -19,7 +21,7 @@ import pytest
 
 from gitkube.server.http import HttpServer
 from gitkube.server.metrics import Metrics
-from gitkube.server.webhooks import check_signature, route, sign
+from gitkube.server.webhooks import ReplayGuard, check_signature, route, sign, sign_standard
 
 SECRET = b"s3cret-for-tests"
 
@@ -46,9 +48,73 @@ def test_gitea_gitlab_and_generic_signatures() -> None:
     assert check_signature("gitea", {"X-Gitea-Signature": "0" * 64}, body, SECRET)
     assert check_signature("gitlab", {"X-Gitlab-Token": SECRET.decode()}, body, SECRET) == ""
     assert check_signature("gitlab", {"X-Gitlab-Token": "nope"}, body, SECRET)
-    assert (
-        check_signature("generic", {"X-Gitkube-Signature": sign(SECRET, body)}, body, SECRET) == ""
-    )
+    # the generic hook takes Standard Webhooks only: a bare body HMAC has no timestamp
+    legacy = check_signature("generic", {"X-Gitkube-Signature": sign(SECRET, body)}, body, SECRET)
+    assert "no longer accepted" in legacy
+
+
+def standard_headers(
+    body: bytes, *, msg_id: str = "msg_1", at: float | None = None
+) -> dict[str, str]:
+    stamp = int(time.time() if at is None else at)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": sign_standard(SECRET, msg_id, stamp, body),
+    }
+
+
+def test_generic_hook_follows_standard_webhooks() -> None:
+    body = push_body()
+    now = 1_800_000_000.0
+    good = standard_headers(body, at=now)
+    assert check_signature("generic", good, body, SECRET, now=now) == ""
+    # several signatures (key rotation): any one matching is enough
+    rotated = {**good, "webhook-signature": "v1,bm90LWl0 " + good["webhook-signature"]}
+    assert check_signature("generic", rotated, body, SECRET, now=now) == ""
+    assert "does not match" in check_signature("generic", good, body + b" ", SECRET, now=now)
+    # the timestamp is signed: changing it breaks the signature
+    moved = {**good, "webhook-timestamp": str(int(now) + 1)}
+    assert "does not match" in check_signature("generic", moved, body, SECRET, now=now)
+    # a captured delivery replayed after 5 minutes is refused, as one from the future
+    assert "more than 300 s" in check_signature("generic", good, body, SECRET, now=now + 301)
+    assert check_signature("generic", good, body, SECRET, now=now + 299) == ""
+    assert "more than 300 s" in check_signature("generic", good, body, SECRET, now=now - 301)
+    assert "missing webhook-id" in check_signature("generic", {}, body, SECRET, now=now)
+    # a whsec_ secret is base64 (as Standard Webhooks libraries hand it out)
+    key = b"whsec_" + base64.b64encode(b"raw-key-bytes")
+    headers = {
+        "webhook-id": "m",
+        "webhook-timestamp": str(int(now)),
+        "webhook-signature": "v1,"
+        + base64.b64encode(
+            hmac.new(b"raw-key-bytes", f"m.{int(now)}.".encode() + body, hashlib.sha256).digest()
+        ).decode(),
+    }
+    assert check_signature("generic", headers, body, key, now=now) == ""
+
+
+def test_gitlab_token_is_compared_as_digests() -> None:
+    body = push_body()
+    # a prefix of the token, or the token with more after it, is as wrong as any other
+    for given in (SECRET.decode()[:-1], SECRET.decode() + "x", "", "x" * 1000):
+        assert check_signature("gitlab", {"X-Gitlab-Token": given}, body, SECRET)
+
+
+def test_replay_guard_forgets_after_the_window() -> None:
+    clock = [1000.0]
+    guard = ReplayGuard(window=60, max_ids=3, clock=lambda: clock[0])
+    guard.add("github", "a")
+    assert guard.seen("github", "a") and not guard.seen("gitea", "a")
+    clock[0] += 61
+    assert not guard.seen("github", "a")
+    for name in "bcde":
+        guard.add("github", name)
+    assert not guard.seen("github", "b") and guard.seen("github", "e")  # at most 3
+    again = ReplayGuard(window=60, clock=lambda: clock[0])
+    again.load(guard.to_json())
+    assert again.seen("github", "e") and not again.seen("github", "b")
+    again.load(b"not json")  # a damaged record is ignored, not a crash
 
 
 @pytest.mark.parametrize(
@@ -235,3 +301,56 @@ async def test_local_notify_needs_the_token(harness: Harness) -> None:
     assert (status, data["outcome"]) == (202, "accepted")
     await asyncio.sleep(0)
     assert harness.pushes == ["b" * 40]
+
+
+# ------------------------------------------------------------ replays over HTTP
+
+
+@pytest.mark.parametrize(
+    ("hook", "id_header", "auth"),
+    [
+        ("github", "X-GitHub-Delivery", lambda body: {"X-GitHub-Event": "push",
+                                                       "X-Hub-Signature-256": sign(SECRET, body)}),
+        ("gitea", "X-Gitea-Delivery", lambda body: {
+            "X-Gitea-Event": "push",
+            "X-Gitea-Signature": hmac.new(SECRET, body, hashlib.sha256).hexdigest()}),
+        ("gitlab", "X-Gitlab-Event-UUID", lambda body: {"X-Gitlab-Event": "Push Hook",
+                                                         "X-Gitlab-Token": SECRET.decode()}),
+    ],
+)  # fmt: skip
+async def test_a_delivery_id_seen_before_is_a_duplicate(
+    harness: Harness, hook: str, id_header: str, auth: Any
+) -> None:
+    body = push_body()
+    headers = {**auth(body), id_header: "d-1"}
+    status, data = await post(harness, f"/hooks/{hook}", body, headers)
+    assert (status, data["outcome"]) == (202, "accepted")
+    status, data = await post(harness, f"/hooks/{hook}", body, headers)
+    assert (status, data["outcome"]) == (200, "duplicate")
+    assert harness.pushes == ["a" * 40], "a replay queues nothing"
+    # another ID is another delivery
+    status, _ = await post(harness, f"/hooks/{hook}", body, {**headers, id_header: "d-2"})
+    assert status == 202 and len(harness.pushes) == 2
+    assert harness.server.deliveries.to_list()[-2]["outcome"] == "duplicate"
+
+
+async def test_a_failed_delivery_may_be_redelivered(harness: Harness) -> None:
+    body = push_body()
+    forged = {"X-GitHub-Event": "push", "X-Hub-Signature-256": sign(b"x", body)}
+    status, _ = await post(harness, "/hooks/github", body, {**forged, "X-GitHub-Delivery": "r"})
+    assert status == 401  # an unauthenticated request cannot burn an ID either
+    good = {"X-GitHub-Event": "push", "X-Hub-Signature-256": sign(SECRET, body)}
+    status, _ = await post(harness, "/hooks/github", body, {**good, "X-GitHub-Delivery": "r"})
+    assert status == 202 and harness.pushes == ["a" * 40]
+
+
+async def test_generic_hook_over_http_refuses_stale_and_replayed(harness: Harness) -> None:
+    body = push_body()
+    status, data = await post(harness, "/hooks/generic", body, standard_headers(body))
+    assert (status, data["outcome"]) == (202, "accepted")
+    status, data = await post(harness, "/hooks/generic", body, standard_headers(body))
+    assert (status, data["outcome"]) == (200, "duplicate")
+    stale = standard_headers(body, msg_id="old", at=time.time() - 600)
+    status, data = await post(harness, "/hooks/generic", body, stale)
+    assert status == 401 and "more than 300 s" in data["reason"]
+    assert harness.pushes == ["a" * 40]
