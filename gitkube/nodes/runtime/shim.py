@@ -126,21 +126,22 @@ def enter_private_mounts(mounts: list[dict[str, Any]]) -> None:
             _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
 
 
-def _relay_output(fd: int, log: Any, times_path: str) -> None:
-    """Copy the container's output from ``fd`` to ``log``, noting when each
-    chunk arrived at which offset of the log."""
-    with open(times_path, "ab", buffering=0) as times:
+def _relay_output(fd: int, log: Any, times: Any) -> None:
+    """Copy the container's output from ``fd`` to ``log``, noting in ``times``
+    when each chunk arrived at which offset of the log. Both files are open
+    already: a container directory deleted meanwhile gets no new file."""
+    try:
         while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
+            chunk = os.read(fd, 65536)
             if not chunk:
                 break
             offset = os.fstat(log.fileno()).st_size
             log.write(chunk)
             times.write(f"{offset} {time.time():.6f}\n".encode())
-    os.close(fd)
+    except OSError:
+        pass  # the files went with their directory: nobody reads them
+    finally:
+        os.close(fd)
 
 
 def supervise(directory: Path) -> int:
@@ -174,6 +175,7 @@ def supervise(directory: Path) -> int:
         # chunk arrived (``<log>.times``: "offset unix-time" lines), so the
         # log can be read with timestamps as kubelet's CRI logs are
         out_read, out_write = os.pipe()
+        times = open(spec["log"] + TIMES_SUFFIX, "ab", buffering=0)  # noqa: SIM115
         try:
             child = subprocess.Popen(
                 spec["argv"],
@@ -192,12 +194,11 @@ def supervise(directory: Path) -> int:
         except OSError as exc:
             os.close(out_read)
             os.close(out_write)
+            times.close()
             _start_failure(directory, exc, log)
             return 0
         os.close(out_write)
-        pump = threading.Thread(
-            target=_relay_output, args=(out_read, log, spec["log"] + TIMES_SUFFIX), daemon=True
-        )
+        pump = threading.Thread(target=_relay_output, args=(out_read, log, times), daemon=True)
         pump.start()
         started_at = time.time()
         write_json(
@@ -224,6 +225,7 @@ def supervise(directory: Path) -> int:
         finished_at = time.time()
         # the group is gone, so the pipe ends: the last output reaches the log
         pump.join(timeout=10)
+        times.close()
     signum = -returncode if returncode < 0 else 0
     exit_code = 128 + signum if signum else returncode
     if not directory.is_dir():  # removed: nobody to tell
