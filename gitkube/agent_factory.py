@@ -91,10 +91,17 @@ class AgentOptions:
 
 
 async def build_agent(
-    options: AgentOptions, objects: ObjectStore, *, node_name: str, cache: Cache | None = None
+    options: AgentOptions,
+    objects: ObjectStore,
+    *,
+    node_name: str,
+    cache: Cache | None = None,
+    serves_proxy: bool = False,
 ) -> tuple[Agent, Runtime]:
     """The runtime and the agent of node ``node_name`` (reading ``cache``, the
-    process's shared cache, when given); the caller closes the runtime."""
+    process's shared cache, when given); the caller closes the runtime.
+    ``serves_proxy``: the service proxy runs beside this agent (its node
+    says where it listens)."""
     from gitkube.nodes.agent import Agent, AgentSettings
     from gitkube.nodes.registration import NodeSettings
     from gitkube.nodes.runtime import make_runtime
@@ -116,6 +123,7 @@ async def build_agent(
         max_pods=options.max_pods,
         runtime_name=runtime.name,
         state_dir=str(node_dir) if runtime.name == "process" else "",
+        proxy_address=options.proxy_address if serves_proxy else "",
     )
     agent = Agent(
         objects,

@@ -76,6 +76,9 @@ class Settings:
     api_token_file: str = _setting(
         "", "file holding the bearer token of the Kubernetes API (needed beyond loopback)"
     )
+    ui: bool = _setting(
+        True, "serve the web page at / of the HTTP server (--no-ui: off)", kind="bool"
+    )
     tls_cert_file: str = _setting("", "TLS certificate (PEM) of the HTTP server and API")
     tls_key_file: str = _setting("", "TLS private key (PEM) of the HTTP server and API")
     watch: bool = _setting(
@@ -85,6 +88,11 @@ class Settings:
     writeback: bool = _setting(True, "commit status to the status branch", kind="bool")
     prune: bool = _setting(True, "delete objects git no longer declares", kind="bool")
     self_heal: bool = _setting(True, "put back objects changed behind git's back", kind="bool")
+    unsupported_kinds: str = _setting(
+        "store",
+        "kinds gitkube does not run (Ingress, ServiceAccount, custom resources): "
+        "store (validate, store, show as not acted on) or error",
+    )
     run_as: str = _setting("", "user the process runtime runs containers as")
     cpu: str = _setting("", "agent: CPU capacity, e.g. 4 or 3500m (default: the host's)")
     memory: str = _setting("", "agent: memory capacity, e.g. 8Gi (default: the host's)")
@@ -113,6 +121,13 @@ class Settings:
 
     def interval_seconds(self) -> float:
         return parse_duration(self.interval, name="interval")
+
+    def unsupported_kinds_mode(self) -> str:
+        if self.unsupported_kinds not in ("store", "error"):
+            raise ConfigError(
+                f"unsupported-kinds {self.unsupported_kinds!r}: expected store or error"
+            )
+        return self.unsupported_kinds
 
     def node_grace_seconds(self) -> float:
         return parse_duration(self.node_grace, name="node-grace")

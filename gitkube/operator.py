@@ -147,6 +147,8 @@ class Operator:
         #: the last revision a sync finished with (a webhook for it needs no new sync)
         self.done_revision = ""
         self._runtimes: list[Any] = []
+        #: event recorders of the loops, flushed on stop
+        self._recorders: list[Any] = []
 
     # ------------------------------------------------------------ wiring
 
@@ -159,8 +161,13 @@ class Operator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(s.store_url())
         self.objects = ObjectStore(self.store)
-        # the proxies' reports too: the status report reads them from the cache
-        self.cache = Cache(self.store, raw_prefixes=(HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX))
+        # the proxies' reports too (the status report reads them from the
+        # cache), and the objects of kinds stored but not run (the sync prunes them)
+        self.cache = Cache(
+            self.store,
+            raw_prefixes=(HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX),
+            unknown_resources=True,
+        )
         source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
         writeback = None
         if s.writeback:
@@ -191,7 +198,10 @@ class Operator:
             self.objects,
             source,
             SyncSettings(
-                prune=s.prune, self_heal=s.self_heal, interval_seconds=s.interval_seconds()
+                prune=s.prune,
+                self_heal=s.self_heal,
+                interval_seconds=s.interval_seconds(),
+                unsupported_kinds=s.unsupported_kinds_mode(),
             ),
             after_sync=after_sync,
             cache=self.cache,
@@ -205,17 +215,29 @@ class Operator:
             SchedulerLoop,
         )
         from gitkube.services.controller import EndpointsController
+        from gitkube.services.loadbalancer import LoadBalancerStatusController
 
         assert self.objects is not None and self.cache is not None
         s = self.settings
         # a master's controllers write only while its term lasts
         fence = self.election.fence if self.election is not None else None
         cache, applier = self.cache, Applier(self.objects, fence=fence)
+
+        def observed(name: str) -> Applier:
+            """The applier of one loop, recording the events of its writes."""
+            from gitkube.control.events import COMPONENTS, recording
+            from gitkube.store.events import EventRecorder
+
+            assert self.objects is not None
+            recorder = EventRecorder(self.objects, COMPONENTS[name])
+            self._recorders.append(recorder)
+            return applier.observed(recording(recorder))
+
         scheduler = SchedulerLoop(
             self.objects,
             on_scheduled=lambda _key, latency: self.metrics.scheduling_latency.observe(latency),
             cache=cache,
-            applier=applier,
+            applier=observed("scheduler"),
         )
         lifecycle = NodeLifecycleController(
             self.objects,
@@ -229,12 +251,17 @@ class Operator:
                 large_cluster_size_threshold=s.large_cluster_size_threshold,
             ),
             cache=cache,
-            applier=applier,
+            applier=observed("node-lifecycle"),
         )
+        replication = ReplicationManager(self.objects, cache=cache, applier=observed("replication"))
         return [
+            (
+                "load-balancers",
+                LoadBalancerStatusController(self.objects, cache=cache, applier=applier).run,
+            ),
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
-            ("replication", ReplicationManager(self.objects, cache=cache, applier=applier).run),
+            ("replication", replication.run),
             ("node-lifecycle", lifecycle.run),
             ("endpoints", EndpointsController(self.objects, cache=cache, applier=applier).run),
         ]
@@ -248,7 +275,14 @@ class Operator:
         tasks: list[tuple[str, Task]] = []
         names = node_names(self.settings)
         for name in names:
-            agent, runtime = await build_agent(options, self.objects, node_name=name, cache=cache)
+            agent, runtime = await build_agent(
+                options,
+                self.objects,
+                node_name=name,
+                cache=cache,
+                # one proxy serves the local agents; it runs as the first one
+                serves_proxy=options.proxy and name == names[0],
+            )
             self._runtimes.append(runtime)
             self.agents.append(agent)
             tasks.append((f"agent {name}", agent.run))
@@ -282,20 +316,40 @@ class Operator:
             return GitLocation(redact_url(s.repo), s.branch, s.path)
 
         kubeapi = KubeApi(self.objects, git=git_location)
+        secret, api_token = s.read_webhook_secret(), s.read_api_token()
+        dashboard = None
+        if s.ui:
+            from gitkube.server.ui import Dashboard
+            from gitkube.sync.loop import resume, suspend
+
+            objects, cache = self.objects, self.cache
+            assert cache is not None
+            dashboard = Dashboard(
+                objects,
+                cache,
+                status=status,
+                on_sync=lambda: self._on_push(None),
+                suspend=lambda: suspend(objects, reason="from the web page"),
+                resume=lambda: resume(objects),
+                tokens=[t for t in (api_token, secret) if t],
+                api_token=api_token,
+                secure=s.ssl_context() is not None,
+            )
         self.http = HttpServer(
             metrics=self.metrics,
             branch=s.branch,
             on_push=self._on_push,
             status=status,
-            secret=s.read_webhook_secret(),
+            secret=secret,
             allow_unsigned=s.allow_unsigned_webhooks,
             notify_token=ensure_notify_token(self.state_dir),
             deliveries=DeliveryLog(persist),
             ready=self._ready,
             before_metrics=self._refresh_metrics,
             kubeapi=kubeapi,
-            api_token=s.read_api_token(),
+            api_token=api_token,
             ssl_context=s.ssl_context(),
+            dashboard=dashboard,
         )
         host, port = s.listen_host_port()
         try:
@@ -306,6 +360,14 @@ class Operator:
                 "choose another address with --listen HOST:PORT"
             ) from exc
         scheme = "https" if self.http.ssl_context is not None else "http"
+        if dashboard is not None:
+            if not self.http.loopback and api_token is None:
+                log.warning(
+                    "the web page is off: beyond loopback it needs --api-token-file "
+                    "(or pass --no-ui)"
+                )
+            else:
+                log.info("web page on %s://%s:%d/", scheme, host, self.http.port)
         log.info(
             "HTTP on %s://%s:%d (webhooks under /hooks/, Kubernetes API under /api)",
             scheme,
@@ -436,6 +498,9 @@ class Operator:
             for task, result in zip(tasks, results, strict=True):
                 if isinstance(result, Exception) and not isinstance(result, ConfigError):
                     log.error("%s ended with %r", task.get_name(), result)
+            for recorder in self._recorders:
+                with contextlib.suppress(Exception):
+                    await recorder.close()
             for runtime in self._runtimes:
                 with contextlib.suppress(Exception):
                     await runtime.close()

@@ -52,6 +52,13 @@ Writeback = Annotated[
     bool | None, Opt("--writeback/--no-writeback", help="commit status to the status branch")
 ]
 Prune = Annotated[bool | None, Opt("--prune/--no-prune", help="delete what git no longer has")]
+UnsupportedKinds = Annotated[
+    str | None,
+    Opt(
+        "--unsupported-kinds",
+        help="kinds gitkube does not run (Ingress, custom resources, ...): store or error (store)",
+    ),
+]
 SelfHeal = Annotated[
     bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
 ]
@@ -77,6 +84,7 @@ LargeClusterSizeThreshold = Annotated[
         help="an unhealthy zone of at most this many nodes stops evicting (50)",
     ),
 ]
+Ui = Annotated[bool | None, Opt("--ui/--no-ui", help="the web page at / of the HTTP server")]
 
 
 def _checkout_defaults(settings: Settings, sources: dict[str, str]) -> None:
@@ -112,6 +120,7 @@ def _settings(
         settings.listen_host_port()
         settings.node_grace_seconds()
         settings.eviction_timeout_seconds()
+        settings.unsupported_kinds_mode()
         if agents:
             from gitkube.agent_factory import AgentOptions
 
@@ -171,6 +180,7 @@ def run_command(
     api_token_file: ApiTokenFile = None,
     tls_cert_file: TlsCert = None,
     tls_key_file: TlsKey = None,
+    ui: Ui = None,
     state_dir: StateDir = None,
     address: Annotated[str | None, Opt("--address", help="node address (127.0.0.1)")] = None,
     proxy_address: Annotated[
@@ -202,6 +212,7 @@ def run_command(
     writeback: Writeback = None,
     prune: Prune = None,
     self_heal: SelfHeal = None,
+    unsupported_kinds: UnsupportedKinds = None,
     node_grace: Annotated[str | None, Opt("--node-grace", help="heartbeat grace (50s)")] = None,
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
@@ -236,11 +247,13 @@ def master_command(
     api_token_file: ApiTokenFile = None,
     tls_cert_file: TlsCert = None,
     tls_key_file: TlsKey = None,
+    ui: Ui = None,
     state_dir: StateDir = None,
     status_branch: StatusBranch = None,
     writeback: Writeback = None,
     prune: Prune = None,
     self_heal: SelfHeal = None,
+    unsupported_kinds: UnsupportedKinds = None,
     leader_ttl: Annotated[int | None, Opt("--leader-ttl", help="leader lease TTL (10)")] = None,
     node_grace: Annotated[str | None, Opt("--node-grace", help="heartbeat grace (50s)")] = None,
     eviction_timeout: Annotated[

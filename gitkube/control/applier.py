@@ -113,6 +113,8 @@ class Applied:
 Fence = Callable[[], Compare]
 #: called with each transaction's writes just before it is sent (tracing, tests)
 TxnHook = Callable[[Sequence[AnyWrite]], Awaitable[None]]
+#: called with the writes that landed (events are derived from them)
+AppliedHook = Callable[[Sequence[Write]], None]
 
 
 class Applier:
@@ -123,17 +125,35 @@ class Applier:
         fence: Fence | None = None,
         batch: int = 64,
         on_txn: TxnHook | None = None,
+        on_applied: AppliedHook | None = None,
     ) -> None:
         self.objects = objects
         self.fence = fence
         self.batch = max(1, min(batch, MAX_TXN_OPS - 1))
         self.on_txn = on_txn
+        self.on_applied = on_applied
         #: transactions sent, for metrics
         self.txns = 0
 
     def fenced(self, fence: Fence | None) -> Applier:
         """The same applier with ``fence`` on every write."""
-        return Applier(self.objects, fence=fence, batch=self.batch, on_txn=self.on_txn)
+        return Applier(
+            self.objects,
+            fence=fence,
+            batch=self.batch,
+            on_txn=self.on_txn,
+            on_applied=self.on_applied,
+        )
+
+    def observed(self, on_applied: AppliedHook | None) -> Applier:
+        """The same applier calling ``on_applied`` with the writes that landed."""
+        return Applier(
+            self.objects,
+            fence=self.fence,
+            batch=self.batch,
+            on_txn=self.on_txn,
+            on_applied=on_applied,
+        )
 
     def _ops(self, write: Write) -> tuple[Compare | None, Op]:
         obj = write.obj
@@ -153,12 +173,16 @@ class Applier:
         if not writes:
             return result
         pairs = [(w, *self._ops(w)) for w in writes]
-        if atomic:
-            await self._atomic(pairs, result)
+        try:
+            if atomic:
+                await self._atomic(pairs, result)
+                return result
+            for start in range(0, len(pairs), self.batch):
+                await self._batch(pairs[start : start + self.batch], result)
             return result
-        for start in range(0, len(pairs), self.batch):
-            await self._batch(pairs[start : start + self.batch], result)
-        return result
+        finally:
+            if self.on_applied is not None and result.applied:
+                self.on_applied(result.applied)
 
     async def apply_encoded(self, writes: Sequence[Encoded]) -> int:
         """Write ``writes`` in one transaction, all or nothing, with the fence;

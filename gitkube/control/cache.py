@@ -112,8 +112,12 @@ class Cache:
         *,
         raw_prefixes: Iterable[str] = (HEARTBEAT_PREFIX,),
         lag_timeout: float = 2.0,
+        unknown_resources: bool = False,
     ) -> None:
         self.store = store
+        #: keep the objects of resources gitkube does not know (kinds it stores
+        #: without running them: ingresses, custom resources) as raw keys
+        self.unknown_resources = unknown_resources
         self.raw_prefixes = tuple(raw_prefixes)
         for prefix in self.raw_prefixes:
             if not prefix.startswith(PREFIX):
@@ -418,7 +422,9 @@ class Cache:
         if key.startswith(SYSTEM):
             return "" if any(key.startswith(p) for p in self.raw_prefixes) else None
         resource = key[len(PREFIX) :].split("/", 1)[0]
-        return resource if resource in KNOWN_RESOURCES else None
+        if resource in KNOWN_RESOURCES:
+            return resource
+        return "" if self.unknown_resources else None
 
     def _put(self, kv: KeyValue, revision: int) -> None:
         resource = self._classify(kv.key)

@@ -20,6 +20,15 @@ others. A key is queued when
 (``podstatus.compute_pod_status``, pure) with a compare-and-swap when it
 changed. After acting on a pod, its next reconcile reads a fresh relist.
 
+Before a container starts, its env is resolved from the ConfigMaps, Secrets
+and fields it names and its volumes are written under the runtime's
+``pods_dir`` (``podconfig``, pure; ``volumes``, atomic). A missing object or
+key that is not optional leaves it waiting with CreateContainerConfigError
+until it appears (a ConfigMap or Secret change queues the pods here that
+name it; both are read from the cache). A reconcile rewrites the volumes of
+a running pod, so a changed ConfigMap or Secret reaches its mounted files at
+once; env stays as it was started.
+
 Pods deleted from the store, bound elsewhere, marked for deletion, or on a
 node that no longer exists are stopped (SIGTERM, then SIGKILL after their
 grace period) and removed. Stopping the agent leaves pods running.
@@ -29,17 +38,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitkube.api.objects import Node, Pod, Probe
+from gitkube.api.objects import ConfigMap, Container, Node, Pod, Probe, Secret
 from gitkube.api.serde import to_dict
 from gitkube.control import Backoff, Cache, CacheEvent, Controller, Result, Retry, WorkQueue
 from gitkube.errors import Conflict, GitkubeError, StoreUnavailable
+from gitkube.nodes import volumes as pod_volumes
 from gitkube.nodes.backoff import BackoffSettings, RestartBackoff
+from gitkube.nodes.podconfig import (
+    CREATE_CONTAINER_CONFIG_ERROR,
+    ConfigMissing,
+    ConfigSources,
+    referenced_names,
+    resolve_container,
+    resolve_volumes,
+)
 from gitkube.nodes.podplan import (
     PodPlan,
     StartContainer,
@@ -53,6 +72,7 @@ from gitkube.nodes.probes import ProbeKind, ProbeManager, ProbeSpec, ProbeTarget
 from gitkube.nodes.registration import Heartbeat, NodeSettings, register_node
 from gitkube.nodes.runtime.base import (
     ContainerStartError,
+    Mount,
     Runtime,
     RuntimeContainer,
     Sandbox,
@@ -97,6 +117,8 @@ class AgentPass:
     sandboxes_removed: list[str] = field(default_factory=list)
     statuses_written: list[str] = field(default_factory=list)
     pods_deleted: list[str] = field(default_factory=list)
+    #: ``namespace/pod/volume`` whose files were rewritten (a ConfigMap or Secret changed)
+    volumes_updated: list[str] = field(default_factory=list)
     #: pods whose reconcile had not finished when ``reconcile_once`` returned
     pending: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -111,6 +133,7 @@ class AgentPass:
             or self.sandboxes_removed
             or self.statuses_written
             or self.pods_deleted
+            or self.volumes_updated
         )
 
 
@@ -176,6 +199,8 @@ class Agent:
         self._failures: dict[tuple[str, str], StartFailure] = {}
         self._extra: list[tuple[str, ExtraTask]] = []
         self._inflight: set[asyncio.Task[None]] = set()
+        #: pod uid -> digest of the volume contents last written
+        self._volume_digests: dict[str, str] = {}
 
     @property
     def node_name(self) -> str:
@@ -220,7 +245,13 @@ class Agent:
             f"agent {self.node_name}",
             self.reconcile,
             self.cache,
-            watches={"pods": self._pod_keys, "nodes": self._node_keys},
+            watches={
+                "pods": self._pod_keys,
+                "nodes": self._node_keys,
+                # a missing one appears, a mounted one changes
+                "configmaps": self._config_keys,
+                "secrets": self._config_keys,
+            },
             workers=self.settings.workers,
             queue=self.queue,
             stop_grace_seconds=self.settings.stop_grace_seconds,
@@ -279,6 +310,21 @@ class Agent:
         if obj is None or obj.name != self.node_name or (event.old is None) == (event.new is None):
             return []
         return self._all_keys()
+
+    def _config_keys(self, event: CacheEvent) -> list[str]:
+        """The pods here that name a ConfigMap or Secret that changed."""
+        obj = event.obj
+        if obj is None:
+            return []
+        secret = event.resource == "secrets"
+        keys = []
+        for pod in self.cache.pods_on(self.node_name):
+            if pod.namespace != obj.namespace or not pod.metadata.uid:
+                continue
+            config_maps, secrets = referenced_names(pod)
+            if obj.name in (secrets if secret else config_maps):
+                keys.append(pod.metadata.uid)
+        return keys
 
     def _all_keys(self) -> list[str]:
         uids = {p.metadata.uid for p in self.cache.pods_on(self.node_name) if p.metadata.uid}
@@ -345,7 +391,14 @@ class Agent:
         self._fingerprints = fingerprints
         self._pod_of_container = {rc.id: rc.pod_uid for rc in containers}
         self._snapshot_from = started
-        self.probes.sync(self._probe_specs(self._pods_here(), sandboxes_by_uid, containers_by_uid))
+        pods_here = self._pods_here()
+        self.probes.sync(self._probe_specs(pods_here, sandboxes_by_uid, containers_by_uid))
+        # volume directories of pods neither here nor in the runtime (nor being
+        # worked on) hold Secret files of pods that are gone
+        keep = set(pods_here) | set(fingerprints)
+        if self.queue is not None:
+            keep |= self.queue.processing()
+        await self._remove_stale_pod_dirs(keep, AgentPass())
         if changed:
             self._wake(*changed)
         return changed
@@ -423,6 +476,15 @@ class Agent:
     ) -> None:
         uid = pod.metadata.uid
         name = _pod_name(pod)
+        try:
+            sources = await self._config_sources(pod)
+        except Exception as exc:
+            report.errors.append(f"{name}: {exc}")
+            log.warning("pod %s: %s", name, exc, exc_info=not isinstance(exc, GitkubeError))
+            return
+        self._clear_config_failures(pod, sources)
+        if sandboxes and any(s.running for s in sandboxes):
+            await self._refresh_volumes(pod, sources, report)
         failures = {c: f for (u, c), f in self._failures.items() if u == uid}
         plan = plan_pod(
             pod,
@@ -445,7 +507,7 @@ class Agent:
                     sandbox = await self._create_sandbox(pod, plan, waiting, report)
                 new: list[RuntimeContainer] = []
                 if sandbox is not None and plan.start:
-                    failed, new = await self._start_containers(pod, sandbox, plan, report)
+                    failed, new = await self._start_containers(pod, sandbox, plan, report, sources)
                     waiting.update(failed)
                     plan.sandbox = sandbox
                 if plan.kill or plan.remove or plan.remove_sandboxes:
@@ -512,23 +574,148 @@ class Agent:
         report.sandboxes_created.append(_pod_name(pod))
         return sandbox
 
+    # ------------------------------------------------------------ config and volumes
+
+    async def _config_sources(self, pod: Pod) -> ConfigSources:
+        """The ConfigMaps and Secrets the pod names (those that exist), from the cache."""
+        config_names, secret_names = referenced_names(pod)
+        if not config_names and not secret_names:
+            return ConfigSources()
+        ns = pod.metadata.namespace or "default"
+        config_maps = {n: self.cache.get(ConfigMap, ns, n) for n in sorted(config_names)}
+        secrets = {n: self.cache.get(Secret, ns, n) for n in sorted(secret_names)}
+        return ConfigSources(
+            config_maps={n: o for n, o in config_maps.items() if o is not None},
+            secrets={n: o for n, o in secrets.items() if o is not None},
+        )
+
+    def _container_config(
+        self, pod: Pod, container: Container, sources: ConfigSources, *, pod_ip: str
+    ) -> tuple[Container, list[Mount]]:
+        """The container with its env resolved and its mounts; raises ``ConfigMissing``."""
+        resolved = resolve_container(pod, container, sources, pod_ip=pod_ip, host_ip=self.address)
+        if not container.volume_mounts:
+            return resolved, []
+        volumes = {v.name: v for v in pod.spec.volumes}
+        contents = resolve_volumes(pod, sources)
+        mounts: list[Mount] = []
+        for mount in container.volume_mounts:
+            volume = volumes.get(mount.name)
+            if volume is None or mount.name not in contents:
+                raise ConfigMissing(
+                    f"volumeMount {mount.name!r}: the pod has no configMap, secret or "
+                    "emptyDir volume of that name"
+                )
+            host = pod_volumes.volume_dir(self.runtime.pods_dir, pod.metadata.uid, mount.name)
+            if mount.sub_path:
+                host = host / mount.sub_path
+            projected = volume.config_map is not None or volume.secret is not None
+            mounts.append(Mount(str(host), mount.mount_path, mount.read_only or projected))
+        return resolved, mounts
+
+    def _clear_config_failures(self, pod: Pod, sources: ConfigSources) -> None:
+        """A container waiting on a missing ConfigMap, Secret or key starts as
+        soon as it appears, without waiting out its back-off."""
+        uid = pod.metadata.uid
+        for container in [*pod.spec.init_containers, *pod.spec.containers]:
+            failure = self._failures.get((uid, container.name))
+            if failure is None or failure.reason != CREATE_CONTAINER_CONFIG_ERROR:
+                continue
+            try:
+                self._container_config(pod, container, sources, pod_ip="")
+            except ConfigMissing:
+                continue
+            del self._failures[(uid, container.name)]
+            self.backoff.forget(restart_key(uid, container.name))
+
+    async def _remove_stale_pod_dirs(self, keep: set[str], report: AgentPass) -> None:
+        """Volume directories of pods that are gone (deleted while the agent
+        was down, or a teardown cut short) hold Secret files: remove them."""
+        pods_dir = self.runtime.pods_dir
+        stale = set(await asyncio.to_thread(pod_volumes.known_pod_uids, pods_dir)) - keep
+        for uid in sorted(stale):
+            await asyncio.to_thread(pod_volumes.remove_pod_dir, pods_dir, uid)
+            self._volume_digests.pop(uid, None)
+            report.removed.append(f"volumes of pod {uid[:8]}")
+
+    async def _write_volumes(self, pod: Pod, sources: ConfigSources) -> list[str]:
+        """Write the pod's volumes (changed ones only); raises ``ConfigMissing``."""
+        if not pod.spec.volumes:
+            return []
+        contents = resolve_volumes(pod, sources)
+        digest = hashlib.sha256(repr(sorted(contents.items())).encode()).hexdigest()
+        uid = pod.metadata.uid
+        if self._volume_digests.get(uid) == digest:
+            return []  # written already (files on disk are compared otherwise)
+        changed = await asyncio.to_thread(
+            pod_volumes.write_pod_volumes, self.runtime.pods_dir, uid, contents
+        )
+        self._volume_digests[uid] = digest
+        return changed
+
+    async def _refresh_volumes(self, pod: Pod, sources: ConfigSources, report: AgentPass) -> None:
+        """Bring a running pod's mounted files up to date; a ConfigMap or Secret
+        that went missing leaves the files as they were (as kubelet does)."""
+        try:
+            changed = await self._write_volumes(pod, sources)
+        except ConfigMissing:
+            return
+        except OSError as exc:
+            report.errors.append(f"{_pod_name(pod)}: volumes: {exc}")
+            log.warning("pod %s: cannot write its volumes: %s", _pod_name(pod), exc)
+            return
+        for volume in changed:
+            report.volumes_updated.append(f"{_pod_name(pod)}/{volume}")
+
     async def _start_containers(
-        self, pod: Pod, sandbox: Sandbox, plan: PodPlan, report: AgentPass
+        self,
+        pod: Pod,
+        sandbox: Sandbox,
+        plan: PodPlan,
+        report: AgentPass,
+        sources: ConfigSources | None = None,
     ) -> tuple[dict[str, Waiting], list[RuntimeContainer]]:
         """Start the plan's containers concurrently: (waiting reasons of failures, started)."""
         uid = pod.metadata.uid
         waiting: dict[str, Waiting] = {}
         new: list[RuntimeContainer] = []
+        sources = sources if sources is not None else ConfigSources()
+        volumes_error: str | None = None
+        try:
+            await self._write_volumes(pod, sources)
+        except ConfigMissing as exc:
+            volumes_error = exc.message
+        except OSError as exc:
+            volumes_error = f"cannot write the pod's volumes: {exc}"
 
         async def start(step: StartContainer) -> None:
             cname = step.container.name
             label = f"{_pod_name(pod)}/{cname}#{step.attempt}"
             now = time.time()
+            try:
+                if volumes_error is not None and step.container.volume_mounts:
+                    raise ConfigMissing(volumes_error)
+                container, mounts = self._container_config(
+                    pod, step.container, sources, pod_ip=sandbox.ip
+                )
+            except ConfigMissing as exc:
+                # no attempt was made (none is left in the runtime): the retry
+                # waits the back-off, cut short when the object appears
+                self._start_failed(
+                    uid,
+                    StartContainer(step.container, -1, restart=False),
+                    CREATE_CONTAINER_CONFIG_ERROR,
+                    exc.message,
+                    report,
+                    label,
+                )
+                waiting[cname] = Waiting(CREATE_CONTAINER_CONFIG_ERROR, exc.message)
+                return
             if step.restart:
                 self.backoff.advance(restart_key(uid, cname), now=now)
             try:
                 rc = await self.runtime.start_container(
-                    pod, sandbox, step.container, attempt=step.attempt
+                    pod, sandbox, container, attempt=step.attempt, mounts=mounts
                 )
             except ContainerStartError as exc:
                 self._start_failed(uid, step, exc.reason, exc.message, report, label)
@@ -603,6 +790,9 @@ class Agent:
             report.errors.append(f"{name}: stop: {exc}")
             log.warning("pod %s: stop: %s", name, exc, exc_info=not isinstance(exc, GitkubeError))
             return
+        # the pod's volume files (Secrets among them) go with its containers
+        await asyncio.to_thread(pod_volumes.remove_pod_dir, self.runtime.pods_dir, uid)
+        self._volume_digests.pop(uid, None)
         if plan.is_empty():
             self._forget(uid)
         if pod is not None and pod.metadata.deletion_timestamp:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import threading
 import time
@@ -53,21 +54,39 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gitkube.api import annotations as ann
-from gitkube.api.keys import SYNC_CONTROL_KEY, SYNC_HISTORY_KEY, SYNC_STATE_KEY
-from gitkube.api.objects import KINDS, ObjectMeta
+from gitkube.api.keys import (
+    PREFIX,
+    SYNC_CONTROL_KEY,
+    SYNC_DIFFS_KEY,
+    SYNC_DRIFT_KEY,
+    SYNC_HISTORY_KEY,
+    SYNC_STATE_KEY,
+    SYSTEM,
+)
+from gitkube.api.objects import ObjectMeta
 from gitkube.api.validation import (
     DEFAULT_MAX_BYTES,
+    DEFAULT_UNSUPPORTED,
     IgnoredField,
     Manifest,
     ManifestError,
-    find_duplicates,
+    check_across_files,
     load_manifests,
 )
 from gitkube.control import Applier, Backoff, Cache, Encoded, Fence
+from gitkube.control.cache import KNOWN_RESOURCES
 from gitkube.errors import Conflict, GitkubeError, LeadershipLost, SourceError
+from gitkube.store.base import Put
 from gitkube.store.objects import ObjectStore, now_iso
 from gitkube.sync.apply import DEFAULT_BATCH_SIZE, ApplyResult, apply_plan
-from gitkube.sync.diff import Desired, Live, SyncPlan, plan_sync
+from gitkube.sync.diff import (
+    Desired,
+    Live,
+    SyncPlan,
+    plan_sync,
+    recorded_diff,
+    recorded_drift,
+)
 from gitkube.sync.source import Entry, GitSource
 from gitkube.sync.state import (
     HISTORY_LENGTH,
@@ -105,6 +124,8 @@ class SyncSettings:
     #: (beyond, ``gitkube status`` reads the objects' provenance annotations)
     max_state_objects: int = 2000
     max_file_bytes: int = DEFAULT_MAX_BYTES
+    #: kinds gitkube does not run: "store" (validated, stored, not acted on) or "error"
+    unsupported_kinds: str = DEFAULT_UNSUPPORTED
 
 
 @dataclass
@@ -167,7 +188,7 @@ class _Parsed:
 
 
 def _slim(manifest: Manifest) -> Manifest:
-    """What the cache keeps of a manifest for ``find_duplicates``: where it is
+    """What the cache keeps of a manifest for ``check_across_files``: where it is
     and which object it names (the parsed data and the full object are in
     ``Desired``; keeping both doubled the memory of a 10,000-object sync)."""
     obj = manifest.obj
@@ -185,6 +206,26 @@ def _sync_error(err: ManifestError) -> SyncError:
         field=err.field,
         document=err.document,
     )
+
+
+def _refusal_errors(plan: SyncPlan, manifests: list[Manifest]) -> list[SyncError]:
+    """The plan's refused changes as errors located at their manifests."""
+    where = {m.obj.key: m for m in manifests}
+    errors = []
+    for r in plan.refused:
+        manifest = where.get(r.key)
+        errors.append(
+            SyncError(
+                message=r.message,
+                file=r.path,
+                line=manifest.line if manifest is not None else 0,
+                kind=r.kind,
+                name=r.name,
+                field=r.field,
+                document=manifest.document if manifest is not None else 0,
+            )
+        )
+    return errors
 
 
 _gc_holders = 0
@@ -231,7 +272,7 @@ class SyncLoop:
         self.after_sync = after_sync
         self.progress = progress
         #: the process's shared cache (its own when none is given)
-        self.cache = cache if cache is not None else Cache(objects.store)
+        self.cache = cache if cache is not None else Cache(objects.store, unknown_resources=True)
         #: every write goes through it (with the leader's fence in a master)
         self.applier = applier if applier is not None else Applier(objects)
         # git side: the files of the last commit read, and the parse cache
@@ -246,6 +287,8 @@ class SyncLoop:
         # the no-op check: (commit, store revision) after the last full pass
         self._quiet: tuple[str, int] | None = None
         self._suspended = False
+        #: the drift record last written (written again only when it changes)
+        self._drift_written = b""
         # triggers
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -386,7 +429,7 @@ class SyncLoop:
             message = self.source.redact(str(exc))
             return SyncResult("Failed", errors=[SyncError(message=message)], message=message)
         errors = [e for parsed in self._current_parsed() for e in parsed.errors]
-        errors += find_duplicates(manifests)
+        errors += check_across_files(manifests)
         if errors:
             errors.sort(key=lambda e: (e.file, e.document, e.line))
             result.outcome = "Failed"
@@ -402,6 +445,12 @@ class SyncLoop:
                 self_heal=self.settings.self_heal,
             )
             result.plan, result.unchanged = plan, plan.unchanged
+            if plan.refused:
+                result.outcome = "Failed"
+                result.errors = _refusal_errors(plan, manifests)
+                result.message = f"{len(result.errors)} error(s) in {commit[:12]}"
+                result.duration_seconds = time.perf_counter() - started
+                return result
             result.created, result.updated = len(plan.creates), len(plan.updates)
             result.deleted = len(plan.deletes)
             if not plan.empty or plan.drifted:
@@ -423,7 +472,7 @@ class SyncLoop:
         except SourceError as exc:
             return await self._record_source_failure(exc, started, started_at, state=state)
         errors = [e for parsed in self._current_parsed() for e in parsed.errors]
-        errors += find_duplicates(manifests)
+        errors += check_across_files(manifests)
         if errors:
             errors.sort(key=lambda e: (e.file, e.document, e.line))
             result.outcome = "Failed"
@@ -449,6 +498,16 @@ class SyncLoop:
                 verified=self._verified,
             )
             self._verified = plan.verified
+            if plan.refused:
+                result.outcome = "Failed"
+                result.errors = _refusal_errors(plan, manifests)
+                result.message = (
+                    f"{len(result.errors)} error(s) in {commit[:12]}; nothing applied"
+                    + (f", still at {state.revision[:12]}" if state.revision else "")
+                )
+                state.attempted_revision, state.attempted_at = commit, now_iso()
+                state.phase, state.message, state.errors = "Failed", result.message, result.errors
+                return await self._finish(result, state, history, started, started_at)
             if plan.empty:
                 self._known_revision = read_at
                 break
@@ -502,6 +561,8 @@ class SyncLoop:
             result.duration_seconds = time.perf_counter() - started
             return result
         now = now_iso()
+        if state.revision != commit or not state.commit:
+            state.commit = await self.source.commit_info(commit)
         state.revision, state.synced_at = commit, now
         state.attempted_revision, state.attempted_at = commit, now
         state.phase = "OutOfSync" if plan.drifted else "Synced"
@@ -565,7 +626,10 @@ class SyncLoop:
             blobs = await self.source.read_blobs(e.sha for e in todo)
             for i, entry in enumerate(todo):
                 found, errors, ignored = load_manifests(
-                    blobs[entry.sha], entry.path, max_bytes=self.settings.max_file_bytes
+                    blobs[entry.sha],
+                    entry.path,
+                    max_bytes=self.settings.max_file_bytes,
+                    unsupported=self.settings.unsupported_kinds,
                 )
                 self._parsed[(entry.path, entry.sha)] = _Parsed(
                     [_slim(m) for m in found], [Desired.of(m) for m in found], errors, ignored
@@ -595,11 +659,23 @@ class SyncLoop:
     async def _read_live(self) -> tuple[dict[str, Live], int]:
         """The live objects, from the shared cache brought up to the store's
         current revision, and that revision. Nothing is copied: an object's
-        wire form is made only if the plan compares it."""
+        wire form is made only if the plan compares it.
+
+        Every object key counts, whatever its resource: the kinds gitkube
+        stores without running them have resources of their own (ingresses,
+        certificates.cert-manager.io, ...), kept by the cache as raw keys, and
+        must be found to be pruned."""
         await self.cache.sync()
         lives = {
-            obj.key: Live.cached(obj) for cls in KINDS.values() for obj in self.cache.list(cls)
+            obj.key: Live.cached(obj)
+            for cls in KNOWN_RESOURCES.values()
+            for obj in self.cache.list(cls)
         }
+        for key, kv in self.cache.raw(PREFIX).items():
+            if not key.startswith(SYSTEM):
+                lives[key] = Live.from_wire(
+                    json.loads(kv.value), key=key, mod_revision=kv.mod_revision
+                )
         return lives, self.cache.revision
 
     def _note_writes(self, applied: ApplyResult, read_at: int, *, first_txn: int) -> None:
@@ -658,6 +734,9 @@ class SyncLoop:
             errors=len(result.errors),
             duration_seconds=round(result.duration_seconds, 4),
             message=result.message,
+            commit_message=(state.commit.get("message", "").splitlines() or [""])[0]
+            if result.revision and result.revision == state.revision
+            else "",
         )
         last = history[-1] if history else None
         if (
@@ -677,12 +756,47 @@ class SyncLoop:
             [
                 Encoded(SYNC_STATE_KEY, state.to_json()),
                 Encoded(SYNC_HISTORY_KEY, history_to_json(history)),
+                *(
+                    Encoded(put.key, put.value)
+                    for put in await self._record_diff(result, record, history)
+                ),
             ]
         )
         self._known_revision = revision if before and revision == before + 1 else 0
         ok = result.outcome != "Failed" or not result.retryable
         self._quiet = (result.revision, revision) if self._known_revision and ok else None
         return result
+
+    async def _record_diff(
+        self, result: SyncResult, record: SyncRecord, history: list[SyncRecord]
+    ) -> list[Put]:
+        """The diff this sync applied (kept beside the history, bounded) and the
+        objects left drifted, for the web page; nothing when neither changed."""
+        writes: list[Put] = []
+        plan = result.plan
+        if plan is None:
+            return writes
+        if result.created or result.updated or result.deleted:
+            kv = await self.objects.store.get(SYNC_DIFFS_KEY)
+            try:
+                diffs = json.loads(kv.value) if kv else []
+            except ValueError:
+                diffs = []
+            kept = {(r.started_at, r.revision) for r in history}
+            diffs = [
+                d
+                for d in diffs
+                if isinstance(d, dict) and (d.get("startedAt"), d.get("revision")) in kept
+            ]
+            diffs.append(
+                {"startedAt": record.started_at, "revision": record.revision, **recorded_diff(plan)}
+            )
+            writes.append(Put(SYNC_DIFFS_KEY, json.dumps(diffs).encode()))
+        drift = json.dumps(recorded_drift(plan)).encode()
+        if drift != self._drift_written:
+            writes.append(Put(SYNC_DRIFT_KEY, drift))
+            self._drift_written = drift
+        return writes
 
     async def _record_suspended(
         self, control: SyncControl, started: float, started_at: str

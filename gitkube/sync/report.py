@@ -18,6 +18,7 @@ no history), so the write-back can tell whether the outcome changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -46,8 +47,10 @@ from gitkube.api.objects import (
     Node,
     Pod,
     ReplicationController,
+    Secret,
     Service,
 )
+from gitkube.api.redact import SCRUBBER, remember_secret
 from gitkube.api.serde import camel
 from gitkube.control import Cache
 from gitkube.store.base import KeyValue, Store
@@ -56,6 +59,7 @@ from gitkube.sync.health import (
     HEALTHY,
     UNKNOWN,
     assess_health,
+    not_acted_on,
     pod_problem,
     ready_endpoint_count,
     worst,
@@ -238,6 +242,8 @@ class StatusReport:
     attempted_at: str = ""
     message: str = ""
     suspended: bool = False
+    #: the synced commit's message, author and time
+    commit: dict[str, str] = field(default_factory=dict)
     #: the worst health among the objects declared in git
     health: str = HEALTHY
     objects: list[ObjectReport] = field(default_factory=list)
@@ -268,6 +274,7 @@ class StatusReport:
                 "attemptedAt": self.attempted_at,
                 "message": self.message,
                 "suspended": self.suspended,
+                "commit": dict(self.commit),
             },
             "health": {"status": self.health, "counts": self.health_counts()},
             "objects": [o.to_dict() for o in self.objects],
@@ -355,11 +362,15 @@ def object_report(
 ) -> ObjectReport:
     namespace = "" if declared.kind == "Node" else (declared.namespace or "default")
     endpoints = snapshot.endpoints.get((namespace, declared.name))
-    health = assess_health(
-        live,
-        endpoints=endpoints,
-        proxy_errors=snapshot.proxy_errors.get((namespace, declared.name), ()),
-    )
+    if declared.kind not in KINDS:
+        # stored, not run (--unsupported-kinds store); the report does not read them
+        health = not_acted_on(declared.kind)
+    else:
+        health = assess_health(
+            live,
+            endpoints=endpoints,
+            proxy_errors=snapshot.proxy_errors.get((namespace, declared.name), ()),
+        )
     report = ObjectReport(
         kind=declared.kind,
         namespace=namespace,
@@ -444,6 +455,7 @@ def compose_status_report(
         report.message = state.message
         report.errors = list(state.errors)
         report.suspended = state.suspended
+        report.commit = dict(state.commit)
     if control is not None and control.suspended and not report.suspended:
         # suspended since the last pass: the loop has not recorded it yet
         report.message = "sync is suspended" + (f": {control.reason}" if control.reason else "")
@@ -475,7 +487,10 @@ def compose_status_report(
     report.health = worst(o.health for o in report.objects) if report.objects else UNKNOWN
     if not report.objects and state is not None and state.revision:
         report.health = HEALTHY  # a revision that declares nothing is trivially healthy
-    return report
+    # no Secret value this process knows reaches status, status.json, STATUS.md
+    # or the status API, whatever message carried it
+    scrubbed: StatusReport = SCRUBBER.scrub_object(report)
+    return scrubbed
 
 
 # ---------------------------------------------------------------- reading the store
@@ -651,9 +666,17 @@ async def build_status_report(
             proxy_kvs = list(cache.raw(PROXY_STATUS_PREFIX).values())
         else:
             proxy_kvs, _ = await store.range(PROXY_STATUS_PREFIX)
+        # every stored Secret's values are scrubbed from the report, even from
+        # messages an older process stored
+        for secret in cache.list(Secret):
+            remember_secret(secret.to_dict())
         live = _live_from_cache(cache, state)
     else:
         proxy_kvs, _ = await store.range(PROXY_STATUS_PREFIX)
+        secret_kvs, _ = await store.range(resource_prefix("secrets"))
+        for kv in secret_kvs:
+            with contextlib.suppress(ValueError):
+                remember_secret(json.loads(kv.value))
         live = await _read_live(store, state)
     snapshot = ClusterSnapshot.of(live, proxy_errors=parse_proxy_errors(proxy_kvs))
     return compose_status_report(

@@ -32,7 +32,7 @@ import signal
 import tarfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +57,7 @@ from gitkube.nodes.runtime.base import (
     LABEL_SANDBOX_ID,
     ContainerRunState,
     ContainerStartError,
+    Mount,
     RuntimeContainer,
     Sandbox,
     port_key,
@@ -168,8 +169,14 @@ class DockerRuntime:
         pull_timeout: float = 10.0,
         max_workers: int = 32,
         docker_url: str | None = None,
+        pods_dir: Path | None = None,
     ) -> None:
+        from gitkube.nodes.runtime.process import default_state_dir
+
         self.client = client
+        #: the pods' volumes, bind-mounted into their containers (the engine
+        #: must run on this machine, as it does for published host ports)
+        self.pods_dir = Path(pods_dir or default_state_dir(node_name) / "pods").resolve()
         #: the engine's address for the pull client (None: DOCKER_HOST or the local socket)
         self.docker_url = docker_url
         self.api = client.api
@@ -468,7 +475,13 @@ class DockerRuntime:
     # ------------------------------------------------------------ containers
 
     async def start_container(
-        self, pod: Pod, sandbox: Sandbox, container: Container, *, attempt: int
+        self,
+        pod: Pod,
+        sandbox: Sandbox,
+        container: Container,
+        *,
+        attempt: int,
+        mounts: Sequence[Mount] = (),
     ) -> RuntimeContainer:
         if not container.image:
             raise ContainerStartError("InvalidImageName", "the container has no image")
@@ -483,7 +496,13 @@ class DockerRuntime:
 
         def create_and_start() -> tuple[str, dict[str, Any]]:
             host_config = self.api.create_host_config(
-                network_mode=f"container:{sandbox.id}", **resource_options(container)
+                network_mode=f"container:{sandbox.id}",
+                binds=[
+                    f"{m.host_path}:{m.container_path}:{'ro' if m.read_only else 'rw'}"
+                    for m in mounts
+                ]
+                or None,
+                **resource_options(container),
             )
             container_id = self._create_replacing(
                 name,
