@@ -96,12 +96,10 @@ async def build_agent(
     *,
     node_name: str,
     cache: Cache | None = None,
-    serves_proxy: bool = False,
+    advertise_proxy: bool = True,
 ) -> tuple[Agent, Runtime]:
     """The runtime and the agent of node ``node_name`` (reading ``cache``, the
-    process's shared cache, when given); the caller closes the runtime.
-    ``serves_proxy``: the service proxy runs beside this agent (its node
-    says where it listens)."""
+    process's shared cache, when given); the caller closes the runtime."""
     from gitkube.nodes.agent import Agent, AgentSettings
     from gitkube.nodes.registration import NodeSettings
     from gitkube.nodes.runtime import make_runtime
@@ -123,7 +121,8 @@ async def build_agent(
         max_pods=options.max_pods,
         runtime_name=runtime.name,
         state_dir=str(node_dir) if runtime.name == "process" else "",
-        proxy_address=options.proxy_address if serves_proxy else "",
+        # LoadBalancer Services list the proxy addresses the agents advertise
+        proxy_address=options.proxy_address if options.proxy and advertise_proxy else "",
     )
     agent = Agent(
         objects,
@@ -136,7 +135,12 @@ async def build_agent(
 
 
 def build_proxy(
-    options: AgentOptions, objects: ObjectStore, *, node_name: str, cache: Cache | None = None
+    options: AgentOptions,
+    objects: ObjectStore,
+    *,
+    node_name: str,
+    cache: Cache | None = None,
+    advertise_proxy: bool = True,
 ) -> ServiceProxy:
     """The service proxy that runs beside the agent of ``node_name``."""
     from gitkube.services.proxy import ServiceProxy

@@ -159,7 +159,6 @@ class Settings:
             return text.encode()
         return None
 
-
     def read_api_token(self) -> bytes | None:
         if not self.api_token_file:
             return None

@@ -161,13 +161,8 @@ class Operator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(s.store_url())
         self.objects = ObjectStore(self.store)
-        # the proxies' reports too (the status report reads them from the
-        # cache), and the objects of kinds stored but not run (the sync prunes them)
-        self.cache = Cache(
-            self.store,
-            raw_prefixes=(HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX),
-            unknown_resources=True,
-        )
+        # the proxies' reports too: the status report reads them from the cache
+        self.cache = Cache(self.store, raw_prefixes=(HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX))
         source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
         writeback = None
         if s.writeback:
@@ -257,7 +252,9 @@ class Operator:
         return [
             (
                 "load-balancers",
-                LoadBalancerStatusController(self.objects, cache=cache, applier=applier).run,
+                LoadBalancerStatusController(
+                    self.objects, cache=cache, applier=observed("load-balancers")
+                ).run,
             ),
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
@@ -281,7 +278,7 @@ class Operator:
                 node_name=name,
                 cache=cache,
                 # one proxy serves the local agents; it runs as the first one
-                serves_proxy=options.proxy and name == names[0],
+                advertise_proxy=name == names[0],
             )
             self._runtimes.append(runtime)
             self.agents.append(agent)

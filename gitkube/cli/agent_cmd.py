@@ -143,9 +143,7 @@ async def _run_agent(settings: Settings, options: AgentOptions) -> None:
     cache = Cache(store)
     try:
         objects = ObjectStore(store)
-        agent, runtime = await build_agent(
-            options, objects, node_name=node_name, cache=cache, serves_proxy=options.proxy
-        )
+        agent, runtime = await build_agent(options, objects, node_name=node_name, cache=cache)
     except BaseException:
         await store.close()
         raise

@@ -383,6 +383,7 @@ HEADERS: dict[type[ApiObject], tuple[list[str], list[str]]] = {
     Event: (["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], ["SOURCE", "COUNT"]),
 }
 
+
 def event_row(ev: Event, now: datetime, *, wide: bool) -> list[str]:
     """LAST SEEN, TYPE, REASON, OBJECT, MESSAGE (and COUNT, wide), as kubectl."""
     seen = human_duration(age_seconds(ev.last_timestamp or ev.metadata.creation_timestamp, now))

@@ -112,12 +112,8 @@ class Cache:
         *,
         raw_prefixes: Iterable[str] = (HEARTBEAT_PREFIX,),
         lag_timeout: float = 2.0,
-        unknown_resources: bool = False,
     ) -> None:
         self.store = store
-        #: keep the objects of resources gitkube does not know (kinds it stores
-        #: without running them: ingresses, custom resources) as raw keys
-        self.unknown_resources = unknown_resources
         self.raw_prefixes = tuple(raw_prefixes)
         for prefix in self.raw_prefixes:
             if not prefix.startswith(PREFIX):
@@ -193,6 +189,10 @@ class Cache:
         if cls is not None:
             found = [o for o in found if isinstance(o, cls)]
         return cast("builtins.list[O]", found)
+
+    def unknown_objects(self) -> dict[str, KeyValue]:
+        """Object keys of resources gitkube stores but does not run, by key."""
+        return {k: kv for k, kv in self._raw.items() if not k.startswith(SYSTEM)}
 
     def raw(self, prefix: str) -> dict[str, KeyValue]:
         """Raw keys under ``prefix`` (one of ``raw_prefixes``), by key."""
@@ -418,13 +418,15 @@ class Cache:
             self._waiters = keep
 
     def _classify(self, key: str) -> str | None:
-        """The resource of an object key, "" for a raw key, None for keys not kept."""
+        """The resource of an object key, "" for a raw key, None for keys not kept.
+
+        Objects of resources gitkube does not run (kinds it only stores:
+        ingresses, custom resources) are kept as raw keys, so the sync finds
+        them (to prune them) without listing the store."""
         if key.startswith(SYSTEM):
             return "" if any(key.startswith(p) for p in self.raw_prefixes) else None
         resource = key[len(PREFIX) :].split("/", 1)[0]
-        if resource in KNOWN_RESOURCES:
-            return resource
-        return "" if self.unknown_resources else None
+        return resource if resource in KNOWN_RESOURCES else ""
 
     def _put(self, kv: KeyValue, revision: int) -> None:
         resource = self._classify(kv.key)

@@ -23,6 +23,7 @@ COMPONENTS = {
     "deployment": "deployment-controller",
     "node-lifecycle": "node-controller",
     "endpoints": "endpoint-controller",
+    "load-balancers": "service-lb-controller",
 }
 
 

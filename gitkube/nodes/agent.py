@@ -24,10 +24,9 @@ Before a container starts, its env is resolved from the ConfigMaps, Secrets
 and fields it names and its volumes are written under the runtime's
 ``pods_dir`` (``podconfig``, pure; ``volumes``, atomic). A missing object or
 key that is not optional leaves it waiting with CreateContainerConfigError
-until it appears (a ConfigMap or Secret change queues the pods here that
-name it; both are read from the cache). A reconcile rewrites the volumes of
-a running pod, so a changed ConfigMap or Secret reaches its mounted files at
-once; env stays as it was started.
+until it appears (ConfigMap and Secret changes wake the agent). Each pass
+rewrites the volumes of running pods, so a changed ConfigMap or Secret
+reaches mounted files within a pass; env stays as it was started.
 
 Pods deleted from the store, bound elsewhere, marked for deletion, or on a
 node that no longer exists are stopped (SIGTERM, then SIGKILL after their
@@ -59,6 +58,7 @@ from gitkube.nodes.podconfig import (
     resolve_container,
     resolve_volumes,
 )
+from gitkube.nodes.podevents import PodEvent, killing, pod_events
 from gitkube.nodes.podplan import (
     PodPlan,
     StartContainer,
@@ -77,6 +77,7 @@ from gitkube.nodes.runtime.base import (
     RuntimeContainer,
     Sandbox,
 )
+from gitkube.store.events import EventRecorder
 from gitkube.store.objects import ObjectStore, now_iso
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,8 @@ class Agent:
         )
         #: the keys (pod uids) to reconcile, while running
         self.queue: WorkQueue | None = None
+        #: v1 Events of what the agent does (Pulled, Started, Killing, ...)
+        self.events: EventRecorder | None = EventRecorder(objects, "kubelet", host=node.name)
         #: counters, for tests and metrics
         self.relists = 0
         self.reconciles = 0
@@ -198,9 +201,9 @@ class Agent:
         self._known: dict[str, Pod] = {}
         self._failures: dict[tuple[str, str], StartFailure] = {}
         self._extra: list[tuple[str, ExtraTask]] = []
-        self._inflight: set[asyncio.Task[None]] = set()
         #: pod uid -> digest of the volume contents last written
         self._volume_digests: dict[str, str] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
 
     @property
     def node_name(self) -> str:
@@ -245,10 +248,10 @@ class Agent:
             f"agent {self.node_name}",
             self.reconcile,
             self.cache,
+            # ConfigMaps and Secrets: a missing one appears, a mounted one changes
             watches={
                 "pods": self._pod_keys,
                 "nodes": self._node_keys,
-                # a missing one appears, a mounted one changes
                 "configmaps": self._config_keys,
                 "secrets": self._config_keys,
             },
@@ -287,6 +290,8 @@ class Agent:
         await self.settle()
         await self.probes.close()
         await self.heartbeat.stop()
+        if self.events is not None:
+            await self.events.close()
 
     async def settle(self, timeout: float | None = None) -> None:
         """Wait for the pod work ``reconcile_once`` started (tests, shutdown)."""
@@ -312,19 +317,15 @@ class Agent:
         return self._all_keys()
 
     def _config_keys(self, event: CacheEvent) -> list[str]:
-        """The pods here that name a ConfigMap or Secret that changed."""
+        """A ConfigMap or Secret changed: the pods here of its namespace."""
         obj = event.obj
         if obj is None:
             return []
-        secret = event.resource == "secrets"
-        keys = []
-        for pod in self.cache.pods_on(self.node_name):
-            if pod.namespace != obj.namespace or not pod.metadata.uid:
-                continue
-            config_maps, secrets = referenced_names(pod)
-            if obj.name in (secrets if secret else config_maps):
-                keys.append(pod.metadata.uid)
-        return keys
+        return sorted(
+            p.metadata.uid
+            for p in self.cache.pods_on(self.node_name)
+            if p.metadata.uid and p.namespace == obj.namespace
+        )
 
     def _all_keys(self) -> list[str]:
         uids = {p.metadata.uid for p in self.cache.pods_on(self.node_name) if p.metadata.uid}
@@ -347,6 +348,8 @@ class Agent:
             delay = self.settings.relist_seconds
             try:
                 await self.relist()
+                # volume directories of pods gone while no worker saw them hold Secrets
+                await self._remove_stale_pod_dirs(set(self._all_keys()), AgentPass())
                 backoff.reset()
             except Exception as exc:
                 delay = backoff.next()
@@ -391,14 +394,7 @@ class Agent:
         self._fingerprints = fingerprints
         self._pod_of_container = {rc.id: rc.pod_uid for rc in containers}
         self._snapshot_from = started
-        pods_here = self._pods_here()
-        self.probes.sync(self._probe_specs(pods_here, sandboxes_by_uid, containers_by_uid))
-        # volume directories of pods neither here nor in the runtime (nor being
-        # worked on) hold Secret files of pods that are gone
-        keep = set(pods_here) | set(fingerprints)
-        if self.queue is not None:
-            keep |= self.queue.processing()
-        await self._remove_stale_pod_dirs(keep, AgentPass())
+        self.probes.sync(self._probe_specs(self._pods_here(), sandboxes_by_uid, containers_by_uid))
         if changed:
             self._wake(*changed)
         return changed
@@ -449,8 +445,10 @@ class Agent:
         await self.cache.sync()
         await self.relist()
         report = AgentPass()
+        keys = self._all_keys()
+        await self._remove_stale_pod_dirs(set(keys), report)
         tasks = []
-        for uid in self._all_keys():
+        for uid in keys:
             task = asyncio.create_task(self._reconcile_pod(uid, report), name=f"pod-{uid[:8]}")
             self._inflight.add(task)
             task.add_done_callback(self._work_done)
@@ -539,8 +537,12 @@ class Agent:
         states = {rc.id: rc for rc in containers}
 
         async def kill(cid: str) -> None:
+            rc = states.get(cid)
+            known = self._known.get(rc.pod_uid) if rc is not None else None
+            if known is not None and rc is not None:
+                self._record_events(known, [killing(rc.name)])
             await self.runtime.stop_container(cid, grace_seconds=grace)
-            report.killed.append(self._describe(states.get(cid), cid))
+            report.killed.append(self._describe(rc, cid))
 
         async def remove(cid: str) -> None:
             rc = states.get(cid)
@@ -577,16 +579,25 @@ class Agent:
     # ------------------------------------------------------------ config and volumes
 
     async def _config_sources(self, pod: Pod) -> ConfigSources:
-        """The ConfigMaps and Secrets the pod names (those that exist), from the cache."""
+        """The ConfigMaps and Secrets the pod names (those that exist)."""
         config_names, secret_names = referenced_names(pod)
         if not config_names and not secret_names:
             return ConfigSources()
         ns = pod.metadata.namespace or "default"
-        config_maps = {n: self.cache.get(ConfigMap, ns, n) for n in sorted(config_names)}
-        secrets = {n: self.cache.get(Secret, ns, n) for n in sorted(secret_names)}
+        cm_names, secret_list = sorted(config_names), sorted(secret_names)
+        found = await asyncio.gather(
+            *(self.objects.get(ConfigMap, ns, n) for n in cm_names),
+            *(self.objects.get(Secret, ns, n) for n in secret_list),
+        )
+        cms = found[: len(cm_names)]
+        secrets = found[len(cm_names) :]
         return ConfigSources(
-            config_maps={n: o for n, o in config_maps.items() if o is not None},
-            secrets={n: o for n, o in secrets.items() if o is not None},
+            config_maps={
+                n: o for n, o in zip(cm_names, cms, strict=True) if isinstance(o, ConfigMap)
+            },
+            secrets={
+                n: o for n, o in zip(secret_list, secrets, strict=True) if isinstance(o, Secret)
+            },
         )
 
     def _container_config(
@@ -699,15 +710,12 @@ class Agent:
                     pod, step.container, sources, pod_ip=sandbox.ip
                 )
             except ConfigMissing as exc:
-                # no attempt was made (none is left in the runtime): the retry
-                # waits the back-off, cut short when the object appears
-                self._start_failed(
-                    uid,
-                    StartContainer(step.container, -1, restart=False),
-                    CREATE_CONTAINER_CONFIG_ERROR,
-                    exc.message,
-                    report,
-                    label,
+                # not an attempt: the restart back-off is not advanced
+                self._record_failure(
+                    uid, cname, CREATE_CONTAINER_CONFIG_ERROR, exc.message, attempt=step.attempt
+                )
+                report.start_failed.append(
+                    f"{label}: {CREATE_CONTAINER_CONFIG_ERROR}: {exc.message}"
                 )
                 waiting[cname] = Waiting(CREATE_CONTAINER_CONFIG_ERROR, exc.message)
                 return
@@ -790,10 +798,9 @@ class Agent:
             report.errors.append(f"{name}: stop: {exc}")
             log.warning("pod %s: stop: %s", name, exc, exc_info=not isinstance(exc, GitkubeError))
             return
-        # the pod's volume files (Secrets among them) go with its containers
-        await asyncio.to_thread(pod_volumes.remove_pod_dir, self.runtime.pods_dir, uid)
-        self._volume_digests.pop(uid, None)
         if plan.is_empty():
+            await asyncio.to_thread(pod_volumes.remove_pod_dir, self.runtime.pods_dir, uid)
+            self._volume_digests.pop(uid, None)
             self._forget(uid)
         if pod is not None and pod.metadata.deletion_timestamp:
             # graceful deletion: the containers are gone, now the object goes
@@ -826,6 +833,12 @@ class Agent:
             if spec.readiness_probe is None or self.probes.ready(rc.id):
                 ready.add(rc.id)
         return ready
+
+    def _record_events(self, pod: Pod, events: list[PodEvent]) -> None:
+        if self.events is None:
+            return
+        for type_, reason, message in events:
+            self.events.record(pod, type_, reason, message)
 
     async def _write_status(
         self,
@@ -864,6 +877,7 @@ class Agent:
                 current = await self.objects.get(Pod, pod.namespace, pod.name)
                 continue
             report.statuses_written.append(_pod_name(pod))
+            self._record_events(updated, pod_events(current, updated))
             return
         report.errors.append(f"{_pod_name(pod)}: status kept conflicting; trying again later")
 

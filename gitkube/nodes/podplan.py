@@ -105,17 +105,6 @@ def should_restart(restart_policy: str, exit_code: int | None) -> bool:
     return True  # Always (and anything unknown, as kubelet defaults)
 
 
-def _kept_failure(
-    container: Container,
-    latest: RuntimeContainer | None,
-    failures: Mapping[str, StartFailure],
-) -> bool:
-    """The latest attempt is one whose start failed (the runtime kept it, exited
-    or, as Docker does, "created"): a failed attempt, not a half-started one."""
-    failure = failures.get(container.name)
-    return failure is not None and latest is not None and failure.attempt == latest.attempt
-
-
 def _start_or_wait(
     plan: PodPlan,
     pod: Pod,
@@ -126,11 +115,16 @@ def _start_or_wait(
     failures: Mapping[str, StartFailure],
     now: float,
 ) -> None:
-    """Start a new attempt of ``container`` unless its back-off runs (one per
-    container, for the attempts that ended and the starts that failed)."""
+    """Start a new attempt of ``container`` unless its back-off runs: one
+    back-off per container for failed runs and failed starts alike."""
     uid = pod.metadata.uid
     latest = attempts[-1] if attempts else None
     failure = failures.get(container.name)
+    # a failed start that left its attempt behind is a failed attempt, not a
+    # half-started one (Docker keeps it as "created"): it is backed off
+    failed_attempt = (
+        failure is not None and latest is not None and failure.attempt == latest.attempt
+    )
     if latest is not None or failure is not None:
         key = restart_key(uid, container.name)
         if failure is not None:
@@ -141,7 +135,7 @@ def _start_or_wait(
             since = now
         remaining = backoff.remaining(key, since=since, now=now)
         if remaining > 0:
-            if failure is None or _kept_failure(container, latest, failures):
+            if failure is None or failed_attempt:
                 plan.waiting[container.name] = Waiting(
                     CRASH_LOOP_BACK_OFF,
                     f"back-off {backoff.delay(key):g}s restarting failed "
@@ -182,11 +176,7 @@ def _plan_init(
             if sandbox_lost:
                 plan.kill.append(latest.id)
             return
-        if (
-            latest is not None
-            and latest.state == "created"
-            and not _kept_failure(container, latest, failures)
-        ):
+        if latest is not None and latest.state == "created":
             plan.remove.append(latest.id)
             if not halted:
                 plan.start.append(StartContainer(container, latest.attempt + 1, restart=False))
@@ -248,15 +238,17 @@ def plan_pod(
         for old in attempts[:-KEEP_ATTEMPTS]:
             plan.remove.append(old.id)
         latest = attempts[-1] if attempts else None
+        failure = failures.get(container.name)
+        # a failed start that left its attempt behind is a failed attempt, not a
+        # half-started one (Docker keeps it as "created"): it is backed off
+        failed_attempt = (
+            failure is not None and latest is not None and failure.attempt == latest.attempt
+        )
         if latest is not None and latest.state == "running":
             if sandbox_lost or latest.id in liveness_failed:
                 plan.kill.append(latest.id)
             continue
-        if (
-            latest is not None
-            and latest.state == "created"
-            and not _kept_failure(container, latest, failures)
-        ):
+        if latest is not None and latest.state == "created" and not failed_attempt:
             # left half-started by an agent that died: replace it
             plan.remove.append(latest.id)
             if not (stored_terminal or sandbox_lost):

@@ -4,13 +4,11 @@ of every Service of type LoadBalancer.
 gitkube serves a LoadBalancer Service as k3s's ServiceLB does: the service
 proxy of every agent listens on its port (and nodePort), so the addresses a
 client can use are the agents' proxy addresses, which each agent publishes
-on its Node (``gitkube.io/proxy-address``). A pass reads Services and Nodes
-from the shared cache (``gitkube.control``; it never lists the store),
+on its Node (``gitkube.io/proxy-address``). A pass lists Services and Nodes,
 computes the ingress with ``compute_load_balancer_ingress`` (pure), and
-writes only the Services whose ingress changed through the applier, each
-with a compare-and-swap on the revision read (and the leader's fence in a
-master); a Service that stops being a LoadBalancer has its ingress cleared.
-On the control kit a pass is one key, queued by every Service and Node change.
+writes only the Services whose ingress changed, each with a compare-and-swap
+on the revision read; a Service that stops being a LoadBalancer has its
+ingress cleared. Passes run on Service and Node events.
 """
 
 from __future__ import annotations
@@ -20,24 +18,36 @@ import logging
 from dataclasses import dataclass, field
 
 from gitkube.api.objects import Node, Service
-from gitkube.control import Applier, Cache, Controller, Result, constant_key, update
-from gitkube.errors import Conflict
+from gitkube.control import Applier, Cache, CacheEvent, Controller, Result, Retry
+from gitkube.control.applier import update
 from gitkube.services.endpoints import compute_load_balancer_ingress
 from gitkube.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
+
+#: the controller's one key: every LoadBalancer Service is computed in one pass
+ALL = "load-balancers"
 
 
 @dataclass
 class LoadBalancerPass:
     #: ``namespace/name`` of the Services whose status was written
     written: list[str] = field(default_factory=list)
-    #: writes that lost a compare-and-swap (the next pass redoes them)
+    #: writes that lost a compare-and-swap (retried)
     conflicts: list[str] = field(default_factory=list)
 
 
-#: the controller's one reconcile key: a pass covers every Service
-ALL = "all"
+def lb_keys(event: CacheEvent) -> list[str]:
+    """Services change; Nodes change what they advertise (their proxy address)."""
+    if event.resource == "nodes":
+        old, new = event.old, event.new
+        if (
+            isinstance(old, Node)
+            and isinstance(new, Node)
+            and old.metadata.annotations == new.metadata.annotations
+        ):
+            return []
+    return [ALL]
 
 
 class LoadBalancerStatusController:
@@ -49,23 +59,22 @@ class LoadBalancerStatusController:
         applier: Applier | None = None,
     ) -> None:
         self.objects = objects
-        #: the process's shared cache (its own when none is given)
         self.cache = cache if cache is not None else Cache(objects.store)
         self.applier = applier if applier is not None else Applier(objects)
+        self.last_pass = LoadBalancerPass()
 
     async def reconcile_once(self) -> LoadBalancerPass:
-        """Catch the cache up with the store, then one pass (what a test calls)."""
+        """Catch the cache up with the store and run one pass (tests)."""
         await self.cache.sync()
-        return await self._sync()
+        await self.reconcile(ALL)
+        return self.last_pass
 
-    async def reconcile(self, key: str) -> Result | None:
-        await self._sync()
-        return None
-
-    async def _sync(self) -> LoadBalancerPass:
+    async def reconcile(self, key: str = ALL) -> Result | None:
+        services = self.cache.list(Service)
         nodes = self.cache.list(Node)
+        result = self.last_pass = LoadBalancerPass()
         writes = []
-        for service in self.cache.list(Service):
+        for service in sorted(services, key=lambda s: (s.namespace, s.name)):
             ingress = compute_load_balancer_ingress(service, nodes)
             if ingress == service.status.load_balancer.ingress:
                 continue
@@ -73,24 +82,22 @@ class LoadBalancerStatusController:
             updated.status.load_balancer.ingress = ingress
             writes.append(update(updated, service))
         done = await self.applier.apply(writes)
-        result = LoadBalancerPass(
-            written=[f"{w.obj.namespace}/{w.obj.name}" for w in done.applied],
-            conflicts=[f"{w.obj.namespace}/{w.obj.name}" for w in done.conflicts],
-        )
-        if done.revision:
-            await self.cache.wait_for_revision(done.revision)
+        result.written = [f"{w.obj.namespace}/{w.obj.name}" for w in done.applied]
+        result.conflicts = [f"{w.obj.namespace}/{w.obj.name}" for w in done.conflicts]
         if result.written:
             log.info("load balancer status: %s", ", ".join(result.written))
+        if done.revision:
+            await self.cache.wait_for_revision(done.revision)
         if result.conflicts:
-            raise Conflict(f"{', '.join(result.conflicts)} changed while writing")
-        return result
+            raise Retry(f"{', '.join(result.conflicts)} changed while writing")
+        return None
 
     def controller(self) -> Controller:
         return Controller(
             "load-balancers",
             self.reconcile,
             self.cache,
-            watches=dict.fromkeys(("services", "nodes"), constant_key(ALL)),
+            watches={"services": lb_keys, "nodes": lb_keys},
             initial_keys=[ALL],
         )
 

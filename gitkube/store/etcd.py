@@ -138,6 +138,10 @@ class _Endpoint:
         return self.client
 
 
+#: rounds over every endpoint before a call fails with StoreUnavailable
+UNAVAILABLE_ROUNDS = 3
+
+
 class EtcdStore:
     """The ``Store`` protocol on an etcd v3 cluster."""
 
@@ -169,22 +173,33 @@ class EtcdStore:
     # ------------------------------------------------------------ plumbing
 
     async def _call(self, where: str, request: Callable[[aetcd.Client], Awaitable[T]]) -> T:
-        """Run ``request`` on the current endpoint, failing over on UNAVAILABLE."""
+        """Run ``request`` on the current endpoint, failing over on UNAVAILABLE.
+
+        Every endpoint is tried; then, after a short pause, all of them again
+        (``UNAVAILABLE_ROUNDS`` in all): a connection that is still being made
+        on a loaded machine ("tcp handshaker shutdown") is a blip, not an
+        outage. Guarded writes are safe to send again; unguarded puts and
+        deletes write the same value."""
         if self._closed:
             raise StoreUnavailable(f"the store {self.url} is closed")
         failures: list[str] = []
-        for _ in range(len(self._endpoints)):
-            index = self._current
-            endpoint = self._endpoints[index]
-            try:
-                return await request(await endpoint.stubs())
-            except rpc.AioRpcError as exc:
-                error = _translate(exc, where)
-                if not isinstance(error, StoreUnavailable):
-                    raise error from exc
-                failures.append(f"{endpoint.address}: {exc.details() or exc.code().name}")
-                if self._current == index:
-                    self._current = (index + 1) % len(self._endpoints)
+        for round_ in range(UNAVAILABLE_ROUNDS):
+            if round_:
+                await asyncio.sleep(0.2 * 2 ** (round_ - 1))
+                if self._closed:
+                    break
+            for _ in range(len(self._endpoints)):
+                index = self._current
+                endpoint = self._endpoints[index]
+                try:
+                    return await request(await endpoint.stubs())
+                except rpc.AioRpcError as exc:
+                    error = _translate(exc, where)
+                    if not isinstance(error, StoreUnavailable):
+                        raise error from exc
+                    failures.append(f"{endpoint.address}: {exc.details() or exc.code().name}")
+                    if self._current == index:
+                        self._current = (index + 1) % len(self._endpoints)
         raise StoreUnavailable(f"etcd {where}: no endpoint answered ({'; '.join(failures)})")
 
     # ------------------------------------------------------------ reads

@@ -55,15 +55,13 @@ from typing import Any
 
 from gitkube.api import annotations as ann
 from gitkube.api.keys import (
-    PREFIX,
     SYNC_CONTROL_KEY,
     SYNC_DIFFS_KEY,
     SYNC_DRIFT_KEY,
     SYNC_HISTORY_KEY,
     SYNC_STATE_KEY,
-    SYSTEM,
 )
-from gitkube.api.objects import ObjectMeta
+from gitkube.api.objects import KINDS, ObjectMeta
 from gitkube.api.validation import (
     DEFAULT_MAX_BYTES,
     DEFAULT_UNSUPPORTED,
@@ -74,7 +72,6 @@ from gitkube.api.validation import (
     load_manifests,
 )
 from gitkube.control import Applier, Backoff, Cache, Encoded, Fence
-from gitkube.control.cache import KNOWN_RESOURCES
 from gitkube.errors import Conflict, GitkubeError, LeadershipLost, SourceError
 from gitkube.store.base import Put
 from gitkube.store.objects import ObjectStore, now_iso
@@ -272,7 +269,7 @@ class SyncLoop:
         self.after_sync = after_sync
         self.progress = progress
         #: the process's shared cache (its own when none is given)
-        self.cache = cache if cache is not None else Cache(objects.store, unknown_resources=True)
+        self.cache = cache if cache is not None else Cache(objects.store)
         #: every write goes through it (with the leader's fence in a master)
         self.applier = applier if applier is not None else Applier(objects)
         # git side: the files of the last commit read, and the parse cache
@@ -659,23 +656,15 @@ class SyncLoop:
     async def _read_live(self) -> tuple[dict[str, Live], int]:
         """The live objects, from the shared cache brought up to the store's
         current revision, and that revision. Nothing is copied: an object's
-        wire form is made only if the plan compares it.
-
-        Every object key counts, whatever its resource: the kinds gitkube
-        stores without running them have resources of their own (ingresses,
-        certificates.cert-manager.io, ...), kept by the cache as raw keys, and
-        must be found to be pruned."""
+        wire form is made only if the plan compares it. Objects of kinds
+        gitkube stores without running them (ingresses, custom resources, ...)
+        are kept by the cache as raw keys: they are found too, to be pruned."""
         await self.cache.sync()
         lives = {
-            obj.key: Live.cached(obj)
-            for cls in KNOWN_RESOURCES.values()
-            for obj in self.cache.list(cls)
+            obj.key: Live.cached(obj) for cls in KINDS.values() for obj in self.cache.list(cls)
         }
-        for key, kv in self.cache.raw(PREFIX).items():
-            if not key.startswith(SYSTEM):
-                lives[key] = Live.from_wire(
-                    json.loads(kv.value), key=key, mod_revision=kv.mod_revision
-                )
+        for key, kv in self.cache.unknown_objects().items():
+            lives[key] = Live.from_wire(json.loads(kv.value), key=key, mod_revision=kv.mod_revision)
         return lives, self.cache.revision
 
     def _note_writes(self, applied: ApplyResult, read_at: int, *, first_txn: int) -> None:
@@ -756,10 +745,10 @@ class SyncLoop:
             [
                 Encoded(SYNC_STATE_KEY, state.to_json()),
                 Encoded(SYNC_HISTORY_KEY, history_to_json(history)),
-                *(
+                *[
                     Encoded(put.key, put.value)
                     for put in await self._record_diff(result, record, history)
-                ),
+                ],
             ]
         )
         self._known_revision = revision if before and revision == before + 1 else 0

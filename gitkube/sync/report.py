@@ -666,11 +666,11 @@ async def build_status_report(
             proxy_kvs = list(cache.raw(PROXY_STATUS_PREFIX).values())
         else:
             proxy_kvs, _ = await store.range(PROXY_STATUS_PREFIX)
+        live = _live_from_cache(cache, state)
         # every stored Secret's values are scrubbed from the report, even from
         # messages an older process stored
         for secret in cache.list(Secret):
             remember_secret(secret.to_dict())
-        live = _live_from_cache(cache, state)
     else:
         proxy_kvs, _ = await store.range(PROXY_STATUS_PREFIX)
         secret_kvs, _ = await store.range(resource_prefix("secrets"))

@@ -167,7 +167,11 @@ async def test_kubectl_reads_gitkube(cluster: tuple[Running, Path], git_remote: 
             assert f" {short} " in resources or f" {short}," in resources, (version, short)
         describe = (await akubectl(kubectl, config, "describe", "pod", pod.name)).stdout
         assert "Name:" in describe and pod.name in describe and "Events:" in describe, version
-        assert "Scheduled" in describe, (version, describe[-800:])
+        assert "Scheduled" in describe and "Started" in describe, (version, describe[-800:])
+        node_text = (await akubectl(kubectl, config, "describe", "node", node)).stdout
+        assert f"Name:               {node}" in node_text and "Events:" in node_text, version
+        events = (await akubectl(kubectl, config, "get", "events")).stdout
+        assert "Scheduled" in events and f"pod/{pod.name}" in events, version
         logs = (await akubectl(kubectl, config, "logs", pod.name, "--tail", "2")).stdout
         assert len(logs.splitlines()) == 2 and logs.startswith("tick"), (version, logs)
         applied = await akubectl(

@@ -31,6 +31,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -409,6 +410,25 @@ async def test_logs_follow_until_the_container_ends(flavor: Flavor) -> None:
 
     await asyncio.wait_for(follow(), timeout=10)
     assert "".join(seen) == "early\nlate\n"
+
+
+async def test_logs_with_timestamps(flavor: Flavor) -> None:
+    """Each line starts with the RFC 3339 time it was written (kubectl logs
+    --timestamps), in order; tail counts lines as without timestamps."""
+    script = "echo early; sleep 1.2; echo late; echo later"
+    _, _, (started,) = await start_pod(flavor, sh(flavor, "stamped", script))
+    await wait_exited(flavor.runtime, started.id)
+    chunks = [c async for c in flavor.runtime.logs(started.id, timestamps=True)]
+    lines = b"".join(chunks).decode().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == ["early", "late", "later"]
+    moments = [
+        datetime.fromisoformat(line.split(" ", 1)[0].replace("Z", "+00:00")) for line in lines
+    ]
+    assert moments == sorted(moments)
+    assert (moments[1] - moments[0]).total_seconds() >= 1.0  # the sleep shows
+    assert abs((datetime.now(UTC) - moments[-1]).total_seconds()) < 60
+    tail = [c async for c in flavor.runtime.logs(started.id, timestamps=True, tail=1)]
+    assert b"".join(tail).decode().split(" ", 1)[1] == "later\n"
 
 
 async def test_a_follow_can_be_abandoned(flavor: Flavor) -> None:

@@ -147,8 +147,8 @@ async def test_agent_proxy_and_sync_read_the_cache_not_the_store(
     tasks += [asyncio.create_task(loop.run(stop)) for loop in (agent, proxy)]
     try:
         assert (await sync.reconcile_once()).outcome == "Succeeded"
-        # the two objects in one transaction, then the sync state, history and diffs in one
-        assert len(txns) == 2 and txns[0] == 2, txns
+        # the objects in one batch, then the sync state, history, applied diff and drift
+        assert txns == [2, 4]
 
         async def running(name: str) -> bool:
             pod = await objects.get(Pod, "default", name)

@@ -274,7 +274,7 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
         proc.stop()
 
 
-def eventually(check: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+def eventually(check: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"not in {timeout}s: {what}"

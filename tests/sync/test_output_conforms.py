@@ -2,10 +2,11 @@
 
 A real `gitkube run` (in process, process runtime, SQLite store) syncs a
 repository holding every kind gitkube reads; once pods run and are ready,
-every item of `gitkube get KIND -o json`, for every kind, passes the
-official schema gitkube ships, in strict mode, and kubernetes-validate
-(strict) agrees. In particular a Pod's containerStatuses[].imageID, a Node's
-nodeInfo.systemUUID and no ``lastUpdateTime`` in RC conditions.
+every item of `gitkube get KIND -o json`, for every kind, and every item
+the Kubernetes API lists, passes the official schema gitkube ships, in
+strict mode, and kubernetes-validate (strict) agrees. In particular a Pod's
+containerStatuses[].imageID, a Node's nodeInfo.systemUUID and no
+``lastUpdateTime`` in RC conditions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kubernetes_validate
 from typer.testing import CliRunner
 
@@ -133,6 +135,18 @@ async def test_every_item_of_get_o_json_passes_the_official_schema(
             "Pod", "ReplicationController", "Service", "Endpoints", "Node",
             "Namespace", "ConfigMap", "Secret", "Deployment",
         }  # fmt: skip
+        # the Kubernetes API serves the same objects: they pass too
+        from gitkube.server.kubeapi import api_resources
+
+        async with aiohttp.ClientSession() as session:
+            for res in api_resources():
+                base = "/api/v1" if not res.group else f"/apis/{res.group}/{res.version}"
+                async with session.get(f"{running.base}{base}/{res.plural}") as resp:
+                    assert resp.status == 200, res.plural
+                    listed = await resp.json()
+                for item in listed["items"]:
+                    assert official_errors(item) == [], (res.plural, item)
+                    kubernetes_validate.validate(item, kubernetes_version(), strict=True)
         pod = (await get_items("pods", store))[0]
         assert all(cs["imageID"] for cs in pod["status"]["containerStatuses"])
         node = (await get_items("nodes", store))[0]

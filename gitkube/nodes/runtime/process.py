@@ -35,6 +35,7 @@ State dir layout::
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import errno
 import json
@@ -47,6 +48,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -586,11 +588,9 @@ class ProcessRuntime:
         ``follow`` what is appended until the container ends."""
         _check_id(container_id)
         if timestamps:
-            # the process writes straight into the file: no per-line times exist
-            raise RuntimeErrorBase(
-                "the process runtime does not record when each log line was written; "
-                "ask without timestamps"
-            )
+            async for chunk in self._timestamped_logs(container_id, tail=tail, follow=follow):
+                yield chunk
+            return
         directory = self._containers_dir / container_id
         path = directory / LOG
         try:
@@ -620,6 +620,78 @@ class ProcessRuntime:
                 await asyncio.sleep(self.poll_interval)
         finally:
             handle.close()
+
+    async def _timestamped_logs(
+        self, container_id: str, *, tail: int | None, follow: bool
+    ) -> AsyncIterator[bytes]:
+        """Each line of the log with the RFC 3339 time its chunk arrived at the
+        supervisor (``<log>.times``), as ``kubectl logs --timestamps`` shows."""
+        path = self._containers_dir / container_id / LOG
+        times_path = path.with_name(path.name + shim.TIMES_SUFFIX)
+        offsets: list[int] = []
+        stamps: list[float] = []
+        times_read = 0
+
+        def load_times() -> None:
+            nonlocal times_read
+            try:
+                with open(times_path, "rb") as handle:
+                    handle.seek(times_read)
+                    data = handle.read()
+            except FileNotFoundError:
+                return
+            complete = data[: data.rfind(b"\n") + 1]
+            times_read += len(complete)
+            for line in complete.splitlines():
+                offset, _, stamp = line.partition(b" ")
+                with contextlib.suppress(ValueError):
+                    offsets.append(int(offset))
+                    stamps.append(float(stamp))
+
+        def stamp_of(offset: int) -> str:
+            index = bisect.bisect_right(offsets, offset) - 1
+            when = stamps[max(index, 0)] if stamps else time.time()
+            moment = datetime.fromtimestamp(when, UTC)
+            return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}000Z"
+
+        def tail_start() -> int:
+            with open(path, "rb") as handle:
+                return int(_tail_offset(handle, max(0, tail or 0)))
+
+        lines: list[tuple[int, bytes]] = []
+        start = 0
+        if tail is not None:
+            try:
+                start = await asyncio.to_thread(tail_start)
+            except FileNotFoundError as exc:
+                raise RuntimeErrorBase(
+                    f"no container {container_id} on node {self.node_name}"
+                ) from exc
+        async for chunk in self.logs(container_id, tail=tail, follow=follow):
+            await asyncio.to_thread(load_times)
+            buffer = chunk
+            out = []
+            while buffer:
+                end = buffer.find(b"\n")
+                if end < 0:
+                    lines.append((start, buffer))
+                    start += len(buffer)
+                    break
+                line = buffer[: end + 1]
+                if lines:  # a line that began in an earlier chunk
+                    first, _ = lines[0]
+                    line = b"".join(part for _, part in lines) + line
+                    lines.clear()
+                    out.append(stamp_of(first).encode() + b" " + line)
+                else:
+                    out.append(stamp_of(start).encode() + b" " + line)
+                start += end + 1
+                buffer = buffer[end + 1 :]
+            if out:
+                yield b"".join(out)
+        if lines:
+            first, _ = lines[0]
+            yield stamp_of(first).encode() + b" " + b"".join(part for _, part in lines)
 
     async def close(self) -> None:
         """Nothing to release: the containers live on under their supervisors."""

@@ -29,6 +29,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ SPEC = "spec.json"
 SHIM = "shim.json"
 STATE = "state.json"
 EXIT = "exit.json"
+#: beside the log: when each chunk of output arrived ("offset unix-time" lines)
+TIMES_SUFFIX = ".times"
 #: how often the supervisor checks that its container directory still exists
 ORPHAN_CHECK_SECONDS = 2.0
 
@@ -123,6 +126,23 @@ def enter_private_mounts(mounts: list[dict[str, Any]]) -> None:
             _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
 
 
+def _relay_output(fd: int, log: Any, times_path: str) -> None:
+    """Copy the container's output from ``fd`` to ``log``, noting when each
+    chunk arrived at which offset of the log."""
+    with open(times_path, "ab", buffering=0) as times:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            offset = os.fstat(log.fileno()).st_size
+            log.write(chunk)
+            times.write(f"{offset} {time.time():.6f}\n".encode())
+    os.close(fd)
+
+
 def supervise(directory: Path) -> int:
     spec = json.loads((directory / SPEC).read_text())
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -150,13 +170,17 @@ def supervise(directory: Path) -> int:
     # SIGCHLD stays pending for sigtimedwait (the child gets an empty mask)
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
     with open(spec["log"], "ab", buffering=0) as log:
+        # the output passes through this supervisor, which notes when each
+        # chunk arrived (``<log>.times``: "offset unix-time" lines), so the
+        # log can be read with timestamps as kubelet's CRI logs are
+        out_read, out_write = os.pipe()
         try:
             child = subprocess.Popen(
                 spec["argv"],
                 env=spec["env"],
                 cwd=spec["cwd"],
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=out_write,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
@@ -166,8 +190,15 @@ def supervise(directory: Path) -> int:
                 **user_kwargs,
             )
         except OSError as exc:
+            os.close(out_read)
+            os.close(out_write)
             _start_failure(directory, exc, log)
             return 0
+        os.close(out_write)
+        pump = threading.Thread(
+            target=_relay_output, args=(out_read, log, spec["log"] + TIMES_SUFFIX), daemon=True
+        )
+        pump.start()
         started_at = time.time()
         write_json(
             directory / STATE,
@@ -191,6 +222,8 @@ def supervise(directory: Path) -> int:
             os.killpg(child.pid, signal.SIGKILL)
         returncode = child.wait()
         finished_at = time.time()
+        # the group is gone, so the pipe ends: the last output reaches the log
+        pump.join(timeout=10)
     signum = -returncode if returncode < 0 else 0
     exit_code = 128 + signum if signum else returncode
     if not directory.is_dir():  # removed: nobody to tell
