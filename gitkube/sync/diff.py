@@ -762,9 +762,25 @@ def redact_secret(
 def render_diff(plan: SyncPlan, *, redact: bool = False) -> str:
     """A unified YAML diff per object (normal forms: no status, no system fields),
     each headed by what will happen and why; ``redact``: Secret values masked."""
+    chunks, _ = _diff_chunks(plan, redact=redact)
+    return "".join(chunks)
+
+
+def _diff_chunks(
+    plan: SyncPlan, *, redact: bool = False, limit: int | None = None
+) -> tuple[list[str], int]:
+    """``render_diff``'s chunks; past ``limit`` bytes, the objects left are not
+    rendered (a cold sync of 10,000 objects would render them all to keep
+    the first 256 KiB), only counted: (chunks, objects not rendered)."""
     chunks: list[str] = []
+    size = 0
+    skipped = 0
 
     def one(title: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
+        nonlocal size, skipped
+        if limit is not None and size > limit:
+            skipped += 1
+            return
         label = title.split(" ", 2)[1]
         if is_secret(old) or is_secret(new):
             keys = changed_secret_keys(old, new)
@@ -774,7 +790,9 @@ def render_diff(plan: SyncPlan, *, redact: bool = False) -> str:
         body = difflib.unified_diff(
             _yaml_lines(old), _yaml_lines(new), fromfile=f"live/{label}", tofile=f"git/{label}"
         )
-        chunks.append(f"# {title}\n" + "".join(body))
+        chunk = f"# {title}\n" + "".join(body)
+        chunks.append(chunk)
+        size += len(chunk.encode())
 
     for c in plan.creates:
         one(f"create {c.kind}/{_nsname(c.namespace, c.name)} (from {c.path})", None,
@@ -793,7 +811,7 @@ def render_diff(plan: SyncPlan, *, redact: bool = False) -> str:
             f"# drifted {dr.kind}/{_nsname(dr.namespace, dr.name)} (self-heal off): "
             f"{', '.join(dr.fields)}\n"
         )
-    return "".join(chunks)
+    return chunks, skipped
 
 
 def _nsname(namespace: str, name: str) -> str:
@@ -809,20 +827,23 @@ MAX_RECORDED_DRIFT_OBJECTS = 200
 MAX_RECORDED_DRIFT_BYTES = 512 * 1024
 
 
-def bounded_text(text: str, limit: int) -> tuple[str, bool]:
-    """``text`` cut at a line boundary to at most ``limit`` bytes, and whether it was cut."""
+def bounded_text(text: str, limit: int, *, unrendered: int = 0) -> tuple[str, bool]:
+    """``text`` cut at a line boundary to at most ``limit`` bytes, and whether it
+    was cut (``unrendered``: objects left out of ``text`` already)."""
     raw = text.encode()
-    if len(raw) <= limit:
+    if len(raw) <= limit and not unrendered:
         return text, False
     cut = raw[:limit].decode(errors="ignore")
     cut = cut[: cut.rfind("\n") + 1] if "\n" in cut else ""
-    return cut + f"# … {len(raw) - len(cut.encode())} more bytes not recorded\n", True
+    more = f" and {unrendered} more objects" if unrendered else ""
+    return cut + f"# … {len(raw) - len(cut.encode())} more bytes{more} not recorded\n", True
 
 
 def recorded_diff(plan: SyncPlan, *, limit: int = MAX_RECORDED_DIFF_BYTES) -> dict[str, Any]:
     """What the history keeps of the diff a sync applied: Secret values masked,
-    at most ``limit`` bytes."""
-    text, truncated = bounded_text(render_diff(plan, redact=True), limit)
+    at most ``limit`` bytes (the objects past the limit are not rendered)."""
+    chunks, unrendered = _diff_chunks(plan, redact=True, limit=limit)
+    text, truncated = bounded_text("".join(chunks), limit, unrendered=unrendered)
     return {"diff": text, "truncated": truncated}
 
 

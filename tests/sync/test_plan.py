@@ -38,7 +38,7 @@ from gitkube.api.objects import (
     ServicePort,
     ServiceSpec,
 )
-from gitkube.sync.diff import Live, SyncPlan, plan_sync, render_diff, wire_of
+from gitkube.sync.diff import Live, SyncPlan, plan_sync, recorded_diff, render_diff, wire_of
 
 
 @dataclass
@@ -399,3 +399,27 @@ def test_the_deployment_controllers_revision_annotation_is_not_drift_and_survive
     plan, _ = sync([M("web.yaml", web("app:2"))], live, revision="c2")
     (update,) = plan.updates
     assert update.wire["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+
+
+def test_a_recorded_diff_renders_only_what_it_keeps() -> None:
+    """The history keeps the first bytes of a sync's diff: past them the objects
+    are counted, not rendered (a cold sync of thousands of objects)."""
+    plan = plan_sync([M("pods.yaml", pod(f"p{i:04}")) for i in range(3000)], [], revision="c1")
+    full = render_diff(plan)
+    kept = recorded_diff(plan, limit=20_000)
+    assert kept["truncated"]
+    text = kept["diff"]
+    assert len(text.encode()) < 20_200
+    assert full.startswith(text[: text.rindex("\n# create")])
+    last = text.splitlines()[-1]
+    assert last.startswith("# … ") and last.endswith(" more objects not recorded")
+    shown = text.count("# create Pod/")
+    unrendered = int(last.split(" and ")[1].split()[0])
+    # every object is in the text, counted as left out, or (the last one
+    # rendered) cut at the limit
+    assert 0 < shown < 3000 and shown + unrendered in (2999, 3000)
+    small = recorded_diff(plan_sync([M("a.yaml", pod("a"))], [], revision="c1"))
+    assert small == {
+        "diff": render_diff(plan_sync([M("a.yaml", pod("a"))], [], revision="c1")),
+        "truncated": False,
+    }
