@@ -1,0 +1,719 @@
+"""Control-plane scale benchmark: 10,000 pods on 1,000 hollow nodes.
+
+    python bench/control.py [--nodes 1000 --pods 10000] [--store sqlite|etcd]
+                            [--agent-procs 1] [--idle-seconds 10] [--changes 30]
+
+The shape of Kubernetes' kubemark density test. Three kinds of processes
+share one store (an SQLite file, or an etcd the bench starts):
+
+- the **master**: the real scheduler, replication manager, node lifecycle
+  controller and endpoints controller, as ``gitkube master`` runs them
+  (the git sync is left out: nothing is pushed);
+- **hollow agents** (``--agent-procs`` processes): the real ``Agent`` for
+  each node (registration, heartbeat lease, pod workers, status writes) on
+  a runtime that only records what it is asked to run (``HollowRuntime``
+  below, kubemark's fake runtime; it exists for this benchmark only);
+- **this process**, which writes ``pods / 100`` ReplicationControllers of
+  100 replicas and a Service for each, watches every pod, and reads the
+  other processes' CPU time and peak RSS from ``/proc``.
+
+It prints:
+
+1. pod startup latency at that scale, bind -> Running (each time as seen
+   by this process's watch), p50 / p99 / max, and the ratio of p99 to
+   Kubernetes' pod startup SLO (p99 <= 5 s; goal <= 1.0x);
+2. control-plane CPU per second of wall time while nothing changes (the
+   master, and the hollow agents; goal near zero: watch-driven loops do no
+   work at rest, only heartbeats are written);
+3. the reaction to one pod change: a Running pod is deleted, and the time
+   until its replacement is created (the replication manager reacted),
+   bound, and Running; p50 / p99 over ``--changes`` deletes, one at a time;
+4. peak RSS of the master (and of each agents process).
+
+When the control plane cannot bring every pod up within ``--timeout``, the
+bench says how far it got, prints what it measured, and exits 1.
+
+Figures (2 shared cores, under the other engineers' load; SQLite store, one
+agents process; `python bench/control.py --nodes N --pods P`):
+
+before the control kit (every loop lists the store on each pass):
+  see bench/README.md (measured on this commit's parent code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gitkube.api.objects import (  # noqa: E402
+    Container,
+    ContainerPort,
+    ObjectMeta,
+    Pod,
+    PodSpec,
+    PodTemplateSpec,
+    ReplicationController,
+    ReplicationControllerSpec,
+    ResourceRequirements,
+    Service,
+    ServicePort,
+    ServiceSpec,
+)
+from gitkube.nodes.runtime.base import RuntimeContainer, Sandbox  # noqa: E402
+from gitkube.store.base import Compare, Delete  # noqa: E402
+from gitkube.store.factory import open_store  # noqa: E402
+from gitkube.store.objects import ObjectStore  # noqa: E402
+
+#: Kubernetes' pod startup SLO: p99 of schedule-to-running <= 5 s (stateless pods)
+STARTUP_SLO_SECONDS = 5.0
+REPLICAS_PER_RC = 100
+NAMESPACE = "bench"
+POD_PREFIX = "/gitkube/pods/"
+NODE_PREFIX = "/gitkube/nodes/"
+NODE_CPU_MILLIS = 4000
+NODE_MEMORY = 16 * 1024**3
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------- hollow runtime
+
+
+class HollowRuntime:
+    """A ``Runtime`` that runs nothing: sandboxes and containers are records.
+
+    Every container starts at once and runs until it is stopped; each pod
+    gets its own address, as a Docker sandbox would. kubemark's hollow
+    kubelet does the same with a fake container runtime."""
+
+    name = "hollow"
+
+    def __init__(self, node_name: str, subnet: int) -> None:
+        self.node_name = node_name
+        self._subnet = subnet
+        self._ids = itertools.count(1)
+        self._sandboxes: dict[str, Sandbox] = {}
+        self._containers: dict[str, RuntimeContainer] = {}
+
+    async def start_sandbox(self, pod: Pod, *, node_address: str) -> Sandbox:
+        n = next(self._ids)
+        sandbox = Sandbox(
+            id=f"{self.node_name}-sb{n}",
+            pod_uid=pod.metadata.uid,
+            pod_namespace=pod.namespace,
+            pod_name=pod.name,
+            ip=f"10.{self._subnet // 256 % 256}.{self._subnet % 256}.{n % 250 + 2}",
+        )
+        self._sandboxes[sandbox.id] = sandbox
+        return sandbox
+
+    async def list_sandboxes(self) -> list[Sandbox]:
+        return list(self._sandboxes.values())
+
+    async def remove_sandbox(self, sandbox_id: str) -> None:
+        self._sandboxes.pop(sandbox_id, None)
+        for cid in [c.id for c in self._containers.values() if c.sandbox_id == sandbox_id]:
+            del self._containers[cid]
+
+    async def start_container(
+        self, pod: Pod, sandbox: Sandbox, container: Container, *, attempt: int
+    ) -> RuntimeContainer:
+        rc = RuntimeContainer(
+            id=f"{self.node_name}-c{next(self._ids)}",
+            pod_uid=pod.metadata.uid,
+            pod_namespace=pod.namespace,
+            pod_name=pod.name,
+            name=container.name,
+            attempt=attempt,
+            state="running",
+            image=container.image,
+            started_at=time.time(),
+            sandbox_id=sandbox.id,
+        )
+        self._containers[rc.id] = rc
+        return rc
+
+    async def list_containers(self) -> list[RuntimeContainer]:
+        return list(self._containers.values())
+
+    async def stop_container(self, container_id: str, *, grace_seconds: float) -> None:
+        rc = self._containers.get(container_id)
+        if rc is not None and rc.state == "running":
+            rc.state, rc.exit_code, rc.reason = "exited", 0, "Completed"
+            rc.finished_at = time.time()
+
+    async def remove_container(self, container_id: str) -> None:
+        self._containers.pop(container_id, None)
+
+    async def exec(self, container_id: str, command: list[str], *, timeout: float) -> int:
+        return 0
+
+    async def logs(
+        self, container_id: str, *, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        return
+        yield b""  # an async generator that yields nothing
+
+    async def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- child processes
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _run_all(tasks: list[Callable[[asyncio.Event], Coroutine[Any, Any, object]]]) -> None:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    running = [asyncio.create_task(task(stop)) for task in tasks]
+    await stop.wait()
+    await asyncio.wait(running, timeout=10)
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+
+
+async def run_master(url: str) -> None:
+    """The master's controllers, wired as ``gitkube master`` wires them."""
+    from gitkube.planner import NodeLifecycleController, ReplicationManager, SchedulerLoop
+    from gitkube.services.controller import EndpointsController
+
+    store = await open_store(url)
+    objects = ObjectStore(store)
+    try:
+        await _run_all(
+            [
+                SchedulerLoop(objects).run,
+                ReplicationManager(objects).run,
+                NodeLifecycleController(objects).run,
+                EndpointsController(objects).run,
+            ]
+        )
+    finally:
+        await store.close()
+
+
+async def run_agents(url: str, first: int, count: int) -> None:
+    """``count`` hollow agents, nodes ``first`` .. ``first + count - 1``."""
+    from gitkube.nodes.agent import Agent, AgentSettings
+    from gitkube.nodes.registration import NodeSettings
+
+    store = await open_store(url)
+    objects = ObjectStore(store)
+    agents = []
+    for i in range(first, first + count):
+        name = f"hollow-{i:05d}"
+        agents.append(
+            Agent(
+                objects,
+                HollowRuntime(name, i),
+                node=NodeSettings(
+                    name=name,
+                    address=f"192.168.{i // 250 % 256}.{i % 250 + 1}",
+                    cpu=NODE_CPU_MILLIS,
+                    memory=NODE_MEMORY,
+                    runtime_name="hollow",
+                ),
+                settings=AgentSettings(),
+            )
+        )
+    try:
+        await _run_all([agent.run for agent in agents])
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Child:
+    role: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    agents: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(
+                f"the {self.role} process ended ({self.process.returncode}):\n{tail}"
+            )
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the bench process ends, however it ends
+    (an overloaded child may not get to its SIGTERM handler)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def spawn(role_args: list[str], role: str, workdir: Path, *, agents: int = 0) -> Child:
+    log = workdir / f"{role}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), *role_args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+    return Child(role, process, log, agents)
+
+
+def stop_children(children: list[Child]) -> None:
+    for child in children:
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for child in children:
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+
+
+# ---------------------------------------------------------------- watching pods
+
+
+@dataclass
+class PodTrack:
+    app: str
+    revision: int = 0
+    created: float = 0.0
+    bound: float | None = None
+    running: float | None = None
+
+
+@dataclass
+class Tracker:
+    """Every pod, from this process's watch: when it was first seen created,
+    bound and Running."""
+
+    store: Any
+    pods: dict[str, PodTrack] = field(default_factory=dict)
+    deleted: int = 0
+    last_event: float = field(default_factory=time.monotonic)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, start_revision: int) -> None:
+        async for event in self.store.watch(POD_PREFIX, start_revision=start_revision):
+            now = time.monotonic()
+            self.last_event = now
+            key = event.kv.key
+            if event.type == "DELETE":
+                if self.pods.pop(key, None) is not None:
+                    self.deleted += 1
+                self.changed.set()
+                continue
+            data = json.loads(event.kv.value)
+            track = self.pods.get(key)
+            if track is None:
+                labels = data.get("metadata", {}).get("labels", {})
+                track = self.pods[key] = PodTrack(app=labels.get("app", ""), created=now)
+            track.revision = event.kv.mod_revision
+            if track.bound is None and data.get("spec", {}).get("nodeName"):
+                track.bound = now
+            if track.running is None and data.get("status", {}).get("phase") == "Running":
+                track.running = now
+            self.changed.set()
+
+    def count_running(self) -> int:
+        return sum(1 for t in self.pods.values() if t.running is not None)
+
+    async def wait(
+        self, check: Callable[[], bool], *, timeout: float, tick: Callable[[], None]
+    ) -> bool:
+        """Wait until ``check()``; False after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=min(left, 1.0))
+            tick()
+        return True
+
+
+# ---------------------------------------------------------------- the workload
+
+
+def make_rc(index: int, replicas: int) -> ReplicationController:
+    app = f"app-{index:04d}"
+    return ReplicationController(
+        metadata=ObjectMeta(name=app, namespace=NAMESPACE),
+        spec=ReplicationControllerSpec(
+            replicas=replicas,
+            selector={"app": app},
+            template=PodTemplateSpec(
+                metadata=ObjectMeta(labels={"app": app}),
+                spec=PodSpec(
+                    containers=[
+                        Container(
+                            name="main",
+                            image="registry.k8s.io/pause:3.9",
+                            ports=[ContainerPort(container_port=8080)],
+                            resources=ResourceRequirements(
+                                requests={"cpu": "100m", "memory": "64Mi"}
+                            ),
+                        )
+                    ],
+                ),
+            ),
+        ),
+    )
+
+
+def make_service(index: int) -> Service:
+    app = f"app-{index:04d}"
+    return Service(
+        metadata=ObjectMeta(name=app, namespace=NAMESPACE),
+        spec=ServiceSpec(
+            selector={"app": app}, ports=[ServicePort(name="http", port=80, target_port=8080)]
+        ),
+    )
+
+
+async def write_workload(objects: ObjectStore, pods: int) -> int:
+    """RCs of up to 100 replicas adding up to ``pods``, and a Service for each."""
+    sizes = [REPLICAS_PER_RC] * (pods // REPLICAS_PER_RC)
+    if pods % REPLICAS_PER_RC:
+        sizes.append(pods % REPLICAS_PER_RC)
+    prepared: list[ReplicationController | Service] = []
+    for index, size in enumerate(sizes):
+        prepared += [objects.prepare_create(make_rc(index, size))]
+        prepared += [objects.prepare_create(make_service(index))]
+    for start in range(0, len(prepared), 64):
+        ops = [objects.create_ops(obj) for obj in prepared[start : start + 64]]
+        await objects.apply([c for c, _ in ops], [p for _, p in ops])
+    return len(sizes)
+
+
+async def ready_nodes(store: Any) -> int:
+    kvs, _ = await store.range(NODE_PREFIX)
+    ready = 0
+    for kv in kvs:
+        conditions = json.loads(kv.value).get("status", {}).get("conditions", [])
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            ready += 1
+    return ready
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds:.2f}s" if seconds >= 1 else f"{seconds * 1000:.0f}ms"
+
+
+# ---------------------------------------------------------------- phases
+
+
+@dataclass
+class Results:
+    lines: list[str] = field(default_factory=list)
+    failed: bool = False
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+        print(line, flush=True)
+
+
+async def measure(args: argparse.Namespace, url: str, workdir: Path, results: Results) -> None:
+    store = await open_store(url)
+    objects = ObjectStore(store)
+    children: list[Child] = []
+    tracker_task: asyncio.Task[None] | None = None
+    try:
+        per = -(-args.nodes // args.agent_procs)
+        for p in range(args.agent_procs):
+            first, count = p * per, min(per, args.nodes - p * per)
+            if count > 0:
+                children.append(
+                    spawn(
+                        [
+                            "--role",
+                            "agents",
+                            "--store-url",
+                            url,
+                            "--first",
+                            str(first),
+                            "--count",
+                            str(count),
+                        ],
+                        f"agents-{p}",
+                        workdir,
+                        agents=count,
+                    )
+                )
+        master = spawn(["--role", "master", "--store-url", url], "master", workdir)
+        children.append(master)
+
+        def check() -> None:
+            for child in children:
+                child.check()
+
+        started = time.monotonic()
+        while (ready := await ready_nodes(store)) < args.nodes:
+            check()
+            if time.monotonic() - started > args.timeout:
+                raise RuntimeError(f"only {ready}/{args.nodes} nodes Ready after {args.timeout}s")
+            await asyncio.sleep(0.5)
+        results.add(f"  {args.nodes} hollow nodes Ready after {time.monotonic() - started:.1f}s")
+
+        # ---------------------------------------------------------- startup
+        tracker = Tracker(store)
+        tracker_task = asyncio.create_task(tracker.run(await store.revision() + 1))
+        started = time.monotonic()
+        rcs = await write_workload(objects, args.pods)
+        ok = await tracker.wait(
+            lambda: tracker.count_running() >= args.pods, timeout=args.timeout, tick=check
+        )
+        elapsed = time.monotonic() - started
+        running = tracker.count_running()
+        bound = sum(1 for t in tracker.pods.values() if t.bound is not None)
+        if not ok:
+            results.failed = True
+            results.add(
+                f"  startup: only {running}/{args.pods} pods Running ({bound} bound, "
+                f"{len(tracker.pods)} created) after {args.timeout:.0f}s"
+            )
+        else:
+            results.add(
+                f"  startup: {rcs} RCs, {args.pods} pods Running after {elapsed:.1f}s "
+                f"({args.pods / elapsed:.0f} pods/s)"
+            )
+        latencies = [
+            t.running - t.bound
+            for t in tracker.pods.values()
+            if t.running is not None and t.bound is not None
+        ]
+        if latencies:
+            p99 = quantile(latencies, 0.99)
+            results.add(
+                f"  pod startup bind -> Running ({len(latencies)} pods): "
+                f"p50 {fmt_s(quantile(latencies, 0.5))}  p99 {fmt_s(p99)}  "
+                f"max {fmt_s(max(latencies))}"
+            )
+            results.add(
+                f"  ratio p99 / Kubernetes SLO ({STARTUP_SLO_SECONDS:.0f}s): "
+                f"{p99 / STARTUP_SLO_SECONDS:.2f}x (goal <= 1.0x)"
+            )
+        if not ok:
+            return
+
+        # ---------------------------------------------------------- at rest
+        await tracker.wait(
+            lambda: time.monotonic() - tracker.last_event > args.quiet_seconds,
+            timeout=args.timeout,
+            tick=check,
+        )
+        agents = [c for c in children if c is not master]
+        cpu0 = {c.pid: cpu_seconds(c.pid) for c in children}
+        rev0, t0 = await store.revision(), time.monotonic()
+        await asyncio.sleep(args.idle_seconds)
+        check()
+        wall = time.monotonic() - t0
+        rev1 = await store.revision()
+        cpu = {c.pid: (cpu_seconds(c.pid) - cpu0[c.pid]) / wall for c in children}
+        agents_cpu = sum(cpu[c.pid] for c in agents)
+        results.add(
+            f"  at rest ({wall:.0f}s, {(rev1 - rev0) / wall:.0f} store writes/s, heartbeats; "
+            f"{await ready_nodes(store)}/{args.nodes} nodes Ready):"
+        )
+        results.add(
+            f"    master CPU:        {cpu[master.pid]:.3f} CPU-s/s "
+            f"({cpu[master.pid] * 100:.1f}% of a core; goal near 0)"
+        )
+        results.add(
+            f"    hollow agents CPU: {agents_cpu:.3f} CPU-s/s "
+            f"({agents_cpu * 1000 / args.nodes:.2f} ms/s per node)"
+        )
+
+        # ---------------------------------------------------------- reaction
+        rng = random.Random(args.seed)
+        created: list[float] = []
+        bound_l: list[float] = []
+        running_l: list[float] = []
+        for _ in range(args.changes):
+            candidates = sorted(k for k, t in tracker.pods.items() if t.running is not None)
+            victim = rng.choice(candidates)
+            track = tracker.pods[victim]
+            before = set(tracker.pods)
+            t0 = time.monotonic()
+            outcome = await store.txn([Compare(victim, track.revision)], [Delete(victim)])
+            if not outcome.succeeded:
+                continue  # it changed meanwhile; take another
+
+            def replacement(before: set[str] = before, app: str = track.app) -> PodTrack | None:
+                for key, t in tracker.pods.items():
+                    if key not in before and t.app == app:
+                        return t
+                return None
+
+            got = await tracker.wait(
+                lambda: (r := replacement()) is not None and r.running is not None,
+                timeout=args.change_timeout,
+                tick=check,
+            )
+            new = replacement()
+            if not got or new is None or new.bound is None or new.running is None:
+                results.failed = True
+                results.add(
+                    f"  reaction: no Running replacement within {args.change_timeout:.0f}s "
+                    f"(after {len(created)} changes; "
+                    f"{await ready_nodes(store)}/{args.nodes} nodes Ready)"
+                )
+                break
+            created.append(new.created - t0)
+            bound_l.append(new.bound - t0)
+            running_l.append(new.running - t0)
+        if created:
+            results.add(f"  reaction to one pod deleted ({len(created)} times, one at a time):")
+            for label, values in (
+                ("replacement created", created),
+                ("replacement bound", bound_l),
+                ("replacement Running", running_l),
+            ):
+                results.add(
+                    f"    {label + ':':21s} p50 {fmt_s(quantile(values, 0.5)):>7s}  "
+                    f"p99 {fmt_s(quantile(values, 0.99)):>7s}"
+                )
+    finally:
+        for child in sorted(children, key=lambda c: c.role != "master"):
+            with contextlib.suppress(OSError):
+                rss = peak_rss_mib(child.pid)
+                if child.role == "master":
+                    results.add(
+                        f"  peak RSS master: {rss:.0f} MiB "
+                        f"({rss * 1024 / max(1, args.pods):.1f} KiB per pod)"
+                    )
+                else:
+                    results.add(
+                        f"  peak RSS {child.role} ({args.nodes} hollow agents): {rss:.0f} MiB"
+                    )
+        if tracker_task is not None:
+            tracker_task.cancel()
+            await asyncio.gather(tracker_task, return_exceptions=True)
+        stop_children(children)
+        await store.close()
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="gkbench-control-"))
+    server = None
+    try:
+        if args.store == "etcd":
+            from tests.fixtures.etcd import EtcdServer, etcd_binary
+
+            binary = etcd_binary()
+            if binary is None:
+                print("etcd not found: install it or use --store sqlite", file=sys.stderr)
+                return 1
+            server = EtcdServer(binary, workdir / "etcd")
+            server.start()
+            url = server.url
+        else:
+            url = f"sqlite://{workdir}/state.db"
+        print(
+            f"control plane: {args.pods} pods on {args.nodes} hollow nodes, "
+            f"{args.store} store, {args.agent_procs} agents process(es)",
+            flush=True,
+        )
+        results = Results()
+        try:
+            await measure(args, url, workdir, results)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 1 if results.failed else 0
+    finally:
+        if server is not None:
+            server.stop()
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--pods", type=int, default=10000)
+    parser.add_argument("--store", choices=("sqlite", "etcd"), default="sqlite")
+    parser.add_argument("--agent-procs", type=int, default=1)
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--quiet-seconds", type=float, default=3.0, help="no pod event for this long = at rest"
+    )
+    parser.add_argument("--changes", type=int, default=30)
+    parser.add_argument("--timeout", type=float, default=600.0, help="for startup")
+    parser.add_argument("--change-timeout", type=float, default=60.0, help="for each change")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (store, logs)")
+    # the child processes
+    parser.add_argument("--role", choices=("bench", "master", "agents"), default="bench")
+    parser.add_argument("--store-url", default="")
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--count", type=int, default=0)
+    args = parser.parse_args()
+    if args.role == "master":
+        asyncio.run(run_master(args.store_url))
+        return 0
+    if args.role == "agents":
+        asyncio.run(run_agents(args.store_url, args.first, args.count))
+        return 0
+    if args.nodes < 1 or args.pods < 1 or args.agent_procs < 1:
+        parser.error("--nodes, --pods and --agent-procs must be at least 1")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on a kill too
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
