@@ -74,6 +74,11 @@ class Settings:
     allow_unsigned_webhooks: bool = _setting(
         False, "accept webhooks without a secret configured (unsafe)", kind="bool"
     )
+    api_token_file: str = _setting(
+        "", "file holding the bearer token of the Kubernetes API (needed beyond loopback)"
+    )
+    tls_cert_file: str = _setting("", "TLS certificate (PEM) of the HTTP server and API")
+    tls_key_file: str = _setting("", "TLS private key (PEM) of the HTTP server and API")
     watch: bool = _setting(
         True, "sync when the refs of a repository on this machine change", kind="bool"
     )
@@ -90,6 +95,18 @@ class Settings:
     restart_backoff_max: str = _setting("5m", "agent: longest container restart back-off")
     node_grace: str = _setting("50s", "heartbeat lapse before a node is NotReady")
     eviction_timeout: str = _setting("300s", "NotReady time before a node's pods are evicted")
+    node_eviction_rate: float = _setting(
+        0.1, "nodes per second whose pods are evicted, per zone", kind="float"
+    )
+    secondary_node_eviction_rate: float = _setting(
+        0.01, "eviction rate in a zone past the unhealthy threshold", kind="float"
+    )
+    unhealthy_zone_threshold: float = _setting(
+        0.55, "share of a zone's nodes NotReady (more than 2) that slows evictions", kind="float"
+    )
+    large_cluster_size_threshold: int = _setting(
+        50, "zones of at most this many nodes stop evicting past the threshold", kind="int"
+    )
     verbose: bool = _setting(False, "debug logging", kind="bool")
     leader_ttl: int = _setting(10, "leader election lease TTL in seconds (master)", kind="int")
 
@@ -129,6 +146,37 @@ class Settings:
         return None
 
 
+    def read_api_token(self) -> bytes | None:
+        if not self.api_token_file:
+            return None
+        try:
+            text = Path(self.api_token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"api-token-file: cannot read {self.api_token_file}: {exc.strerror}"
+            ) from exc
+        if not text:
+            raise ConfigError(f"api-token-file: {self.api_token_file} is empty")
+        return text.encode()
+
+    def ssl_context(self) -> Any:
+        """An SSL context for the HTTP server, or None without --tls-cert-file."""
+        if not self.tls_cert_file and not self.tls_key_file:
+            return None
+        if not (self.tls_cert_file and self.tls_key_file):
+            raise ConfigError("--tls-cert-file and --tls-key-file go together")
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"--tls-cert-file {self.tls_cert_file} / --tls-key-file {self.tls_key_file}: {exc}"
+            ) from exc
+        return context
+
+
 def env_name(name: str) -> str:
     return "GITKUBE_" + name.upper()
 
@@ -140,6 +188,16 @@ def _coerce(name: str, kind: str, value: Any, source: str) -> Any:
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: {value!r} is not a whole number") from None
+    if kind == "float":
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {value!r} is not a number") from None
+        if number != number or number < 0 or number == float("inf"):
+            raise ConfigError(f"{where}: {value!r} must be a finite number, 0 or more")
+        return number
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -209,6 +267,16 @@ def resolve_settings(
             sources[f.name] = "default"
     settings = Settings(**values)
     settings.interval_seconds()  # fail early on a bad duration
+    if not 0 < settings.unhealthy_zone_threshold <= 1:
+        raise ConfigError(
+            f"unhealthy-zone-threshold ({sources['unhealthy_zone_threshold']}): "
+            f"{settings.unhealthy_zone_threshold!r} must be more than 0 and at most 1"
+        )
+    if settings.large_cluster_size_threshold < 0:
+        raise ConfigError(
+            f"large-cluster-size-threshold ({sources['large_cluster_size_threshold']}): "
+            f"{settings.large_cluster_size_threshold!r} must be 0 or more"
+        )
     if settings.proxy_relay not in PROXY_RELAYS:
         raise ConfigError(
             f"proxy-relay ({sources['proxy_relay']}): {settings.proxy_relay!r} is not one of "

@@ -12,30 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from gitkube.control.queue import Backoff
 from gitkube.errors import Compacted, GitkubeError
 from gitkube.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
 
-
-class Backoff:
-    """Exponential back-off with jitter: base, 2·base, 4·base … up to cap."""
-
-    def __init__(self, base: float = 0.2, cap: float = 30.0, *, seed: int | None = None) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
-        self._random = random.Random(seed)
-
-    def next(self) -> float:
-        delay = min(self.cap, self.base * (2**self.attempt))
-        self.attempt += 1
-        return delay * (0.5 + self._random.random() / 2)
-
-    def reset(self) -> None:
-        self.attempt = 0
+__all__ = ["Backoff", "run_loop"]
 
 
 async def run_loop(

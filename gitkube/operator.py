@@ -9,8 +9,11 @@
   and runs controllers. Webhooks reaching a follower are handed to the leader
   through the store (``SYNC_REQUEST_KEY``).
 
-Components never call each other: they meet in the store. A clean stop
-(SIGTERM, Ctrl-C) leaves pods running; the next start adopts them.
+Components never call each other: they meet in the store. One shared
+cache (``gitkube.control.Cache``) per process feeds every controller; in the
+master role every controller write carries the leader's fence, as the
+sync's do. A clean stop (SIGTERM, Ctrl-C) leaves pods running; the next
+start adopts them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from typing import Any, Literal
 
 from gitkube.api.keys import DELIVERIES_KEY, SYSTEM
 from gitkube.api.objects import Pod
-from gitkube.config import Settings
+from gitkube.config import Settings, redact_url
+from gitkube.control import Applier, Cache
 from gitkube.election import LeaderElection
 from gitkube.errors import ConfigError, GitkubeError
 from gitkube.hooks import ensure_notify_token
@@ -128,6 +132,8 @@ class Operator:
         self.metrics = Metrics()
         self.store: Store | None = None
         self.objects: ObjectStore | None = None
+        #: the process's one cache, shared by every loop
+        self.cache: Cache | None = None
         self.sync: Any = None
         self.http: HttpServer | None = None
         self.election: LeaderElection | None = None
@@ -148,6 +154,7 @@ class Operator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(s.store_url())
         self.objects = ObjectStore(self.store)
+        self.cache = Cache(self.store)
         source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
         writeback = None
         if s.writeback:
@@ -192,11 +199,16 @@ class Operator:
         )
         from gitkube.services.controller import EndpointsController
 
-        assert self.objects is not None
+        assert self.objects is not None and self.cache is not None
         s = self.settings
+        # a master's controllers write only while its term lasts
+        fence = self.election.fence if self.election is not None else None
+        cache, applier = self.cache, Applier(self.objects, fence=fence)
         scheduler = SchedulerLoop(
             self.objects,
             on_scheduled=lambda _key, latency: self.metrics.scheduling_latency.observe(latency),
+            cache=cache,
+            applier=applier,
         )
         lifecycle = NodeLifecycleController(
             self.objects,
@@ -204,14 +216,20 @@ class Operator:
                 grace_period_seconds=s.node_grace_seconds(),
                 eviction_timeout_seconds=s.eviction_timeout_seconds(),
                 monitor_period_seconds=min(5.0, s.node_grace_seconds() / 4),
+                eviction_rate=s.node_eviction_rate,
+                secondary_eviction_rate=s.secondary_node_eviction_rate,
+                unhealthy_zone_threshold=s.unhealthy_zone_threshold,
+                large_cluster_size_threshold=s.large_cluster_size_threshold,
             ),
+            cache=cache,
+            applier=applier,
         )
         return [
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
-            ("replication", ReplicationManager(self.objects).run),
+            ("replication", ReplicationManager(self.objects, cache=cache, applier=applier).run),
             ("node-lifecycle", lifecycle.run),
-            ("endpoints", EndpointsController(self.objects).run),
+            ("endpoints", EndpointsController(self.objects, cache=cache, applier=applier).run),
         ]
 
     async def _local_agents(self) -> list[tuple[str, Task]]:
@@ -277,6 +295,12 @@ class Operator:
                 data["leader"] = await self.election.leader()
             return data
 
+        from gitkube.server.kubeapi import GitLocation, KubeApi
+
+        async def git_location() -> GitLocation:
+            return GitLocation(redact_url(s.repo), s.branch, s.path)
+
+        kubeapi = KubeApi(self.objects, git=git_location)
         self.http = HttpServer(
             metrics=self.metrics,
             branch=s.branch,
@@ -288,6 +312,9 @@ class Operator:
             deliveries=DeliveryLog(persist),
             ready=self._ready,
             before_metrics=self._refresh_metrics,
+            kubeapi=kubeapi,
+            api_token=s.read_api_token(),
+            ssl_context=s.ssl_context(),
         )
         host, port = s.listen_host_port()
         try:
@@ -297,7 +324,13 @@ class Operator:
                 f"--listen {s.listen}: {exc.strerror or exc}; is another gitkube running? "
                 "choose another address with --listen HOST:PORT"
             ) from exc
-        log.info("HTTP on http://%s:%d (webhooks under /hooks/)", host, self.http.port)
+        scheme = "https" if self.http.ssl_context is not None else "http"
+        log.info(
+            "HTTP on %s://%s:%d (webhooks under /hooks/, Kubernetes API under /api)",
+            scheme,
+            host,
+            self.http.port,
+        )
         try:
             await stop.wait()
         finally:
@@ -383,7 +416,10 @@ class Operator:
             )
             watcher.start(loop)
             log.info("watching %s for pushes to %s", git_dir, self.settings.branch)
+        assert self.cache is not None
         tasks: list[asyncio.Task[Any]] = [
+            # first: every loop started after it finds it running and shares it
+            asyncio.create_task(self.cache.run(stop), name="cache"),
             asyncio.create_task(self._http(stop), name="http"),
         ]
         try:

@@ -102,3 +102,82 @@ def expressions_match(
         else:
             raise ValueError(f"unknown selector operator {operator!r}")
     return True
+
+
+class SelectorError(ValueError):
+    """A label selector string that does not parse."""
+
+
+_SELECTOR_TOKEN = re.compile(r"\s*(!=|==|=|\(|\)|,|!|[^\s!=(),]+)")
+
+
+def parse_selector(text: str) -> list[tuple[str, str, list[str]]]:
+    """Kubernetes' label selector grammar to ``(key, operator, values)``.
+
+    ``a=b``, ``a==b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a`` and
+    ``!a``, comma-separated and ANDed. Operators come out as In, NotIn,
+    Exists and DoesNotExist (``!=`` is NotIn, as Kubernetes evaluates it:
+    true when the key is absent).
+    """
+    tokens: list[str] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        match = _SELECTOR_TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            raise SelectorError(f"cannot parse label selector {text!r} at {text[pos:]!r}")
+        tokens.append(match.group(1))
+        pos = match.end()
+    out: list[tuple[str, str, list[str]]] = []
+    i = 0
+
+    def need(what: str) -> str:
+        nonlocal i
+        if i >= len(tokens):
+            raise SelectorError(f"label selector {text!r}: expected {what} at the end")
+        token = tokens[i]
+        i += 1
+        return token
+
+    while i < len(tokens):
+        token = need("a key")
+        if token == "!":
+            key = need("a key after '!'")
+            out.append((key, "DoesNotExist", []))
+        else:
+            key = token
+            if key in ("=", "==", "!=", "(", ")", ","):
+                raise SelectorError(f"label selector {text!r}: expected a key, got {key!r}")
+            nxt = tokens[i] if i < len(tokens) else ","
+            if nxt == ",":
+                out.append((key, "Exists", []))
+            elif nxt in ("=", "==", "!="):
+                i += 1
+                value = tokens[i] if i < len(tokens) and tokens[i] != "," else ""
+                if value:
+                    i += 1
+                out.append((key, "NotIn" if nxt == "!=" else "In", [value]))
+            elif nxt in ("in", "notin"):
+                i += 1
+                if need("'('") != "(":
+                    raise SelectorError(f"label selector {text!r}: expected '(' after {nxt}")
+                values: list[str] = []
+                while True:
+                    item = need("a value or ')'")
+                    if item == ")":
+                        break
+                    if item == ",":
+                        continue
+                    values.append(item)
+                out.append((key, "In" if nxt == "in" else "NotIn", values))
+            else:
+                raise SelectorError(f"label selector {text!r}: unexpected {nxt!r} after {key!r}")
+        if i < len(tokens):
+            if tokens[i] != ",":
+                raise SelectorError(f"label selector {text!r}: expected ',' before {tokens[i]!r}")
+            i += 1
+    for key, _, _ in out:
+        problem = check_label_key(key)
+        if problem:
+            raise SelectorError(f"label selector {text!r}: {problem}")
+    return out

@@ -567,6 +567,9 @@ class ObjectReference:
     namespace: str = ""
     name: str = ""
     uid: str = ""
+    api_version: str = ""
+    resource_version: str = ""
+    field_path: str = ""
 
 
 @dataclass
@@ -828,15 +831,50 @@ class ReplicaSet(ApiObject):
     status: ReplicaSetStatus = field(default_factory=ReplicaSetStatus)
 
 
+# ---------------------------------------------------------------- events
+
+
+@dataclass
+class EventSource:
+    component: str = ""
+    host: str = ""
+
+
+@dataclass
+class Event(ApiObject):
+    """A v1 Event: something a component did or saw about an object. Written
+    by gitkube's loops (``gitkube.store.events``), never declared in git; it
+    expires an hour after it last happened."""
+
+    KIND: ClassVar[str] = "Event"
+    RESOURCE: ClassVar[str] = "events"
+
+    involved_object: ObjectReference = field(default_factory=ObjectReference)
+    reason: str = ""
+    message: str = ""
+    source: EventSource = field(default_factory=EventSource)
+    first_timestamp: str = ""
+    last_timestamp: str = ""
+    count: int = 1
+    #: Normal or Warning
+    type: str = "Normal"
+    reporting_component: str = ""
+    reporting_instance: str = ""
+
+
+_V1_CORE: tuple[type[ApiObject], ...] = (Pod, ReplicationController, Service, Endpoints, Node)
+_WORKLOADS: tuple[type[ApiObject], ...] = (Namespace, ConfigMap, Secret, Deployment, ReplicaSet)
+#: the kinds added to the 2015 core (kept as a name for code written against it)
+WORKLOAD_KINDS: dict[str, type[ApiObject]] = {cls.KIND: cls for cls in _WORKLOADS}
 #: the kinds validation, sync and the CLI know
-KINDS: dict[str, type[ApiObject]] = {
-    cls.KIND: cls for cls in (Pod, ReplicationController, Service, Endpoints, Node)
-}
-#: kinds whose types exist but are not registered in KINDS yet (being built)
-WORKLOAD_KINDS: dict[str, type[ApiObject]] = {
-    cls.KIND: cls for cls in (Namespace, ConfigMap, Secret, Deployment, ReplicaSet)
+KINDS: dict[str, type[ApiObject]] = {cls.KIND: cls for cls in (*_V1_CORE, *_WORKLOADS)}
+#: the apiVersion of each kind (``v1`` unless listed)
+API_VERSIONS: dict[str, str] = {
+    kind: ("apps/v1" if kind in ("Deployment", "ReplicaSet") else "v1") for kind in KINDS
 }
 RESOURCES: dict[str, type[ApiObject]] = {cls.RESOURCE: cls for cls in KINDS.values()}
+#: kinds the cluster writes and git never declares
+RESOURCES[Event.RESOURCE] = Event
 
 
 def object_from_dict(data: dict[str, Any]) -> ApiObject:

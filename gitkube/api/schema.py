@@ -153,6 +153,36 @@ def _check_env_name(value: str) -> str | None:
     return None
 
 
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+_PERCENT = re.compile(r"^[0-9]+%$")
+
+
+def check_config_key(value: str) -> str | None:
+    """A key of a ConfigMap or Secret (it becomes a file name in a volume)."""
+    if not value or len(value) > 253 or not _CONFIG_KEY.match(value):
+        return f"{value!r} is not a valid key: at most 253 letters, digits, '-', '_' and '.'"
+    if value in (".", "..") or value.startswith(".."):
+        return f"{value!r} is not a valid key: it may not be '.' or start with '..'"
+    return None
+
+
+def _check_base64(value: str) -> str | None:
+    stripped = value.replace("\n", "").replace("\r", "")
+    if len(stripped) % 4 or not _BASE64.match(stripped):
+        shown = value if len(value) <= 20 else value[:17] + "..."
+        return f"must be base64-encoded, and {shown!r} is not valid base64"
+    return None
+
+
+def _check_int_or_percent(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if value >= 0 else f"must not be negative, not {value}"
+    if not _PERCENT.match(value):
+        return f"must be a count or a percentage such as '25%', not {value!r}"
+    return None
+
+
 #: format name -> check returning a message, or None when the value is fine
 FORMATS: dict[str, Callable[[Any], str | None]] = {
     "dns1123-label": check_dns1123_label,
@@ -169,6 +199,9 @@ FORMATS: dict[str, Callable[[Any], str | None]] = {
     "cluster-ip": _check_cluster_ip,
     "env-name": _check_env_name,
     "namespace": _check_namespace,
+    "config-key": check_config_key,
+    "base64": _check_base64,
+    "int-or-percent": _check_int_or_percent,
 }
 
 # ---------------------------------------------------------------- types
@@ -467,6 +500,11 @@ SCHEMA_FILES = {
     "Service": "service.json",
     "Endpoints": "endpoints.json",
     "Node": "node.json",
+    "Namespace": "namespace.json",
+    "ConfigMap": "configmap.json",
+    "Secret": "secret.json",
+    "Deployment": "deployment.json",
+    "ReplicaSet": "replicaset.json",
 }
 
 

@@ -18,16 +18,23 @@ Decisions worth knowing:
   ``resourceVersion``, ...) are ignored, so ``kubectl get -o yaml`` output
   loads; they never reach the object built from the manifest.
 - A probe's named port must be a port of its container.
+- Deployments and ReplicaSets need a non-empty selector that matches their
+  template's labels; a Secret's ``stringData`` is merged into ``data`` (base64)
+  when the object is built, as the API server does, and never stored.
+- ``generateName`` without ``metadata.name`` is refused, as ``kubectl apply``
+  refuses it: an object kept in git needs a name the next sync finds again.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gitkube.api.labels import check_label_value, expressions_match
 from gitkube.api.manifests import (
     DEFAULT_MAX_BYTES,
     Document,
@@ -35,17 +42,21 @@ from gitkube.api.manifests import (
     find_manifest_files,
     parse_documents,
 )
-from gitkube.api.objects import KINDS, ApiObject
+from gitkube.api.objects import API_VERSIONS, KINDS, ApiObject, Secret
 from gitkube.api.quantity import QuantityError, parse_quantity
 from gitkube.api.schema import (
     Sink,
     check_dns1035_label,
+    check_dns1123_label,
     check_dns1123_subdomain,
     describe,
     kind_checks,
 )
 
-SUPPORTED = f"apiVersion v1 with kind {', '.join(KINDS)}"
+SUPPORTED = "; ".join(
+    f"{version} {', '.join(k for k in KINDS if API_VERSIONS[k] == version)}"
+    for version in dict.fromkeys(API_VERSIONS.values())
+)
 
 #: gitkube annotations whose values gitkube reads (rolling updates)
 _ROLLING_ANNOTATIONS = ("gitkube.io/max-unavailable", "gitkube.io/max-surge")
@@ -55,16 +66,11 @@ MAX_ANNOTATIONS_BYTES = 256 * 1024
 
 #: kinds people bring from newer Kubernetes, and where they live
 _OTHER_KINDS = {
-    "Deployment": "apps/v1",
-    "ReplicaSet": "apps/v1",
     "StatefulSet": "apps/v1",
     "DaemonSet": "apps/v1",
     "Job": "batch/v1",
     "CronJob": "batch/v1",
     "Ingress": "networking.k8s.io/v1",
-    "ConfigMap": "v1",
-    "Secret": "v1",
-    "Namespace": "v1",
     "PersistentVolumeClaim": "v1",
     "ServiceAccount": "v1",
     "List": "v1",
@@ -206,12 +212,12 @@ def _check_type_meta(api_version: Any, kind: Any, sink: Sink) -> bool:
         found = f"kind {kind!r}" + (f" ({where})" if where else "")
         sink.errors.append((("kind",), f"{found} is not supported; gitkube supports {SUPPORTED}"))
         return False
-    if api_version != "v1":
+    if api_version != API_VERSIONS[kind]:
         sink.errors.append(
             (
                 ("apiVersion",),
-                f"apiVersion {api_version!r} is not supported for {kind}; "
-                f"gitkube supports {SUPPORTED}",
+                f"apiVersion {api_version!r} is not supported for {kind} "
+                f"(use {API_VERSIONS[kind]}); gitkube supports {SUPPORTED}",
             )
         )
         return False
@@ -225,8 +231,21 @@ def _check_semantics(kind: str, data: dict[str, Any], sink: Sink) -> None:
         problem = check_dns1035_label(name) if kind == "Service" else check_dns1123_subdomain(name)
         if problem:
             sink.errors.append((("metadata", "name"), f"invalid name: {problem}"))
-    if kind == "Node" and metadata.get("namespace") is not None:
-        sink.ignored.append((("metadata", "namespace"), "nodes are cluster-scoped"))
+    elif name is None and isinstance(metadata.get("generateName"), str):
+        sink.errors.append(
+            (
+                ("metadata", "generateName"),
+                "generateName without metadata.name is not supported: an object kept in git "
+                "needs a fixed name so that the next sync finds it again (kubectl apply "
+                "refuses it for the same reason); set metadata.name",
+            )
+        )
+    if kind == "Namespace" and isinstance(name, str) and name:
+        problem = check_dns1123_label(name)
+        if problem:
+            sink.errors.append((("metadata", "name"), f"invalid Namespace name: {problem}"))
+    if kind in ("Node", "Namespace") and metadata.get("namespace") is not None:
+        sink.ignored.append((("metadata", "namespace"), f"{kind}s are cluster-scoped"))
     _check_annotations(metadata, ("metadata",), sink)
     spec = _mapping(data.get("spec"))
     if kind == "Pod":
@@ -237,6 +256,12 @@ def _check_semantics(kind: str, data: dict[str, Any], sink: Sink) -> None:
         _check_service_spec(spec, sink)
     elif kind == "Endpoints":
         _check_endpoints(data, sink)
+    elif kind in ("Deployment", "ReplicaSet"):
+        _check_apps_spec(kind, spec, sink)
+    elif kind == "ConfigMap":
+        _check_config_map(data, sink)
+    elif kind == "Secret":
+        _check_secret(data, sink)
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -268,37 +293,159 @@ def _check_annotations(metadata: dict[str, Any], path: FieldPath, sink: Sink) ->
 
 
 def _check_pod_spec(spec: dict[str, Any], path: FieldPath, sink: Sink) -> None:
-    containers = _list(spec.get("containers"))
-    seen: dict[str, int] = {}
+    seen: dict[str, str] = {}
     host_ports: dict[tuple[str, int], FieldPath] = {}
     host_network = spec.get("hostNetwork") is True
-    for index, container in enumerate(containers):
-        if not isinstance(container, dict):
+    volumes = _check_volumes(spec, path, sink)
+    for group in ("initContainers", "containers"):
+        for index, container in enumerate(_list(spec.get(group))):
+            if not isinstance(container, dict):
+                continue
+            cpath = (*path, group, index)
+            name = container.get("name")
+            if isinstance(name, str) and name:
+                if name in seen:
+                    sink.errors.append(
+                        (
+                            (*cpath, "name"),
+                            f"duplicate container name {name!r} (also {seen[name]})",
+                        )
+                    )
+                else:
+                    seen[name] = f"{group}[{index}]"
+            _check_env(container, cpath, sink)
+            _check_mounts(container, cpath, sink, volumes)
+            if group == "initContainers":
+                for probe_field in ("livenessProbe", "readinessProbe", "startupProbe"):
+                    if container.get(probe_field) is not None:
+                        sink.errors.append(
+                            ((*cpath, probe_field), "init containers may not have probes")
+                        )
+                _check_container_ports(container, cpath, sink, {}, False)
+                _check_resources(_mapping(container.get("resources")), (*cpath, "resources"), sink)
+            else:
+                _check_container(container, cpath, sink, host_ports, host_network)
+
+
+def _check_volumes(spec: dict[str, Any], path: FieldPath, sink: Sink) -> set[str]:
+    names: dict[str, int] = {}
+    for index, volume in enumerate(_list(spec.get("volumes"))):
+        if not isinstance(volume, dict):
             continue
-        cpath = (*path, "containers", index)
-        name = container.get("name")
+        vpath = (*path, "volumes", index)
+        name = volume.get("name")
         if isinstance(name, str) and name:
-            if name in seen:
+            if name in names:
                 sink.errors.append(
                     (
-                        (*cpath, "name"),
-                        f"duplicate container name {name!r} (also containers[{seen[name]}])",
+                        (*vpath, "name"),
+                        f"duplicate volume name {name!r} (also volumes[{names[name]}])",
                     )
                 )
             else:
-                seen[name] = index
-        port_names = _check_container_ports(container, cpath, sink, host_ports, host_network)
-        _check_resources(_mapping(container.get("resources")), (*cpath, "resources"), sink)
-        for probe_field in ("livenessProbe", "readinessProbe"):
-            probe = container.get(probe_field)
-            if isinstance(probe, dict):
-                _check_probe(
-                    probe,
-                    (*cpath, probe_field),
-                    sink,
-                    port_names,
-                    liveness=probe_field == "livenessProbe",
+                names[name] = index
+        sources = [k for k in volume if k != "name" and volume[k] is not None]
+        if not sources:
+            sink.errors.append((vpath, "a volume needs a source: configMap, secret or emptyDir"))
+        elif len(sources) > 1:
+            sink.errors.append(
+                (vpath, f"a volume needs exactly one source, this one has {', '.join(sources)}")
+            )
+        for source, name_field in (("configMap", "name"), ("secret", "secretName")):
+            config = volume.get(source)
+            if isinstance(config, dict) and not config.get(name_field):
+                sink.errors.append(((*vpath, source, name_field), "required field is missing"))
+    return set(names)
+
+
+def _check_env(container: dict[str, Any], cpath: FieldPath, sink: Sink) -> None:
+    for index, env in enumerate(_list(container.get("env"))):
+        if not isinstance(env, dict):
+            continue
+        source = env.get("valueFrom")
+        if not isinstance(source, dict):
+            continue
+        epath = (*cpath, "env", index)
+        if env.get("value"):
+            sink.errors.append(((*epath, "valueFrom"), "may not be given with value"))
+        given = [k for k, v in source.items() if v is not None]
+        if len(given) != 1:
+            shown = ", ".join(given) if given else "none"
+            sink.errors.append(
+                (
+                    (*epath, "valueFrom"),
+                    "needs exactly one of configMapKeyRef, secretKeyRef, fieldRef or "
+                    f"resourceFieldRef (given: {shown})",
                 )
+            )
+        for ref in ("configMapKeyRef", "secretKeyRef"):
+            selector = source.get(ref)
+            if isinstance(selector, dict) and not selector.get("name"):
+                sink.errors.append(
+                    ((*epath, "valueFrom", ref, "name"), "required field is missing")
+                )
+    for index, env_from in enumerate(_list(container.get("envFrom"))):
+        if not isinstance(env_from, dict):
+            continue
+        given = [k for k in ("configMapRef", "secretRef") if env_from.get(k) is not None]
+        fpath = (*cpath, "envFrom", index)
+        if len(given) != 1:
+            sink.errors.append((fpath, "needs exactly one of configMapRef or secretRef"))
+        for ref in given:
+            selector = env_from.get(ref)
+            if isinstance(selector, dict) and not selector.get("name"):
+                sink.errors.append(((*fpath, ref, "name"), "required field is missing"))
+
+
+def _check_mounts(
+    container: dict[str, Any], cpath: FieldPath, sink: Sink, volumes: set[str]
+) -> None:
+    paths: dict[str, int] = {}
+    for index, mount in enumerate(_list(container.get("volumeMounts"))):
+        if not isinstance(mount, dict):
+            continue
+        mpath = (*cpath, "volumeMounts", index)
+        name = mount.get("name")
+        if isinstance(name, str) and name and name not in volumes:
+            known = ", ".join(sorted(volumes)) or "none"
+            sink.errors.append(
+                ((*mpath, "name"), f"no volume named {name!r} in this pod (volumes: {known})")
+            )
+        mount_path = mount.get("mountPath")
+        if isinstance(mount_path, str) and mount_path:
+            if mount_path in paths:
+                sink.errors.append(
+                    (
+                        (*mpath, "mountPath"),
+                        f"{mount_path!r} is mounted twice (also volumeMounts[{paths[mount_path]}])",
+                    )
+                )
+            else:
+                paths[mount_path] = index
+        sub_path = mount.get("subPath")
+        if isinstance(sub_path, str) and (sub_path.startswith("/") or ".." in sub_path.split("/")):
+            sink.errors.append(((*mpath, "subPath"), "must be a relative path without '..'"))
+
+
+def _check_container(
+    container: dict[str, Any],
+    cpath: FieldPath,
+    sink: Sink,
+    host_ports: dict[tuple[str, int], FieldPath],
+    host_network: bool,
+) -> None:
+    port_names = _check_container_ports(container, cpath, sink, host_ports, host_network)
+    _check_resources(_mapping(container.get("resources")), (*cpath, "resources"), sink)
+    for probe_field in ("livenessProbe", "readinessProbe"):
+        probe = container.get(probe_field)
+        if isinstance(probe, dict):
+            _check_probe(
+                probe,
+                (*cpath, probe_field),
+                sink,
+                port_names,
+                liveness=probe_field == "livenessProbe",
+            )
 
 
 def _check_container_ports(
@@ -518,6 +665,188 @@ def _check_endpoints(data: dict[str, Any], sink: Sink) -> None:
                     )
 
 
+# ---------------------------------------------------------------- apps/v1, config
+
+
+def _check_apps_spec(kind: str, spec: dict[str, Any], sink: Sink) -> None:
+    """Deployment and ReplicaSet: the selector, the template and the strategy."""
+    template = _mapping(spec.get("template"))
+    tpath: FieldPath = ("spec", "template")
+    labels = _mapping(_mapping(template.get("metadata")).get("labels"))
+    selector = spec.get("selector")
+    if isinstance(selector, dict):
+        expressions = _check_selector(selector, ("spec", "selector"), sink)
+        match_labels = _mapping(selector.get("matchLabels"))
+        if not match_labels and not _list(selector.get("matchExpressions")):
+            sink.errors.append(
+                (
+                    ("spec", "selector"),
+                    "the selector is empty: it would match every pod in the namespace; "
+                    "give matchLabels or matchExpressions",
+                )
+            )
+        elif (
+            expressions is not None
+            and all(isinstance(v, str) for v in match_labels.values())
+            and not expressions_match(match_labels, expressions, labels)
+        ):
+            sink.errors.append(
+                (
+                    ("spec", "selector"),
+                    "selector does not match the template labels "
+                    f"({_labels_text(labels)}): the {kind} would never see its pods",
+                )
+            )
+    pod_spec = _mapping(template.get("spec"))
+    policy = pod_spec.get("restartPolicy")
+    if isinstance(policy, str) and policy != "Always":
+        sink.errors.append(
+            ((*tpath, "spec", "restartPolicy"), f"must be Always in a {kind}, not {policy!r}")
+        )
+    _check_annotations(_mapping(template.get("metadata")), (*tpath, "metadata"), sink)
+    _check_pod_spec(pod_spec, (*tpath, "spec"), sink)
+    if kind == "Deployment":
+        _check_strategy(spec, sink)
+
+
+def _labels_text(labels: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "no labels"
+
+
+def _check_selector(
+    selector: dict[str, Any], path: FieldPath, sink: Sink
+) -> list[tuple[str, str, list[str]]] | None:
+    """The selector's expressions as ``expressions_match`` takes them, or None
+    when one of them is malformed (reported)."""
+    out: list[tuple[str, str, list[str]]] = []
+    ok = True
+    for index, expr in enumerate(_list(selector.get("matchExpressions"))):
+        if not isinstance(expr, dict):
+            ok = False
+            continue
+        epath = (*path, "matchExpressions", index)
+        key, operator, values = expr.get("key"), expr.get("operator"), expr.get("values")
+        if values is None:
+            values = []
+        if not isinstance(key, str) or not isinstance(values, list):
+            ok = False
+            continue
+        if operator in ("In", "NotIn"):
+            if not values:
+                ok = False
+                sink.errors.append(
+                    ((*epath, "values"), f"operator {operator} needs at least one value")
+                )
+        elif operator in ("Exists", "DoesNotExist"):
+            if values:
+                ok = False
+                sink.errors.append(((*epath, "values"), f"operator {operator} takes no values"))
+        else:
+            ok = False  # reported by the schema
+            continue
+        for vindex, value in enumerate(values):
+            if not isinstance(value, str):
+                ok = False
+                continue
+            problem = check_label_value(value)
+            if problem:
+                sink.errors.append(((*epath, "values", vindex), problem))
+        out.append((key, operator, [v for v in values if isinstance(v, str)]))
+    return out if ok else None
+
+
+def _is_zero(value: Any) -> bool:
+    return value == 0 or value == "0%"
+
+
+def _check_strategy(spec: dict[str, Any], sink: Sink) -> None:
+    path: FieldPath = ("spec", "strategy")
+    strategy = _mapping(spec.get("strategy"))
+    kind = strategy.get("type") or "RollingUpdate"
+    rolling = strategy.get("rollingUpdate")
+    if kind == "Recreate" and rolling is not None:
+        sink.errors.append(
+            ((*path, "rollingUpdate"), "may not be given when strategy type is Recreate")
+        )
+    if isinstance(rolling, dict):
+        surge = rolling.get("maxSurge")
+        unavailable = rolling.get("maxUnavailable")
+        if _is_zero(surge) and _is_zero(unavailable):
+            sink.errors.append(
+                (
+                    (*path, "rollingUpdate", "maxUnavailable"),
+                    "maxUnavailable and maxSurge may not both be 0: the rollout could never "
+                    "make progress",
+                )
+            )
+        if isinstance(unavailable, str) and unavailable.endswith("%"):
+            digits = unavailable[:-1]
+            if digits.isdigit() and int(digits) > 100:
+                sink.errors.append(
+                    ((*path, "rollingUpdate", "maxUnavailable"), "may not be more than 100%")
+                )
+    deadline = spec.get("progressDeadlineSeconds")
+    ready = spec.get("minReadySeconds")
+    if (
+        isinstance(deadline, int)
+        and isinstance(ready, int)
+        and not isinstance(deadline, bool)
+        and not isinstance(ready, bool)
+        and deadline <= ready
+    ):
+        sink.errors.append(
+            (
+                ("spec", "progressDeadlineSeconds"),
+                f"must be more than minReadySeconds ({ready}), not {deadline}",
+            )
+        )
+
+
+#: Kubernetes' limit on the data of one ConfigMap or Secret
+MAX_CONFIG_BYTES = 1 << 20
+
+#: Secret types Kubernetes checks, and the keys each needs (any one of a tuple)
+_SECRET_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "kubernetes.io/tls": (("tls.crt",), ("tls.key",)),
+    "kubernetes.io/dockerconfigjson": ((".dockerconfigjson",),),
+    "kubernetes.io/dockercfg": ((".dockercfg",),),
+    "kubernetes.io/ssh-auth": (("ssh-privatekey",),),
+    "kubernetes.io/basic-auth": (("username", "password"),),
+}
+
+
+def _config_size(*maps: dict[str, Any]) -> int:
+    return sum(len(k) + len(v) for m in maps for k, v in m.items() if isinstance(v, str))
+
+
+def _check_config_map(data: dict[str, Any], sink: Sink) -> None:
+    text = _mapping(data.get("data"))
+    binary = _mapping(data.get("binaryData"))
+    for key in binary:
+        if key in text:
+            sink.errors.append(
+                (("binaryData", key), f"key {key!r} is also in data: a key may be in only one")
+            )
+    size = _config_size(text, binary)
+    if size > MAX_CONFIG_BYTES:
+        sink.errors.append(((), f"data totals {size} bytes, over Kubernetes' 1 MiB limit"))
+
+
+def _check_secret(data: dict[str, Any], sink: Sink) -> None:
+    values = _mapping(data.get("data"))
+    strings = _mapping(data.get("stringData"))
+    size = _config_size(values, strings)
+    if size > MAX_CONFIG_BYTES:
+        sink.errors.append(((), f"data totals {size} bytes, over Kubernetes' 1 MiB limit"))
+    secret_type = data.get("type")
+    needed = _SECRET_KEYS.get(secret_type) if isinstance(secret_type, str) else None
+    keys = set(values) | set(strings)
+    for options in needed or ():
+        if not keys & set(options):
+            shown = " or ".join(repr(o) for o in options)
+            sink.errors.append((("data",), f"a Secret of type {secret_type} needs the key {shown}"))
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -553,6 +882,11 @@ def _build_object(data: dict[str, Any], ignored: list[tuple[FieldPath, str]]) ->
     obj = cls.from_dict(clean)
     if cls.NAMESPACED and not obj.metadata.namespace:
         obj.metadata.namespace = "default"
+    if isinstance(obj, Secret) and obj.string_data:
+        # as the API server does: stringData is written into data (and wins), never stored
+        for key, value in obj.string_data.items():
+            obj.data[key] = base64.b64encode(value.encode()).decode()
+        obj.string_data = {}
     return obj
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from gitkube.cli import (
     agent_cmd,  # noqa: F401
     get_cmd,  # noqa: F401
+    kubeconfig_cmd,  # noqa: F401
     logs_cmd,  # noqa: F401
     operator_cmd,  # noqa: F401
     proxy_cmd,  # noqa: F401

@@ -1,7 +1,8 @@
 """`gitkube get KIND [NAME]`: objects from the store, as kubectl prints them.
 
 Kinds and their short names: pods (po), replicationcontrollers (rc),
-services (svc), endpoints (ep), nodes (no, minions). Tables:
+services (svc), endpoints (ep), nodes (no, minions), namespaces (ns),
+configmaps (cm), secrets, deployments (deploy), replicasets (rs). Tables:
 
     pods       NAME READY STATUS RESTARTS AGE          (wide: IP NODE)
     rc         NAME DESIRED CURRENT READY AGE          (wide: CONTAINERS IMAGES SELECTOR)
@@ -10,6 +11,11 @@ services (svc), endpoints (ep), nodes (no, minions). Tables:
     nodes      NAME STATUS LABELS CPU(capacity/allocated) MEMORY(capacity/allocated) PODS
                (like `kubectl get minions` in Kubernetes' first releases; allocated is
                the sum of the requests of the pods bound to the node and not finished)
+    namespaces NAME STATUS AGE
+    configmaps NAME DATA AGE
+    secrets    NAME TYPE DATA AGE
+    deploy     NAME READY UP-TO-DATE AVAILABLE AGE (wide: CONTAINERS IMAGES SELECTOR)
+    rs         NAME DESIRED CURRENT READY AGE      (wide: CONTAINERS IMAGES SELECTOR)
 
 As kubectl: the namespace is ``default`` unless ``-n`` says otherwise, ``-A``
 lists every namespace. ``-o json`` is a v1 ``List`` whose items include
@@ -30,10 +36,18 @@ import typer
 from gitkube.api.keys import object_key, resource_prefix
 from gitkube.api.objects import (
     ApiObject,
+    ConfigMap,
+    Deployment,
     Endpoints,
+    Event,
+    LabelSelector,
+    Namespace,
     Node,
     Pod,
+    PodTemplateSpec,
+    ReplicaSet,
     ReplicationController,
+    Secret,
     Service,
 )
 from gitkube.api.quantity import QuantityError, format_cpu, parse_cpu, parse_memory
@@ -60,9 +74,16 @@ RESOURCE_ALIASES: dict[str, tuple[type[ApiObject], tuple[str, ...]]] = {
     "services": (Service, ("service", "svc")),
     "endpoints": (Endpoints, ("endpoint", "ep")),
     "nodes": (Node, ("node", "no", "minions", "minion")),
+    "namespaces": (Namespace, ("namespace", "ns")),
+    "configmaps": (ConfigMap, ("configmap", "cm")),
+    "secrets": (Secret, ("secret",)),
+    "deployments": (Deployment, ("deployment", "deploy")),
+    "replicasets": (ReplicaSet, ("replicaset", "rs")),
+    "events": (Event, ("event", "ev")),
 }
 KINDS_HELP = (
-    "pods (po), replicationcontrollers (rc), services (svc), endpoints (ep), nodes (no, minions)"
+    "pods (po), replicationcontrollers (rc), services (svc), endpoints (ep), nodes (no, minions), "
+    "namespaces (ns), configmaps (cm), secrets, deployments (deploy), replicasets (rs)"
 )
 
 
@@ -137,6 +158,67 @@ def rc_row(rc: ReplicationController, now: datetime, *, wide: bool) -> list[str]
             ",".join(c.image for c in containers) or "<none>",
             _labels(rc.effective_selector()),
         ]
+    return row
+
+
+def selector_text(selector: LabelSelector) -> str:
+    """An apps/v1 selector as kubectl prints it: ``app=web,tier in (a,b)``."""
+    parts = [f"{k}={v}" for k, v in sorted(selector.match_labels.items())]
+    for expr in selector.match_expressions:
+        if expr.operator in ("In", "NotIn"):
+            parts.append(f"{expr.key} {expr.operator.lower()} ({','.join(expr.values)})")
+        elif expr.operator == "Exists":
+            parts.append(expr.key)
+        else:
+            parts.append(f"!{expr.key}")
+    return ",".join(parts) or "<none>"
+
+
+def _template_cells(template: PodTemplateSpec) -> list[str]:
+    containers = template.spec.containers
+    return [
+        ",".join(c.name for c in containers) or "<none>",
+        ",".join(c.image for c in containers) or "<none>",
+    ]
+
+
+def namespace_row(ns: Namespace, now: datetime, *, wide: bool) -> list[str]:
+    return [ns.name, ns.status.phase or "Active", _age(ns, now)]
+
+
+def configmap_row(cm: ConfigMap, now: datetime, *, wide: bool) -> list[str]:
+    return [cm.name, str(len(cm.data) + len(cm.binary_data)), _age(cm, now)]
+
+
+def secret_row(secret: Secret, now: datetime, *, wide: bool) -> list[str]:
+    return [secret.name, secret.type or "Opaque", str(len(secret.data)), _age(secret, now)]
+
+
+def deployment_row(deploy: Deployment, now: datetime, *, wide: bool) -> list[str]:
+    desired = deploy.spec.replicas if deploy.spec.replicas is not None else 1
+    status = deploy.status
+    row = [
+        deploy.name,
+        f"{status.ready_replicas}/{desired}",
+        str(status.updated_replicas),
+        str(status.available_replicas),
+        _age(deploy, now),
+    ]
+    if wide:
+        row += [*_template_cells(deploy.spec.template), selector_text(deploy.spec.selector)]
+    return row
+
+
+def replicaset_row(rs: ReplicaSet, now: datetime, *, wide: bool) -> list[str]:
+    row = [
+        rs.name,
+        str(rs.spec.replicas if rs.spec.replicas is not None else 1),
+        str(rs.status.replicas),
+        str(rs.status.ready_replicas),
+        _age(rs, now),
+    ]
+    if wide:
+        row += [*_template_cells(rs.spec.template), selector_text(rs.spec.selector)]
     return row
 
 
@@ -271,7 +353,59 @@ HEADERS: dict[type[ApiObject], tuple[list[str], list[str]]] = {
         ],
         ["INTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"],
     ),
+    Namespace: (["NAME", "STATUS", "AGE"], []),
+    ConfigMap: (["NAME", "DATA", "AGE"], []),
+    Secret: (["NAME", "TYPE", "DATA", "AGE"], []),
+    Deployment: (
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        ["CONTAINERS", "IMAGES", "SELECTOR"],
+    ),
+    ReplicaSet: (
+        ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        ["CONTAINERS", "IMAGES", "SELECTOR"],
+    ),
+    Event: (["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], ["SOURCE", "COUNT"]),
 }
+
+def event_row(ev: Event, now: datetime, *, wide: bool) -> list[str]:
+    """LAST SEEN, TYPE, REASON, OBJECT, MESSAGE (and COUNT, wide), as kubectl."""
+    seen = human_duration(age_seconds(ev.last_timestamp or ev.metadata.creation_timestamp, now))
+    ref = ev.involved_object
+    row = [seen, ev.type, ev.reason, f"{ref.kind.lower()}/{ref.name}", ev.message]
+    if wide:
+        row += [ev.source.component, str(ev.count)]
+    return row
+
+
+#: the row function of each kind without special inputs
+_ROWS: dict[type[ApiObject], Any] = {
+    Pod: pod_row,
+    ReplicationController: rc_row,
+    Service: service_row,
+    Endpoints: endpoints_row,
+    Namespace: namespace_row,
+    ConfigMap: configmap_row,
+    Secret: secret_row,
+    Deployment: deployment_row,
+    ReplicaSet: replicaset_row,
+    Event: event_row,
+}
+
+
+def object_row(
+    obj: ApiObject,
+    now: datetime,
+    *,
+    wide: bool,
+    pods: Sequence[Pod] = (),
+    alloc: dict[str, NodeAllocation] | None = None,
+) -> list[str]:
+    """One row of ``HEADERS[type(obj)]`` (pure); nodes need ``pods`` or ``alloc``."""
+    if isinstance(obj, Node):
+        if alloc is None:
+            alloc = allocations(pods)
+        return node_row(obj, now, wide=wide, alloc=alloc.get(obj.name, NodeAllocation()))
+    return list(_ROWS[type(obj)](obj, now, wide=wide))
 
 
 def render_table(
@@ -294,18 +428,7 @@ def render_table(
     alloc = allocations(pods) if cls is Node else {}
     rows: list[list[str]] = []
     for obj in items:
-        if isinstance(obj, Pod):
-            row = pod_row(obj, now, wide=wide)
-        elif isinstance(obj, ReplicationController):
-            row = rc_row(obj, now, wide=wide)
-        elif isinstance(obj, Service):
-            row = service_row(obj, now, wide=wide)
-        elif isinstance(obj, Endpoints):
-            row = endpoints_row(obj, now, wide=wide)
-        elif isinstance(obj, Node):
-            row = node_row(obj, now, wide=wide, alloc=alloc.get(obj.name, NodeAllocation()))
-        else:  # pragma: no cover - RESOURCE_ALIASES lists every kind above
-            raise TypeError(obj.KIND)
+        row = object_row(obj, now, wide=wide, alloc=alloc)
         rows.append([obj.namespace, *row] if namespaced else row)
     return format_columns(headers, rows) + "\n"
 

@@ -22,6 +22,7 @@ from gitkube.errors import GitkubeError, NotFound
 from gitkube.nodes.podstatus import split_container_id
 from gitkube.nodes.registration import AGENT_HOSTNAME, AGENT_STATE_DIR
 from gitkube.nodes.runtime.base import Runtime
+from gitkube.store.objects import ObjectStore
 
 
 class LogsError(GitkubeError):
@@ -99,6 +100,31 @@ def attempt_id(pod: Pod, name: str, *, previous: bool) -> str:
     raise LogsError(f"{where} has not been started{reason}")
 
 
+async def open_log(
+    objects: ObjectStore, namespace: str, name: str, *, container: str, previous: bool
+) -> tuple[Runtime, str, str]:
+    """The runtime holding a container attempt's log on this machine, the
+    attempt's id in it, and a description of where it is. The caller closes
+    the runtime. ``LogsError`` when the log is elsewhere or does not exist."""
+    pod = await objects.get(Pod, namespace, name)
+    if pod is None:
+        raise NotFound(f"pod {namespace}/{name} not found in {objects.store.url}")
+    cname = pick_container(pod, container)
+    uri = attempt_id(pod, cname, previous=previous)
+    node = await objects.get(Node, "", pod.spec.node_name) if pod.spec.node_name else None
+    runtime_name, cid = split_container_id(uri)
+    annotations = node.metadata.annotations if node is not None else {}
+    host = annotations.get(AGENT_HOSTNAME, "")
+    elsewhere = bool(host) and host != socket.gethostname()
+    where = f"node {pod.spec.node_name}" + (f" (host {host})" if host else "")
+    if elsewhere:
+        raise LogsError(
+            f"the log of {namespace}/{name}/{cname} is on {where}; run `gitkube logs` there"
+        )
+    runtime = await _runtime_for(runtime_name, pod.spec.node_name, annotations, where)
+    return runtime, cid, f"{namespace}/{name}/{cname} on {where}"
+
+
 async def _print_logs(
     url: str,
     namespace: str,
@@ -110,29 +136,14 @@ async def _print_logs(
     previous: bool,
 ) -> None:
     from gitkube.store.factory import open_store
-    from gitkube.store.objects import ObjectStore
 
     store = await open_store(url)
     try:
-        objects = ObjectStore(store)
-        pod = await objects.get(Pod, namespace, name)
-        if pod is None:
-            raise NotFound(f"pod {namespace}/{name} not found in {store.url}")
-        cname = pick_container(pod, container)
-        uri = attempt_id(pod, cname, previous=previous)
-        node = await objects.get(Node, "", pod.spec.node_name) if pod.spec.node_name else None
+        runtime, cid, where = await open_log(
+            ObjectStore(store), namespace, name, container=container, previous=previous
+        )
     finally:
         await store.close()
-    runtime_name, cid = split_container_id(uri)
-    annotations = node.metadata.annotations if node is not None else {}
-    host = annotations.get(AGENT_HOSTNAME, "")
-    elsewhere = bool(host) and host != socket.gethostname()
-    where = f"node {pod.spec.node_name}" + (f" (host {host})" if host else "")
-    if elsewhere:
-        raise LogsError(
-            f"the log of {namespace}/{name}/{cname} is on {where}; run `gitkube logs` there"
-        )
-    runtime = await _runtime_for(runtime_name, pod.spec.node_name, annotations, where)
     out = sys.stdout.buffer
     try:
         async for chunk in runtime.logs(cid, tail=tail, follow=follow):
@@ -140,7 +151,7 @@ async def _print_logs(
             if follow:
                 out.flush()
     except GitkubeError as exc:
-        raise LogsError(f"{namespace}/{name}/{cname} on {where}: {exc}") from exc
+        raise LogsError(f"{where}: {exc}") from exc
     finally:
         out.flush()
         await runtime.close()

@@ -39,6 +39,12 @@ Interval = Annotated[str | None, Opt("--interval", help="poll interval: 30, 30s,
 SecretFile = Annotated[
     str | None, Opt("--webhook-secret-file", help="file holding the webhook secret")
 ]
+ApiTokenFile = Annotated[
+    str | None,
+    Opt("--api-token-file", help="bearer token of the Kubernetes API (needed beyond loopback)"),
+]
+TlsCert = Annotated[str | None, Opt("--tls-cert-file", help="TLS certificate (PEM) for HTTP")]
+TlsKey = Annotated[str | None, Opt("--tls-key-file", help="TLS private key (PEM) for HTTP")]
 StateDir = Annotated[str | None, Opt("--state-dir", help="state directory (.gitkube)")]
 StatusBranch = Annotated[str | None, Opt("--status-branch", help="status branch (gitkube/status)")]
 Config = Annotated[Path | None, Opt("--config", help="settings file (YAML, keys as flag names)")]
@@ -50,6 +56,27 @@ SelfHeal = Annotated[
     bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
 ]
 Verbose = Annotated[bool | None, Opt("--verbose", "-v", help="debug logging")]
+EvictionRate = Annotated[
+    float | None, Opt("--node-eviction-rate", help="nodes/s whose pods are evicted, per zone (0.1)")
+]
+SecondaryEvictionRate = Annotated[
+    float | None,
+    Opt("--secondary-node-eviction-rate", help="eviction rate in an unhealthy zone (0.01)"),
+]
+UnhealthyZoneThreshold = Annotated[
+    float | None,
+    Opt(
+        "--unhealthy-zone-threshold",
+        help="share of NotReady nodes that makes a zone unhealthy (0.55)",
+    ),
+]
+LargeClusterSizeThreshold = Annotated[
+    int | None,
+    Opt(
+        "--large-cluster-size-threshold",
+        help="an unhealthy zone of at most this many nodes stops evicting (50)",
+    ),
+]
 
 
 def _checkout_defaults(settings: Settings, sources: dict[str, str]) -> None:
@@ -131,6 +158,9 @@ def run_command(
     listen: Listen = None,
     interval: Interval = None,
     webhook_secret_file: SecretFile = None,
+    api_token_file: ApiTokenFile = None,
+    tls_cert_file: TlsCert = None,
+    tls_key_file: TlsKey = None,
     state_dir: StateDir = None,
     address: Annotated[str | None, Opt("--address", help="node address (127.0.0.1)")] = None,
     proxy_address: Annotated[
@@ -149,6 +179,10 @@ def run_command(
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
     ] = None,
+    node_eviction_rate: EvictionRate = None,
+    secondary_node_eviction_rate: SecondaryEvictionRate = None,
+    unhealthy_zone_threshold: UnhealthyZoneThreshold = None,
+    large_cluster_size_threshold: LargeClusterSizeThreshold = None,
     config: Config = None,
     verbose: Verbose = None,
 ) -> None:
@@ -172,6 +206,9 @@ def master_command(
     listen: Listen = None,
     interval: Interval = None,
     webhook_secret_file: SecretFile = None,
+    api_token_file: ApiTokenFile = None,
+    tls_cert_file: TlsCert = None,
+    tls_key_file: TlsKey = None,
     state_dir: StateDir = None,
     status_branch: StatusBranch = None,
     writeback: Writeback = None,
@@ -182,6 +219,10 @@ def master_command(
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
     ] = None,
+    node_eviction_rate: EvictionRate = None,
+    secondary_node_eviction_rate: SecondaryEvictionRate = None,
+    unhealthy_zone_threshold: UnhealthyZoneThreshold = None,
+    large_cluster_size_threshold: LargeClusterSizeThreshold = None,
     config: Config = None,
     verbose: Verbose = None,
 ) -> None:

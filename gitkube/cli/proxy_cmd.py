@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -71,6 +72,7 @@ def proxy_command(
     ] = 0,
     worker_index: Annotated[int, typer.Option("--worker-index", hidden=True)] = -1,
     parent_fd: Annotated[int, typer.Option("--parent-fd", hidden=True)] = -1,
+    ready_fd: Annotated[int, typer.Option("--ready-fd", hidden=True)] = -1,
 ) -> None:
     """Listen on every Service port and forward connections to ready endpoints."""
     from gitkube.services import native
@@ -127,6 +129,7 @@ def proxy_command(
             worker=max(worker_index, 0),
             workers=count,
             parent_fd=parent_fd,
+            ready_fd=ready_fd,
             relay=relay,
             relay_threads=relay_threads,
         )
@@ -143,11 +146,11 @@ def _check_address(address: str) -> None:
 def _supervise(count: int, options: list[str]) -> None:
     from gitkube.services.workers import Supervisor
 
-    def command(index: int, parent_fd: int) -> list[str]:
+    def command(index: int, parent_fd: int, ready_fd: int) -> list[str]:
         return [
             sys.executable, "-m", "gitkube", "proxy", *options,
             "--workers", str(count), "--worker-index", str(index),
-            "--parent-fd", str(parent_fd),
+            "--parent-fd", str(parent_fd), "--ready-fd", str(ready_fd),
         ]  # fmt: skip
 
     logging.getLogger(__name__).info("proxy: %d workers", count)
@@ -166,6 +169,7 @@ async def _serve(
     worker: int = 0,
     workers: int = 1,
     parent_fd: int = -1,
+    ready_fd: int = -1,
     relay: str = "auto",
     relay_threads: int = 0,
 ) -> None:
@@ -203,6 +207,9 @@ async def _serve(
             workers,
             proxy.data_path,
         )
+        if ready_fd >= 0:  # tell the supervisor this worker serves
+            os.write(ready_fd, b"r")
+            os.close(ready_fd)
         await proxy.run(stop)
     finally:
         await store.close()

@@ -1,19 +1,22 @@
-"""The scheduler loop: bind pending pods with ``schedule`` and compare-and-swap writes.
+"""The scheduler loop: bind pending pods with ``schedule``, on the control kit.
 
-Each pass lists pods and nodes, plans with the pure core (seeded by the
-store revision it read, so a pass can be replayed), then writes:
+One key (``"pending"``) is reconciled: the shared cache gives the pending
+pods (the node index, node ""), the bound pods and the nodes; the pure core
+plans (seeded by the cache's revision, so a pass can be replayed); the
+applier writes, in guarded batches (and with the leader's fence when the
+process is a master):
 
 - a binding: ``spec.nodeName`` and ``PodScheduled=True``, guarded on the
-  pod's revision; bindings go in transactions of up to ``bind_batch``
-  pods, and a batch that loses a compare is retried pod by pod, so one
-  changed pod costs only its own binding (the next pass replans it);
+  pod's revision; a pod whose write lost the compare-and-swap costs only its
+  own binding (its change comes back as an event, and is planned again);
 - for a pod that fits nowhere, ``PodScheduled=False`` reason
   ``Unschedulable`` with kube-scheduler's message — written only when it
-  changes, so the loop settles. The loop runs on every pod and node event,
-  which is what retries such pods when the cluster changes.
+  changes, so the loop settles. Pod and node events that can change a
+  placement queue the key again, which is what retries such pods.
 
-Scheduling latency (first seen pending → binding written, on this loop's
-clock) goes to ``on_scheduled`` and into ``latencies`` for metrics.
+A status change of a bound pod (an agent's report) does not wake the
+scheduler. Scheduling latency (first seen pending → binding written, on this
+loop's clock) goes to ``on_scheduled`` and into ``latencies`` for metrics.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gitkube.api.objects import Node, Pod, PodCondition
-from gitkube.errors import Conflict
-from gitkube.loops import run_loop
+from gitkube.control import Applier, Cache, CacheEvent, Controller, Result, update
 from gitkube.planner.scheduler import TERMINAL_PHASES, schedule
 from gitkube.store.objects import ObjectStore, now_iso
 
 log = logging.getLogger(__name__)
 
 POD_SCHEDULED = "PodScheduled"
+#: the one key the scheduler reconciles
+PENDING = "pending"
 REASON_UNSCHEDULABLE = "Unschedulable"
 
 
@@ -45,7 +49,8 @@ class SchedulerSettings:
     percentage_of_nodes_to_score: int = 0
     #: bindings per transaction (etcd allows 128 operations per branch)
     bind_batch: int = 64
-    resync_seconds: float = 10.0
+    #: while pods are left unschedulable, plan again this often besides events
+    resync_seconds: float | None = 10.0
     #: how many recent latencies ``latencies`` keeps
     latency_window: int = 1000
 
@@ -115,6 +120,23 @@ def unschedulable_pod(pod: Pod, message: str, *, now: str) -> Pod | None:
     )
 
 
+def scheduling_keys(event: CacheEvent) -> list[str]:
+    """Pod events that can change a placement: a pending pod, a binding, a pod
+    leaving a node. Not the status reports of bound pods."""
+    old, new = event.old, event.new
+    if event.resource == "nodes":
+        return [PENDING]
+    if not isinstance(new, Pod):
+        return [PENDING] if isinstance(old, Pod) and old.spec.node_name else []
+    if is_pending(new):
+        return [PENDING]
+    if not isinstance(old, Pod) or old.spec.node_name != new.spec.node_name:
+        return [PENDING]
+    if new.status.phase in TERMINAL_PHASES and old.status.phase not in TERMINAL_PHASES:
+        return [PENDING]  # a finished pod frees its node's resources
+    return []
+
+
 class SchedulerLoop:
     """Binds pending pods to nodes."""
 
@@ -123,32 +145,44 @@ class SchedulerLoop:
         objects: ObjectStore,
         settings: SchedulerSettings | None = None,
         *,
+        cache: Cache | None = None,
+        applier: Applier | None = None,
         on_scheduled: Callable[[str, float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.objects = objects
         self.settings = settings or SchedulerSettings()
+        self.cache = cache if cache is not None else Cache(objects.store)
+        self.applier = (
+            applier if applier is not None else Applier(objects, batch=self.settings.bind_batch)
+        )
         self.on_scheduled = on_scheduled
         self.clock = clock
         #: recent scheduling latencies in seconds (first seen pending -> bound)
         self.latencies: deque[float] = deque(maxlen=self.settings.latency_window)
         self._first_seen: dict[str, float] = {}
+        self.last_pass = SchedulingPass()
 
     async def reconcile_once(self) -> SchedulingPass:
+        """Catch the cache up with the store and run one pass."""
+        await self.cache.sync()
+        await self.reconcile(PENDING)
+        return self.last_pass
+
+    async def reconcile(self, key: str = PENDING) -> Result | None:
+        self.last_pass = result = SchedulingPass()
         started = self.clock()
-        pods, revision = await self.objects.list(Pod)
-        nodes, _ = await self.objects.list(Node)
-        pending = [p for p in pods if is_pending(p)]
-        bound = [p for p in pods if p.spec.node_name]
+        cache = self.cache
+        pending = [p for p in cache.pods_on("") if is_pending(p)]
         seen = {p.key for p in pending}
         self._first_seen = {k: v for k, v in self._first_seen.items() if k in seen}
-        for key in seen:
-            self._first_seen.setdefault(key, started)
-
-        result = SchedulingPass()
+        for pod_key in seen:
+            self._first_seen.setdefault(pod_key, started)
         if not pending:
-            return result
-        seed = self.settings.seed if self.settings.seed is not None else revision
+            return None
+        bound = [p for p in cache.list(Pod) if p.spec.node_name]
+        nodes = cache.list(Node)
+        seed = self.settings.seed if self.settings.seed is not None else cache.revision
         plan = schedule(
             pending,
             nodes,
@@ -158,28 +192,30 @@ class SchedulerLoop:
         )
         by_key = {p.key: p for p in pending}
         now = now_iso()
-        writes: list[tuple[Pod, Pod]] = [
-            (by_key[key], bound_pod(by_key[key], node, now=now))
-            for key, node in plan.bindings.items()
+        writes = [
+            update(bound_pod(by_key[pod_key], node, now=now), by_key[pod_key])
+            for pod_key, node in plan.bindings.items()
         ]
-        written = await self._write(writes, result)
-        for original, _ in writes:
-            if original.key in written:
-                result.bindings[original.key] = plan.bindings[original.key]
-        done = self.clock()
-        for key in result.bindings:
-            latency = done - self._first_seen.pop(key, started)
-            self.latencies.append(latency)
-            if self.on_scheduled is not None:
-                self.on_scheduled(key, latency)
-
-        notes: list[tuple[Pod, Pod]] = []
         for entry in plan.unschedulable:
             result.unschedulable[entry.pod_key] = entry.message
-            updated = unschedulable_pod(by_key[entry.pod_key], entry.message, now=now)
-            if updated is not None:
-                notes.append((by_key[entry.pod_key], updated))
-        await self._write(notes, result)
+            noted = unschedulable_pod(by_key[entry.pod_key], entry.message, now=now)
+            if noted is not None:
+                writes.append(update(noted, by_key[entry.pod_key]))
+        done = await self.applier.apply(writes)
+        written = set(done.keys)
+        for pod_key, node in plan.bindings.items():
+            if pod_key in written:
+                result.bindings[pod_key] = node
+        result.conflicts = [w.key for w in done.conflicts]
+        finished = self.clock()
+        for pod_key in result.bindings:
+            latency = finished - self._first_seen.pop(pod_key, started)
+            self.latencies.append(latency)
+            if self.on_scheduled is not None:
+                self.on_scheduled(pod_key, latency)
+        if done.revision:
+            # the next pass must see these bindings (else it would plan them again)
+            await cache.wait_for_revision(done.revision)
         result.seconds = self.clock() - started
         if result.bindings or result.unschedulable:
             log.info(
@@ -189,35 +225,20 @@ class SchedulerLoop:
                 len(result.conflicts),
                 result.seconds,
             )
-        return result
+        # a conflicted pod changed: its event queues this key again; pods that
+        # fit nowhere are retried on events, and on a timer as a safety net
+        if (result.unschedulable or result.conflicts) and self.settings.resync_seconds:
+            return Result(requeue_after=self.settings.resync_seconds)
+        return None
 
-    async def _write(self, writes: list[tuple[Pod, Pod]], result: SchedulingPass) -> set[str]:
-        """Guarded puts in batches; a failed batch is retried pod by pod."""
-        written: set[str] = set()
-        size = max(1, min(self.settings.bind_batch, 128))
-        for start in range(0, len(writes), size):
-            batch = writes[start : start + size]
-            ops = [self.objects.update_ops(new, old) for old, new in batch]
-            try:
-                await self.objects.apply([c for c, _ in ops], [p for _, p in ops])
-                written.update(old.key for old, _ in batch)
-                continue
-            except Conflict:
-                pass
-            for (old, _), (compare, put) in zip(batch, ops, strict=True):
-                try:
-                    await self.objects.apply([compare], [put])
-                    written.add(old.key)
-                except Conflict:
-                    result.conflicts.append(old.key)
-        return written
+    def controller(self) -> Controller:
+        return Controller(
+            "scheduler",
+            self.reconcile,
+            self.cache,
+            watches={"pods": scheduling_keys, "nodes": scheduling_keys},
+            initial_keys=[PENDING],
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
-        await run_loop(
-            "scheduler",
-            self.reconcile_once,
-            self.objects,
-            resources=["pods", "nodes"],
-            stop=stop,
-            resync_seconds=self.settings.resync_seconds,
-        )
+        await self.controller().run(stop)

@@ -6,14 +6,19 @@
 /hooks/{github,gitlab,gitea,generic}
                             webhooks: authenticated first (see webhooks.py)
 /hooks/notify               the local post-receive hook (token file)
+/version, /api, /apis, /openapi/v2
+                            the Kubernetes API, read-only (kubeapi.py); beyond
+                            loopback it needs the bearer token of --api-token-file
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -21,12 +26,22 @@ from typing import Any
 
 from aiohttp import web
 
+from gitkube.server.kubeapi import KubeApi, is_api_path, status_response
 from gitkube.server.metrics import Metrics
 from gitkube.server.webhooks import HOOKS, MAX_BODY_BYTES, Delivery, Verdict, check_signature, route
 
 log = logging.getLogger(__name__)
 
 DELIVERY_LOG_LENGTH = 50
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _now() -> str:
@@ -72,6 +87,9 @@ class HttpServer:
         deliveries: DeliveryLog | None = None,
         ready: Callable[[], bool] = lambda: True,
         before_metrics: Callable[[], Awaitable[None]] | None = None,
+        kubeapi: KubeApi | None = None,
+        api_token: bytes | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.metrics = metrics
         self.branch = branch
@@ -83,23 +101,61 @@ class HttpServer:
         self.deliveries = deliveries or DeliveryLog()
         self.ready = ready
         self.before_metrics = before_metrics
+        self.kubeapi = kubeapi
+        self.api_token = api_token
+        self.ssl_context = ssl_context
+        #: set by ``start``: whether the server listens on loopback only
+        self.loopback = True
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
+        app = web.Application(client_max_size=MAX_BODY_BYTES + 1, middlewares=[self._api_auth])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/v1/status", self._status)
         app.router.add_post("/hooks/notify", self._notify)
         app.router.add_post("/hooks/{hook}", self._hook)
+        if self.kubeapi is not None:
+            self.kubeapi.register(app)
         return app
+
+    @web.middleware
+    async def _api_auth(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """The Kubernetes API needs the bearer token when one is configured, and
+        when the server listens beyond loopback (then without a token it is off)."""
+        if (
+            self.kubeapi is None
+            or not is_api_path(request.path)
+            or request.path == "/api/v1/status"
+        ):
+            return await handler(request)
+        if self.api_token is None:
+            if self.loopback:
+                return await handler(request)
+            return status_response(
+                401,
+                "Unauthorized",
+                "the Kubernetes API beyond loopback needs a bearer token: "
+                "start gitkube with --api-token-file",
+            )
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return status_response(401, "Unauthorized", "a bearer token is required")
+        if not hmac.compare_digest(given.strip().encode(), self.api_token):
+            return status_response(403, "Forbidden", "the bearer token is not the API token")
+        return await handler(request)
 
     async def start(self, host: str, port: int) -> int:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        self.loopback = is_loopback(host)
+        site = web.TCPSite(
+            self._runner, host, port, reuse_address=True, ssl_context=self.ssl_context
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

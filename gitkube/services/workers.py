@@ -233,23 +233,34 @@ class _Worker:
     index: int
     proc: subprocess.Popen[bytes]
     started: float
+    #: read end of the pipe the worker writes to once it serves
+    ready_fd: int
+    ready: bool = False
+
+    def poll_ready(self) -> bool:
+        if not self.ready:
+            with contextlib.suppress(BlockingIOError):
+                self.ready = bool(os.read(self.ready_fd, 1))
+        return self.ready
 
 
 @dataclass
 class Supervisor:
-    """Runs ``command(index, parent_fd)`` for each worker index and keeps it running.
+    """Runs ``command(index, parent_fd, ready_fd)`` for each worker index and keeps it running.
 
-    A worker that exits or is killed is restarted after ``restart_delay``,
-    unless it failed (exit status > 0) within ``startup_seconds`` of
-    starting (bad configuration, store unreachable): then all stop and
-    ``run`` returns that exit status. SIGTERM and SIGINT stop the workers (SIGTERM, then SIGKILL
+    A worker writes a byte to ``ready_fd`` once it serves. A worker that
+    exits or is killed is restarted after ``restart_delay``, unless it failed
+    (exit status > 0) before it said it was ready (bad configuration, store
+    unreachable): then all stop and ``run`` returns that exit status. Readiness,
+    not a start-up time, decides, so a slow start on a loaded machine is not
+    mistaken for a crash after start (which would restart a worker forever).
+    SIGTERM and SIGINT stop the workers (SIGTERM, then SIGKILL
     after ``stop_timeout``) and ``run`` returns 0.
     """
 
-    command: Callable[[int, int], Sequence[str]]
+    command: Callable[[int, int, int], Sequence[str]]
     workers: int
     restart_delay: float = 1.0
-    startup_seconds: float = 3.0
     stop_timeout: float = 5.0
     poll_seconds: float = 0.1
     _running: dict[int, _Worker] = field(default_factory=dict)
@@ -270,12 +281,14 @@ class Supervisor:
                 now = time.monotonic()
                 for index, worker in list(self._running.items()):
                     code = worker.proc.poll()
+                    ready = worker.poll_ready()
                     if code is None:
                         continue
                     del self._running[index]
+                    os.close(worker.ready_fd)
                     if self._stopping:
                         break
-                    if code > 0 and now - worker.started < self.startup_seconds:
+                    if code > 0 and not ready:
                         log.error("proxy worker %d failed at start (exit %d)", index, code)
                         status = code
                         self._stopping = True
@@ -302,12 +315,24 @@ class Supervisor:
         self._stopping = True
 
     def _start(self, index: int, read_fd: int) -> None:
-        proc = subprocess.Popen(list(self.command(index, read_fd)), pass_fds=(read_fd,))
-        self._running[index] = _Worker(index, proc, time.monotonic())
+        ready_read, ready_write = os.pipe()
+        os.set_blocking(ready_read, False)
+        try:
+            proc = subprocess.Popen(
+                list(self.command(index, read_fd, ready_write)), pass_fds=(read_fd, ready_write)
+            )
+        except BaseException:
+            os.close(ready_read)
+            raise
+        finally:
+            os.close(ready_write)
+        self._running[index] = _Worker(index, proc, time.monotonic(), ready_read)
         log.info("proxy worker %d: pid %d", index, proc.pid)
 
     def _stop_all(self) -> None:
         procs = [w.proc for w in self._running.values()]
+        for worker in self._running.values():
+            os.close(worker.ready_fd)
         self._running.clear()
         for proc in procs:
             if proc.poll() is None:

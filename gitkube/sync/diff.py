@@ -65,7 +65,7 @@ PROVENANCE = (
     ann.MANAGED_LABELS,
 )
 #: kinds the sync reads from the store (resource names)
-SYNCED_RESOURCES = ("pods", "replicationcontrollers", "services", "endpoints", "nodes")
+SYNCED_RESOURCES = tuple(cls.RESOURCE for cls in KINDS.values())
 
 
 class ManifestLike(Protocol):
@@ -579,7 +579,8 @@ def plan_sync(
         target.append(Prune(key, lv.kind, lv.namespace, lv.name, lv))
     plan.creates.sort(key=lambda c: c.key)
     plan.updates.sort(key=lambda u: u.key)
-    plan.deletes.sort(key=lambda p: p.key)
+    # a Namespace goes after the objects in it (apply writes deletes in this order)
+    plan.deletes.sort(key=lambda p: (p.kind == "Namespace", p.key))
     return plan
 
 

@@ -21,6 +21,8 @@ absent from the store); Unknown when its status says nothing we can read.
   proxied and needs none.
 - **Node** — Healthy when its Ready condition is True, Degraded otherwise.
 - **Endpoints** — Healthy: an Endpoints object is derived state.
+- **Namespace, ConfigMap, Secret** — Healthy when present (data, nothing
+  runs); a Namespace being deleted (phase Terminating) is Progressing.
 
 The status of the whole set is the worst of its members (``worst``).
 """
@@ -33,11 +35,14 @@ from typing import Literal, cast
 
 from gitkube.api.objects import (
     ApiObject,
+    ConfigMap,
     ContainerStatus,
     Endpoints,
+    Namespace,
     Node,
     Pod,
     ReplicationController,
+    Secret,
     Service,
 )
 
@@ -284,4 +289,10 @@ def assess_health(
     if isinstance(obj, Endpoints):
         count = ready_endpoint_count(obj)
         return Health(HEALTHY, f"{count} ready address{'es' if count != 1 else ''}")
+    if isinstance(obj, Namespace):
+        if obj.status.phase == "Terminating":
+            return Health(PROGRESSING, "terminating")
+        return Health(HEALTHY, "active")
+    if isinstance(obj, ConfigMap | Secret):
+        return Health(HEALTHY, "present")
     return Health(UNKNOWN, f"no health check for {obj.KIND}")

@@ -199,9 +199,9 @@ def test_wrong_shapes_fall_back_to_defaults() -> None:
 
 def test_unsupported_kind() -> None:
     try:
-        object_from_dict({"kind": "Deployment"})
+        object_from_dict({"kind": "StatefulSet"})
     except ValueError as exc:
-        assert "unsupported kind 'Deployment'" in str(exc)
+        assert "unsupported kind 'StatefulSet'" in str(exc)
     else:  # pragma: no cover
         raise AssertionError("no error")
 

@@ -61,3 +61,33 @@ def test_secrets_and_credentials_are_masked() -> None:
     assert shown["webhook_secret"] == "********"
     assert "hunter2" not in shown["repo"]
     assert redact_url("ssh://git@host/x") == "ssh://***@host/x"
+
+
+def test_eviction_rate_settings() -> None:
+    defaults, _ = resolve_settings({}, environ={})
+    assert (defaults.node_eviction_rate, defaults.secondary_node_eviction_rate) == (0.1, 0.01)
+    assert defaults.unhealthy_zone_threshold == 0.55
+    assert defaults.large_cluster_size_threshold == 50
+    settings, sources = resolve_settings(
+        {"unhealthy_zone_threshold": 0.7},
+        environ={"GITKUBE_NODE_EVICTION_RATE": "0.5", "GITKUBE_LARGE_CLUSTER_SIZE_THRESHOLD": "9"},
+    )
+    assert settings.node_eviction_rate == 0.5 and sources["node_eviction_rate"] == "env"
+    assert settings.unhealthy_zone_threshold == 0.7
+    assert settings.large_cluster_size_threshold == 9
+    with pytest.raises(
+        ConfigError, match=r"node_eviction_rate \(from GITKUBE_NODE_EVICTION_RATE\)"
+    ):
+        resolve_settings({}, environ={"GITKUBE_NODE_EVICTION_RATE": "fast"})
+    with pytest.raises(ConfigError, match="must be a finite number, 0 or more"):
+        resolve_settings({"secondary_node_eviction_rate": -1}, environ={})
+    with pytest.raises(ConfigError, match=r"unhealthy-zone-threshold \(flag\): 1.5"):
+        resolve_settings({"unhealthy_zone_threshold": 1.5}, environ={})
+
+
+def test_eviction_rate_from_the_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "gitkube.yaml"
+    cfg.write_text("node-eviction-rate: 0.25\nsecondary-node-eviction-rate: 0\n")
+    settings, sources = resolve_settings({}, config_file=cfg, environ={})
+    assert settings.node_eviction_rate == 0.25 and sources["node_eviction_rate"] == "file"
+    assert settings.secondary_node_eviction_rate == 0.0

@@ -6,6 +6,9 @@ that register and heartbeat for real (see ``tests.planner.agents``).
   latency recorded;
 - a node killed under load: its heartbeat stops, it turns NotReady, and its
   pods are recreated on the other nodes;
+- two nodes killed at once: the node lifecycle loop keeps its eviction rate
+  limiter between passes, so the second node's pods go 1/rate after the
+  first's (on the controller's clock, injected);
 - a scale from 0 to 50 and back;
 - a rolling update that completes without dropping ready pods, and one
   that stalls and is reported Degraded while the old pods keep serving;
@@ -213,6 +216,47 @@ class TestNodeFailure:
         status = (await plane.rc()).status
         assert status.replicas == 12
         await eventually(lambda: _status_ready(plane, 12))
+
+    async def test_evictions_of_two_dead_nodes_are_spaced_by_the_rate(
+        self, objects: ObjectStore
+    ) -> None:
+        agents = [FakeAgent(objects, f"node-{i}") for i in range(5)]
+        for agent in agents:
+            await agent.start()
+        for agent in agents:
+            await objects.create(pod(f"on-{agent.name}", node_name=agent.name))
+        now = [0.0]
+        controller = NodeLifecycleController(
+            objects,
+            NodeLifecycleControllerSettings(
+                grace_period_seconds=1.0, eviction_timeout_seconds=1.0, eviction_rate=0.5
+            ),
+            clock=lambda: now[0],
+        )
+        try:
+            await controller.reconcile_once()
+            for agent in agents[:2]:
+                await agent.kill()
+            evicted_at: dict[str, float] = {}
+            while now[0] < 10:
+                seen = await controller.heartbeats()
+
+                async def live_beats_moved(seen: dict[str, int] = seen) -> bool:
+                    beats = await controller.heartbeats()
+                    return all(beats.get(a.name) != seen.get(a.name) for a in agents[2:])
+
+                await eventually(live_beats_moved, timeout=10)
+                now[0] += 0.5
+                result = await controller.reconcile_once()
+                assert set(result.not_ready) <= {"node-0", "node-1"}
+                for key in result.evicted:
+                    evicted_at[key.rsplit("/", 1)[1]] = now[0]
+            first, second = sorted(evicted_at[f"on-node-{i}"] for i in (0, 1))
+            assert second - first == 2.0, evicted_at  # 1 / 0.5 nodes per second
+            assert set(evicted_at) == {"on-node-0", "on-node-1"}
+        finally:
+            for agent in agents:
+                await agent.kill()
 
 
 async def _count_ready(plane: ControlPlane, n: int) -> bool:

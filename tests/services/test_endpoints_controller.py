@@ -6,13 +6,21 @@ written as an agent would write it.
 - Endpoints of deleted Services (and Services that lost their selector) go
 - Endpoints written by hand are never touched
 - a Service with no ready pods has empty Endpoints; headless ones get them too
+- a deposed leader's controller writes nothing: another identity takes the
+  leader key just before its write is sent, and no Endpoints land
+- a running controller follows a Service's pods through the shared cache,
+  one Service per key, without listing the store again
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
+import pytest
+
+from gitkube.api.keys import LEADER_KEY
 from gitkube.api.objects import (
     Container,
     ContainerPort,
@@ -27,6 +35,9 @@ from gitkube.api.objects import (
     ServicePort,
     ServiceSpec,
 )
+from gitkube.control import Applier, Cache, Write
+from gitkube.election import LeaderElection
+from gitkube.errors import LeadershipLost
 from gitkube.services.controller import EndpointsController
 from gitkube.services.endpoints import endpoint_targets, is_managed
 from gitkube.store.objects import ObjectStore
@@ -188,3 +199,50 @@ async def test_no_ready_pods_gives_empty_endpoints_and_headless_gets_them(
     await EndpointsController(objects).reconcile_once()
     assert await targets_of(objects, "web") == []
     assert await targets_of(objects, "db") == [("127.0.0.1", 30009)]
+
+
+async def test_a_deposed_leader_writes_no_endpoints(objects: ObjectStore) -> None:
+    await objects.create(make_service("web"))
+    await objects.create(make_service("api"))
+    await objects.create(make_pod("a", 30001))
+    leader = LeaderElection(objects.store, "m1", ttl=5)
+    assert await leader._campaign()
+    deposed_at: list[int] = []
+
+    async def depose(writes: Sequence[Write]) -> None:
+        if not deposed_at:  # between the plan and the first write
+            await objects.store.revoke_lease(leader.lease)
+            assert await LeaderElection(objects.store, "m2", ttl=5)._campaign()
+            deposed_at.append(await objects.store.revision())
+
+    controller = EndpointsController(
+        objects, applier=Applier(objects, fence=leader.fence, on_txn=depose)
+    )
+    with pytest.raises(LeadershipLost, match="leadership was lost"):
+        await controller.reconcile_once()
+    assert deposed_at and await objects.store.revision() == deposed_at[0]
+    assert await objects.get(Endpoints, "default", "web") is None
+    assert await objects.get(Endpoints, "default", "api") is None
+    held = await objects.store.get(LEADER_KEY)
+    assert held is not None and held.value == b"m2"
+
+
+async def test_a_running_controller_works_from_the_shared_cache(objects: ObjectStore) -> None:
+    cache = Cache(objects.store)
+    controller = EndpointsController(objects, cache=cache)
+    stop = asyncio.Event()
+    cache_task = asyncio.create_task(cache.run(stop))
+    task = asyncio.create_task(controller.run(stop))
+    try:
+        await objects.create(make_service("web"))
+        await objects.create(make_service("other"))
+        await objects.create(make_pod("a", 30001))
+        await _wait_for(objects, [("127.0.0.1", 30001)], 5.0)
+        await set_ready(objects, "a", False)
+        await _wait_for(objects, [], 5.0)
+        assert cache.lists == 1, "followed by the watch, not by listing again"
+        other = await objects.get(Endpoints, "default", "other")
+        assert other is not None and endpoint_targets(other, "http") == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(task, cache_task), 10)

@@ -445,6 +445,8 @@ def test_default_is_one_process_whose_native_threads_relay(
         lambda: f"data path native ({threads} threads)" in proxy.log.read_text(),
         what="the proxy says it relays natively",
     )
+    # the log line comes before the first pass opens the Service's listener
+    eventually(lambda: listening_inodes("127.0.0.1", port), what="the Service port listens")
     socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
     try:
         assert sorted(http_get(s) for s in socks) == sorted([b.name for b in backends] * 2)

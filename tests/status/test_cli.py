@@ -254,9 +254,9 @@ class TestGet:
         assert "No resources found in elsewhere namespace." in err
 
     def test_unknown_kind_is_a_usage_error_listing_the_kinds(self, store_url: str) -> None:
-        code, _, err = cli("get", "deployments", "--store", store_url)
+        code, _, err = cli("get", "statefulsets", "--store", store_url)
         assert code == 2
-        assert "unknown resource type 'deployments'" in err
+        assert "unknown resource type 'statefulsets'" in err
         assert "replicationcontrollers (rc)" in err and "minions" in err
 
     def test_unknown_name_is_not_found(self, store_url: str) -> None:

@@ -177,7 +177,7 @@ def test_cli_reports_every_error_one_per_line_and_exits_1(tree: Path) -> None:
     assert result.stdout.splitlines() == [
         f"{tree}/bad.yaml:7: Pod/web: spec.containers[0].image: required field is missing",
         f"{tree}/bad.yaml:8: Pod/web: spec.containers[0].imag: unknown field 'imag' (did you mean 'image'?)",
-        f"{tree}/bad.yaml:10: Pod/?: apiVersion: required field is missing; gitkube supports apiVersion v1 with kind Pod, ReplicationController, Service, Endpoints, Node",
+        f"{tree}/bad.yaml:10: Pod/?: apiVersion: required field is missing; gitkube supports v1 Pod, ReplicationController, Service, Endpoints, Node, Namespace, ConfigMap, Secret; apps/v1 Deployment, ReplicaSet",
         f"{tree}/z/broken.json:1: invalid JSON: Expecting value (column 10)",
         "4 errors in 2 of 4 files",
     ]

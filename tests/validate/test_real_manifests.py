@@ -207,7 +207,6 @@ def test_kubectl_get_output_loads_without_cluster_state() -> None:
         "metadata.uid",
         "metadata.ownerReferences",
         "spec.containers[0].imagePullPolicy",
-        "spec.volumes",
         "status",
     }
 

@@ -28,7 +28,8 @@ from gitkube.api.serde import _fields
 from tests.validate.helpers import VALID_POD, errors, load
 
 SUPPORTED = (
-    "gitkube supports apiVersion v1 with kind Pod, ReplicationController, Service, Endpoints, Node"
+    "gitkube supports v1 Pod, ReplicationController, Service, Endpoints, Node, Namespace, "
+    "ConfigMap, Secret; apps/v1 Deployment, ReplicaSet"
 )
 
 # ---------------------------------------------------------------- apiVersion and kind
@@ -40,22 +41,32 @@ SUPPORTED = (
         (
             "v1beta1",
             "Pod",
-            f"m.yaml:1: Pod/web: apiVersion: apiVersion 'v1beta1' is not supported for Pod; {SUPPORTED}",
+            f"m.yaml:1: Pod/web: apiVersion: apiVersion 'v1beta1' is not supported for Pod (use v1); {SUPPORTED}",
         ),
         (
             "v1beta3",
             "ReplicationController",
-            f"m.yaml:1: ReplicationController/web: apiVersion: apiVersion 'v1beta3' is not supported for ReplicationController; {SUPPORTED}",
+            f"m.yaml:1: ReplicationController/web: apiVersion: apiVersion 'v1beta3' is not supported for ReplicationController (use v1); {SUPPORTED}",
         ),
         (
             "extensions/v1beta1",
             "Deployment",
-            f"m.yaml:2: Deployment/web: kind: kind 'Deployment' (apps/v1) is not supported; {SUPPORTED}",
+            f"m.yaml:1: Deployment/web: apiVersion: apiVersion 'extensions/v1beta1' is not supported for Deployment (use apps/v1); {SUPPORTED}",
+        ),
+        (
+            "v1",
+            "ReplicaSet",
+            f"m.yaml:1: ReplicaSet/web: apiVersion: apiVersion 'v1' is not supported for ReplicaSet (use apps/v1); {SUPPORTED}",
         ),
         (
             "apps/v1",
-            "Deployment",
-            f"m.yaml:2: Deployment/web: kind: kind 'Deployment' (apps/v1) is not supported; {SUPPORTED}",
+            "ConfigMap",
+            f"m.yaml:1: ConfigMap/web: apiVersion: apiVersion 'apps/v1' is not supported for ConfigMap (use v1); {SUPPORTED}",
+        ),
+        (
+            "apps/v1",
+            "StatefulSet",
+            f"m.yaml:2: StatefulSet/web: kind: kind 'StatefulSet' (apps/v1) is not supported; {SUPPORTED}",
         ),
         (
             "v1",
@@ -147,11 +158,9 @@ def test_ignored_kubernetes_fields_are_accepted_and_reported() -> None:
         (6, "metadata.resourceVersion"),
         (8, "spec.dnsPolicy"),
         (9, "spec.serviceAccountName"),
-        (10, "spec.volumes"),
         (11, "spec.tolerations"),
         (15, "spec.containers[0].imagePullPolicy"),
         (16, "spec.containers[0].terminationMessagePath"),
-        (17, "spec.containers[0].volumeMounts"),
         (18, "spec.containers[0].securityContext"),
         (19, "status"),
     ]
@@ -181,10 +190,10 @@ def test_ignored_fields_are_still_type_checked() -> None:
     ("extra", "line", "field", "message"),
     [
         (
-            "  initContainers: [{name: i, image: busybox}]\n",
+            "  volumes: [{name: data, hostPath: {path: /tmp}}]\n",
             9,
-            "spec.initContainers",
-            "initContainers are not supported",
+            "spec.volumes[0].hostPath",
+            "volume source hostPath is not supported",
         ),
         (
             "    livenessProbe: {grpc: {port: 9000}}\n",
@@ -204,8 +213,9 @@ def test_generate_name_is_refused() -> None:
     text = VALID_POD.replace("  name: web\n", "  generateName: web-\n")
     assert errors(text) == [
         "m.yaml:3: Pod/?: metadata.name: required field is missing",
-        "m.yaml:4: Pod/?: metadata.generateName: generateName is not supported: an object "
-        "declared in git needs a fixed metadata.name",
+        "m.yaml:4: Pod/?: metadata.generateName: generateName without metadata.name is not "
+        "supported: an object kept in git needs a fixed name so that the next sync finds it "
+        "again (kubectl apply refuses it for the same reason); set metadata.name",
     ]
 
 
@@ -300,6 +310,11 @@ def test_schema_files_are_valid_json_schema() -> None:
         "service.json",
         "endpoints.json",
         "node.json",
+        "namespace.json",
+        "configmap.json",
+        "secret.json",
+        "deployment.json",
+        "replicaset.json",
     }
     for doc in docs.values():
         jsonschema.Draft202012Validator.check_schema(doc)

@@ -129,11 +129,18 @@ class Runtime(Protocol):
         ...
 
     def logs(
-        self, container_id: str, *, tail: int | None = None, follow: bool = False
+        self,
+        container_id: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
     ) -> AsyncIterator[bytes]:
         """The container's output (stdout and stderr): the last ``tail`` lines
         (all when None); with ``follow``, then what it writes until it ends or
-        the caller stops iterating (``aclose``)."""
+        the caller stops iterating (``aclose``). ``timestamps`` starts each
+        line with the RFC 3339 time it was written, where the runtime records
+        it (``RuntimeErrorBase`` where it does not)."""
         ...
 
     async def close(self) -> None: ...

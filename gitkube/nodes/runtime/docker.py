@@ -644,7 +644,12 @@ class DockerRuntime:
         return int(code) if code is not None else -1
 
     async def logs(
-        self, container_id: str, *, tail: int | None = None, follow: bool = False
+        self,
+        container_id: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
     ) -> AsyncIterator[bytes]:
         """The container's output; with ``follow`` until the container ends or
         the caller stops iterating."""
@@ -652,7 +657,12 @@ class DockerRuntime:
         if not follow:
             try:
                 data = await self._call(
-                    self.api.logs, container_id, stream=False, follow=False, tail=tail_arg
+                    self.api.logs,
+                    container_id,
+                    stream=False,
+                    follow=False,
+                    tail=tail_arg,
+                    timestamps=timestamps,
                 )
             except docker.errors.NotFound as exc:
                 raise RuntimeErrorBase(f"no container {container_id[:12]}") from exc
@@ -665,7 +675,12 @@ class DockerRuntime:
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=256)
         try:
             stream = await self._call(
-                self.api.logs, container_id, stream=True, follow=True, tail=tail_arg
+                self.api.logs,
+                container_id,
+                stream=True,
+                follow=True,
+                tail=tail_arg,
+                timestamps=timestamps,
             )
         except docker.errors.NotFound as exc:
             raise RuntimeErrorBase(f"no container {container_id[:12]}") from exc

@@ -538,11 +538,22 @@ class ProcessRuntime:
             raise
 
     async def logs(
-        self, container_id: str, *, tail: int | None = None, follow: bool = False
+        self,
+        container_id: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
     ) -> AsyncIterator[bytes]:
         """The container's log file: the last ``tail`` lines, then with
         ``follow`` what is appended until the container ends."""
         _check_id(container_id)
+        if timestamps:
+            # the process writes straight into the file: no per-line times exist
+            raise RuntimeErrorBase(
+                "the process runtime does not record when each log line was written; "
+                "ask without timestamps"
+            )
         directory = self._containers_dir / container_id
         path = directory / LOG
         try:
