@@ -186,7 +186,12 @@ class HollowRuntime:
         return 0
 
     async def logs(
-        self, container_id: str, *, tail: int | None = None, follow: bool = False
+        self,
+        container_id: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
     ) -> AsyncIterator[bytes]:
         return
         yield b""  # an async generator that yields nothing
@@ -205,32 +210,55 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def _run_all(tasks: list[Callable[[asyncio.Event], Coroutine[Any, Any, object]]]) -> None:
+    """Run ``task(stop)`` for each until SIGTERM; a task that fails ends the
+    process (the bench then reports it) instead of leaving it half alive."""
     stop = asyncio.Event()
     _stop_on_signals(stop)
     running = [asyncio.create_task(task(stop)) for task in tasks]
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopping, *running], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    failed = [t for t in done if t is not stopping and not t.cancelled() and t.exception()]
     await asyncio.wait(running, timeout=10)
     for task in running:
         task.cancel()
     await asyncio.gather(*running, return_exceptions=True)
+    if failed:
+        raise RuntimeError("a task of this process failed") from failed[0].exception()
 
 
 async def run_master(url: str) -> None:
-    """The master's controllers, wired as ``gitkube master`` wires them."""
+    """The master's controllers, wired as ``gitkube master`` wires them: one
+    shared cache, one applier carrying the leader's fence, the controllers
+    started once this process leads."""
+    from gitkube.control import Applier, Cache
+    from gitkube.election import LeaderElection
     from gitkube.planner import NodeLifecycleController, ReplicationManager, SchedulerLoop
     from gitkube.services.controller import EndpointsController
 
     store = await open_store(url)
     objects = ObjectStore(store)
-    try:
-        await _run_all(
-            [
-                SchedulerLoop(objects).run,
-                ReplicationManager(objects).run,
-                NodeLifecycleController(objects).run,
-                EndpointsController(objects).run,
-            ]
+    cache = Cache(store)
+    election = LeaderElection(store, "bench-master")
+
+    async def lead(stop: asyncio.Event) -> None:
+        await asyncio.wait(
+            [asyncio.create_task(stop.wait()), asyncio.create_task(election.leading.wait())],
+            return_when=asyncio.FIRST_COMPLETED,
         )
+        if stop.is_set():
+            return
+        applier = Applier(objects, fence=election.fence)
+        loops = [
+            SchedulerLoop(objects, cache=cache, applier=applier).run,
+            ReplicationManager(objects, cache=cache, applier=applier).run,
+            NodeLifecycleController(objects, cache=cache, applier=applier).run,
+            EndpointsController(objects, cache=cache, applier=applier).run,
+        ]
+        await asyncio.gather(*(loop(stop) for loop in loops))
+
+    try:
+        await _run_all([cache.run, election.run, lead])
     finally:
         await store.close()
 
