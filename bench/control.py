@@ -74,6 +74,7 @@ import itertools
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -706,8 +707,13 @@ async def measure(args: argparse.Namespace, url: str, workdir: Path, results: Re
                     )
                 else:
                     results.add(
-                        f"  peak RSS {child.role} ({args.nodes} hollow agents): {rss:.0f} MiB"
+                        f"  peak RSS {child.role} ({child.agents} hollow agents): {rss:.0f} MiB"
                     )
+        with contextlib.suppress(OSError):
+            spent = [f"{c.role} {cpu_seconds(c.pid):.0f}s" for c in children]
+            own = resource.getrusage(resource.RUSAGE_SELF)
+            spent.append(f"this process {own.ru_utime + own.ru_stime:.0f}s")
+            results.add(f"  CPU over the whole run: {', '.join(spent)}")
         if tracker_task is not None:
             tracker_task.cancel()
             await asyncio.gather(tracker_task, return_exceptions=True)
