@@ -20,9 +20,8 @@ from typing import Any
 import yaml
 
 from gitkube.errors import ConfigError
+from gitkube.services import RELAY_MODES as PROXY_RELAYS
 
-#: the service proxy's data paths (gitkube.services.proxy.RELAY_MODES)
-PROXY_RELAYS = ("auto", "native", "asyncio")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -77,6 +76,9 @@ class Settings:
     api_token_file: str = _setting(
         "", "file holding the bearer token of the Kubernetes API (needed beyond loopback)"
     )
+    ui: bool = _setting(
+        True, "serve the web page at / of the HTTP server (--no-ui: off)", kind="bool"
+    )
     tls_cert_file: str = _setting("", "TLS certificate (PEM) of the HTTP server and API")
     tls_key_file: str = _setting("", "TLS private key (PEM) of the HTTP server and API")
     watch: bool = _setting(
@@ -86,6 +88,11 @@ class Settings:
     writeback: bool = _setting(True, "commit status to the status branch", kind="bool")
     prune: bool = _setting(True, "delete objects git no longer declares", kind="bool")
     self_heal: bool = _setting(True, "put back objects changed behind git's back", kind="bool")
+    unsupported_kinds: str = _setting(
+        "store",
+        "kinds gitkube does not run (Ingress, ServiceAccount, custom resources): "
+        "store (validate, store, show as not acted on) or error",
+    )
     run_as: str = _setting("", "user the process runtime runs containers as")
     cpu: str = _setting("", "agent: CPU capacity, e.g. 4 or 3500m (default: the host's)")
     memory: str = _setting("", "agent: memory capacity, e.g. 8Gi (default: the host's)")
@@ -114,6 +121,13 @@ class Settings:
 
     def interval_seconds(self) -> float:
         return parse_duration(self.interval, name="interval")
+
+    def unsupported_kinds_mode(self) -> str:
+        if self.unsupported_kinds not in ("store", "error"):
+            raise ConfigError(
+                f"unsupported-kinds {self.unsupported_kinds!r}: expected store or error"
+            )
+        return self.unsupported_kinds
 
     def node_grace_seconds(self) -> float:
         return parse_duration(self.node_grace, name="node-grace")
@@ -144,7 +158,6 @@ class Settings:
                 raise ConfigError(f"webhook-secret-file: {self.webhook_secret_file} is empty")
             return text.encode()
         return None
-
 
     def read_api_token(self) -> bytes | None:
         if not self.api_token_file:

@@ -20,8 +20,8 @@ import logging
 import time
 
 from gitkube.api.keys import LEADER_KEY
+from gitkube.control import Backoff
 from gitkube.errors import GitkubeError, NotFound
-from gitkube.loops import Backoff
 from gitkube.store.base import Compare, Get, Put, Store
 
 log = logging.getLogger(__name__)

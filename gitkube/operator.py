@@ -29,7 +29,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
-from gitkube.api.keys import DELIVERIES_KEY, SYSTEM
+from gitkube.agent_factory import AgentOptions
+from gitkube.api.keys import DELIVERIES_KEY, HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX, SYSTEM
 from gitkube.api.objects import Pod
 from gitkube.config import Settings, redact_url
 from gitkube.control import Applier, Cache
@@ -125,6 +126,10 @@ class Operator:
             raise ConfigError("no repository: pass --repo URL or set GITKUBE_REPO")
         if settings.nodes < 0:
             raise ConfigError("--nodes must be 0 or more")
+        #: the local agents' settings (``gitkube run``), checked before anything starts
+        self.agent_options: AgentOptions | None = (
+            AgentOptions.from_settings(settings) if role == "run" else None
+        )
         self.settings = settings
         self.role = role
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
@@ -142,6 +147,8 @@ class Operator:
         #: the last revision a sync finished with (a webhook for it needs no new sync)
         self.done_revision = ""
         self._runtimes: list[Any] = []
+        #: event recorders of the loops, flushed on stop
+        self._recorders: list[Any] = []
 
     # ------------------------------------------------------------ wiring
 
@@ -154,7 +161,8 @@ class Operator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(s.store_url())
         self.objects = ObjectStore(self.store)
-        self.cache = Cache(self.store)
+        # the proxies' reports too: the status report reads them from the cache
+        self.cache = Cache(self.store, raw_prefixes=(HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX))
         source = GitSource(s.repo, ref=s.branch, path=s.path, cache_dir=self.state_dir / "git")
         writeback = None
         if s.writeback:
@@ -166,7 +174,7 @@ class Operator:
                 cache_dir=self.state_dir / "status-git",
                 synced_branch=s.branch,
             )
-            writeback = StatusWriteback(writer, self.objects)
+            writeback = StatusWriteback(writer, self.objects, cache=self.cache)
 
         async def after_sync(result: Any) -> None:
             if result.revision and not result.retryable:
@@ -185,9 +193,13 @@ class Operator:
             self.objects,
             source,
             SyncSettings(
-                prune=s.prune, self_heal=s.self_heal, interval_seconds=s.interval_seconds()
+                prune=s.prune,
+                self_heal=s.self_heal,
+                interval_seconds=s.interval_seconds(),
+                unsupported_kinds=s.unsupported_kinds_mode(),
             ),
             after_sync=after_sync,
+            cache=self.cache,
         )
 
     def _controllers(self) -> list[tuple[str, Task]]:
@@ -198,17 +210,29 @@ class Operator:
             SchedulerLoop,
         )
         from gitkube.services.controller import EndpointsController
+        from gitkube.services.loadbalancer import LoadBalancerStatusController
 
         assert self.objects is not None and self.cache is not None
         s = self.settings
         # a master's controllers write only while its term lasts
         fence = self.election.fence if self.election is not None else None
         cache, applier = self.cache, Applier(self.objects, fence=fence)
+
+        def observed(name: str) -> Applier:
+            """The applier of one loop, recording the events of its writes."""
+            from gitkube.control.events import COMPONENTS, recording
+            from gitkube.store.events import EventRecorder
+
+            assert self.objects is not None
+            recorder = EventRecorder(self.objects, COMPONENTS[name])
+            self._recorders.append(recorder)
+            return applier.observed(recording(recorder))
+
         scheduler = SchedulerLoop(
             self.objects,
             on_scheduled=lambda _key, latency: self.metrics.scheduling_latency.observe(latency),
             cache=cache,
-            applier=applier,
+            applier=observed("scheduler"),
         )
         lifecycle = NodeLifecycleController(
             self.objects,
@@ -222,57 +246,45 @@ class Operator:
                 large_cluster_size_threshold=s.large_cluster_size_threshold,
             ),
             cache=cache,
-            applier=applier,
+            applier=observed("node-lifecycle"),
         )
+        replication = ReplicationManager(self.objects, cache=cache, applier=observed("replication"))
         return [
+            (
+                "load-balancers",
+                LoadBalancerStatusController(
+                    self.objects, cache=cache, applier=observed("load-balancers")
+                ).run,
+            ),
             ("sync", self.sync.run),
             ("scheduler", scheduler.run),
-            ("replication", ReplicationManager(self.objects, cache=cache, applier=applier).run),
+            ("replication", replication.run),
             ("node-lifecycle", lifecycle.run),
             ("endpoints", EndpointsController(self.objects, cache=cache, applier=applier).run),
         ]
 
     async def _local_agents(self) -> list[tuple[str, Task]]:
-        from gitkube.nodes.agent import Agent, AgentSettings
-        from gitkube.nodes.registration import NodeSettings, parse_labels
-        from gitkube.nodes.runtime import make_runtime
-        from gitkube.services.proxy import ServiceProxy
+        """The local agents and the proxy, built as `gitkube agent` builds its own."""
+        from gitkube.agent_factory import build_agent, build_proxy
 
-        assert self.objects is not None
-        s = self.settings
+        assert self.objects is not None and self.agent_options is not None
+        options, cache = self.agent_options, self.cache
         tasks: list[tuple[str, Task]] = []
-        names = node_names(s)
+        names = node_names(self.settings)
         for name in names:
-            node_dir = self.state_dir / f"node-{name}"
-            runtime = await make_runtime(
-                s.runtime,
+            agent, runtime = await build_agent(
+                options,
+                self.objects,
                 node_name=name,
-                state_dir=node_dir,
-                node_address=s.address,
-                run_as=s.run_as or None,
+                cache=cache,
+                # one proxy serves the local agents; it runs as the first one
+                advertise_proxy=name == names[0],
             )
             self._runtimes.append(runtime)
-            agent = Agent(
-                self.objects,
-                runtime,
-                node=NodeSettings(
-                    name=name,
-                    address=s.address,
-                    labels=parse_labels(s.labels),
-                    runtime_name=runtime.name,
-                    state_dir=str(node_dir) if runtime.name == "process" else "",
-                ),
-                settings=AgentSettings(heartbeat_ttl=max(1, round(s.node_grace_seconds() / 3))),
-            )
             self.agents.append(agent)
             tasks.append((f"agent {name}", agent.run))
-        if names:
-            proxy = ServiceProxy(
-                self.objects,
-                address=s.proxy_address,
-                node_name=names[0],
-                relay=s.proxy_relay,
-            )
+        if names and options.proxy:
+            proxy = build_proxy(options, self.objects, node_name=names[0], cache=cache)
             tasks.append(("proxy", proxy.run))
         return tasks
 
@@ -288,7 +300,7 @@ class Operator:
 
         async def status() -> dict[str, Any]:
             assert self.objects is not None
-            report = await build_status_report(self.objects)
+            report = await build_status_report(self.objects, cache=self.cache)
             data = report.to_dict()
             data["role"] = self.role
             if self.election is not None:
@@ -301,20 +313,40 @@ class Operator:
             return GitLocation(redact_url(s.repo), s.branch, s.path)
 
         kubeapi = KubeApi(self.objects, git=git_location)
+        secret, api_token = s.read_webhook_secret(), s.read_api_token()
+        dashboard = None
+        if s.ui:
+            from gitkube.server.ui import Dashboard
+            from gitkube.sync.loop import resume, suspend
+
+            objects, cache = self.objects, self.cache
+            assert cache is not None
+            dashboard = Dashboard(
+                objects,
+                cache,
+                status=status,
+                on_sync=lambda: self._on_push(None),
+                suspend=lambda: suspend(objects, reason="from the web page"),
+                resume=lambda: resume(objects),
+                tokens=[t for t in (api_token, secret) if t],
+                api_token=api_token,
+                secure=s.ssl_context() is not None,
+            )
         self.http = HttpServer(
             metrics=self.metrics,
             branch=s.branch,
             on_push=self._on_push,
             status=status,
-            secret=s.read_webhook_secret(),
+            secret=secret,
             allow_unsigned=s.allow_unsigned_webhooks,
             notify_token=ensure_notify_token(self.state_dir),
             deliveries=DeliveryLog(persist),
             ready=self._ready,
             before_metrics=self._refresh_metrics,
             kubeapi=kubeapi,
-            api_token=s.read_api_token(),
+            api_token=api_token,
             ssl_context=s.ssl_context(),
+            dashboard=dashboard,
         )
         host, port = s.listen_host_port()
         try:
@@ -325,6 +357,14 @@ class Operator:
                 "choose another address with --listen HOST:PORT"
             ) from exc
         scheme = "https" if self.http.ssl_context is not None else "http"
+        if dashboard is not None:
+            if not self.http.loopback and api_token is None:
+                log.warning(
+                    "the web page is off: beyond loopback it needs --api-token-file "
+                    "(or pass --no-ui)"
+                )
+            else:
+                log.info("web page on %s://%s:%d/", scheme, host, self.http.port)
         log.info(
             "HTTP on %s://%s:%d (webhooks under /hooks/, Kubernetes API under /api)",
             scheme,
@@ -385,7 +425,7 @@ class Operator:
         from gitkube.sync.report import build_status_report
 
         assert self.objects is not None
-        report = await build_status_report(self.objects)
+        report = await build_status_report(self.objects, cache=self.cache)
         self.metrics.objects.clear()
         counts: dict[tuple[str, str], int] = {}
         for obj in report.objects:
@@ -393,7 +433,7 @@ class Operator:
             counts[key] = counts.get(key, 0) + 1
         for (kind, health), n in counts.items():
             self.metrics.objects.labels(kind=kind, health=health).set(n)
-        pods, _ = await self.objects.list(Pod)
+        pods = self.cache.list(Pod) if self.cache is not None else (await self.objects.list(Pod))[0]
         phases: dict[str, int] = dict.fromkeys(
             ("Pending", "Running", "Succeeded", "Failed", "Unknown"), 0
         )
@@ -455,6 +495,9 @@ class Operator:
             for task, result in zip(tasks, results, strict=True):
                 if isinstance(result, Exception) and not isinstance(result, ConfigError):
                     log.error("%s ended with %r", task.get_name(), result)
+            for recorder in self._recorders:
+                with contextlib.suppress(Exception):
+                    await recorder.close()
             for runtime in self._runtimes:
                 with contextlib.suppress(Exception):
                     await runtime.close()

@@ -28,3 +28,15 @@ ENDPOINTS_CONTROLLER = f"{DOMAIN}/endpoints-controller"
 #: on Nodes: the label keys the sync set from git (comma-separated), so labels git
 #: stops declaring are removed and the agent's own labels are kept
 MANAGED_LABELS = f"{DOMAIN}/managed-labels"
+
+#: gitkube's own status of objects whose Kubernetes wire form has no field for
+#: it, kept as JSON in an annotation so that every object gitkube writes
+#: conforms to the official schema (see ``ApiObject.to_dict``):
+#: a Pod's published host ports ({"<container>/<port>/<protocol>": hostPort})
+HOST_PORTS = f"{DOMAIN}/host-ports"
+#: a ReplicationController's rollout: {"updatedReplicas": n, "lastUpdateTime": {type: time}}
+RC_ROLLOUT = f"{DOMAIN}/rollout-status"
+
+#: on Nodes: the address of the service proxy that serves the node (set by its
+#: agent); LoadBalancer Services list these in status.loadBalancer.ingress
+PROXY_ADDRESS = f"{DOMAIN}/proxy-address"

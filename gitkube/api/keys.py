@@ -13,6 +13,9 @@ SYSTEM = "/gitkube/_system/"
 SYNC_STATE_KEY = SYSTEM + "sync/state"
 SYNC_HISTORY_KEY = SYSTEM + "sync/history"
 SYNC_CONTROL_KEY = SYSTEM + "sync/control"  # suspend / resume
+#: the diff each sync of the history applied, and the objects drifted from git
+SYNC_DIFFS_KEY = SYSTEM + "sync/diffs"
+SYNC_DRIFT_KEY = SYSTEM + "sync/drift"
 #: the outcome of the last status write-back to git (gitkube.sync.writeback)
 STATUS_WRITEBACK_KEY = SYSTEM + "sync/writeback"
 #: node heartbeats: one key per node, attached to the node's lease
@@ -45,7 +48,7 @@ def parse_key(key: str) -> tuple[str, str, str]:
     if not key.startswith(PREFIX) or key.startswith(SYSTEM):
         raise ValueError(f"not an object key: {key!r}")
     parts = key[len(PREFIX) :].split("/")
-    if len(parts) == 2 and parts[0] in CLUSTER_SCOPED:
+    if len(parts) == 2:  # a cluster-scoped kind (nodes, namespaces, clusterroles, ...)
         return parts[0], "", parts[1]
     if len(parts) == 3:
         return parts[0], parts[1], parts[2]

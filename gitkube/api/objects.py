@@ -10,9 +10,11 @@ camelCase names, so real v1 manifests load unchanged.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from gitkube.api import annotations as ann
 from gitkube.api.quantity import parse_cpu, parse_memory
 from gitkube.api.serde import from_dict, to_dict, wire
 
@@ -252,10 +254,19 @@ class TCPSocketAction:
 
 
 @dataclass
+class GRPCAction:
+    """A gRPC health check (grpc.health.v1.Health/Check) on ``port``."""
+
+    port: int = 0
+    service: str = ""
+
+
+@dataclass
 class Probe:
     exec: ExecAction | None = wire("exec", default=None)
     http_get: HTTPGetAction | None = None
     tcp_socket: TCPSocketAction | None = None
+    grpc: GRPCAction | None = None
     initial_delay_seconds: int = 0
     period_seconds: int = 10
     timeout_seconds: int = 1
@@ -362,6 +373,7 @@ class ContainerStatus:
     ready: bool = False
     restart_count: int = 0
     image: str = ""
+    image_id: str = wire("imageID", default="")
     container_id: str = wire("containerID", default="")
 
 
@@ -405,6 +417,8 @@ class ApiObject:
     KIND: ClassVar[str] = ""
     RESOURCE: ClassVar[str] = ""
     NAMESPACED: ClassVar[bool] = True
+    #: True for kinds kept as written (``UnsupportedObject``)
+    UNSTRUCTURED: ClassVar[bool] = False
 
     api_version: str = "v1"
     kind: str = ""
@@ -435,14 +449,53 @@ class ApiObject:
         data["apiVersion"] = self.api_version
         data["kind"] = self.KIND
         data.setdefault("metadata", {})
-        return data
+        return self.to_wire(data)
 
     @classmethod
     def from_dict(cls: type[O], data: dict[str, Any]) -> O:
-        return from_dict(cls, data)
+        return from_dict(cls, cls.from_wire(data))
+
+    def to_wire(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The last step of ``to_dict`` (``data`` is a fresh dict, changed in
+        place): a kind moves what Kubernetes' wire form has no field for into
+        annotations, and writes required fields that are empty."""
+        return data
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """The first step of ``from_dict``, the reverse of ``to_wire``
+        (``data`` is not changed: what differs is copied)."""
+        return data
 
     def copy(self: O) -> O:
         return copy.deepcopy(self)
+
+
+def _set_annotation(data: dict[str, Any], key: str, value: Any) -> None:
+    meta = data.setdefault("metadata", {})
+    meta["annotations"] = {
+        **(meta.get("annotations") or {}),
+        key: json.dumps(value, sort_keys=True, separators=(",", ":")),
+    }
+
+
+def _pop_annotation(data: dict[str, Any], key: str) -> tuple[dict[str, Any], Any] | None:
+    """(``data`` without annotation ``key``, its JSON value), or None when absent."""
+    meta = data.get("metadata")
+    if not isinstance(meta, dict):
+        return None
+    annotations = meta.get("annotations")
+    if not isinstance(annotations, dict) or key not in annotations:
+        return None
+    rest = {k: v for k, v in annotations.items() if k != key}
+    try:
+        value = json.loads(annotations[key])
+    except (TypeError, ValueError):
+        value = None
+    out = {**data, "metadata": {**meta, "annotations": rest}}
+    if not rest:
+        del out["metadata"]["annotations"]
+    return out, value
 
 
 # ---------------------------------------------------------------- kinds
@@ -462,6 +515,27 @@ class Pod(ApiObject):
 
     def restart_count(self) -> int:
         return sum(cs.restart_count for cs in self.status.container_statuses)
+
+    def to_wire(self, data: dict[str, Any]) -> dict[str, Any]:
+        status = data.get("status")
+        if status:
+            host_ports = status.pop("hostPorts", None)
+            if host_ports:
+                _set_annotation(data, ann.HOST_PORTS, host_ports)
+            for key in ("containerStatuses", "initContainerStatuses"):
+                for entry in status.get(key, ()):
+                    entry.setdefault("imageID", "")  # required, even before a pull
+        return data
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> dict[str, Any]:
+        host_ports = _pop_annotation(data, ann.HOST_PORTS)
+        if host_ports is None:
+            return data
+        data, value = host_ports
+        if isinstance(value, dict):
+            data["status"] = {**(data.get("status") or {}), "hostPorts": value}
+        return data
 
 
 @dataclass
@@ -505,6 +579,47 @@ class ReplicationController(ApiObject):
     def effective_selector(self) -> dict[str, str]:
         """The selector, or the template's labels when none is given (v1 default)."""
         return self.spec.selector or dict(self.spec.template.metadata.labels)
+
+    def to_wire(self, data: dict[str, Any]) -> dict[str, Any]:
+        status = data.get("status")
+        if not status:
+            return data
+        rollout: dict[str, Any] = {}
+        updated = status.pop("updatedReplicas", None)
+        if updated:
+            rollout["updatedReplicas"] = updated
+        times = {
+            c["type"]: c.pop("lastUpdateTime")
+            for c in status.get("conditions", ())
+            if c.get("lastUpdateTime")
+        }
+        if times:
+            rollout["lastUpdateTime"] = times
+        if rollout:
+            _set_annotation(data, ann.RC_ROLLOUT, rollout)
+        return data
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> dict[str, Any]:
+        found = _pop_annotation(data, ann.RC_ROLLOUT)
+        if found is None:
+            return data
+        data, rollout = found
+        if not isinstance(rollout, dict):
+            return data
+        status = dict(data.get("status") or {})
+        if isinstance(rollout.get("updatedReplicas"), int):
+            status["updatedReplicas"] = rollout["updatedReplicas"]
+        times = rollout.get("lastUpdateTime")
+        if isinstance(times, dict) and isinstance(status.get("conditions"), list):
+            status["conditions"] = [
+                {**c, "lastUpdateTime": times[c.get("type")]}
+                if isinstance(c, dict) and c.get("type") in times
+                else c
+                for c in status["conditions"]
+            ]
+        data["status"] = status
+        return data
 
 
 @dataclass
@@ -627,6 +742,8 @@ class NodeAddress:
 @dataclass
 class NodeSystemInfo:
     machine_id: str = wire("machineID", default="")
+    system_uuid: str = wire("systemUUID", default="")
+    boot_id: str = wire("bootID", default="")
     kernel_version: str = ""
     os_image: str = ""
     container_runtime_version: str = ""
@@ -681,6 +798,27 @@ class Node(ApiObject):
         value = self.status.allocatable.get("pods", self.status.capacity.get("pods", 110))
         return int(value)
 
+    def to_wire(self, data: dict[str, Any]) -> dict[str, Any]:
+        info = (data.get("status") or {}).get("nodeInfo")
+        if info is not None:
+            for key in _NODE_INFO_REQUIRED:  # required by v1, even when unknown
+                info.setdefault(key, "")
+        return data
+
+
+_NODE_INFO_REQUIRED = (
+    "machineID",
+    "systemUUID",
+    "bootID",
+    "kernelVersion",
+    "osImage",
+    "containerRuntimeVersion",
+    "kubeletVersion",
+    "kubeProxyVersion",
+    "operatingSystem",
+    "architecture",
+)
+
 
 # ---------------------------------------------------------------- namespaces, config
 
@@ -730,6 +868,88 @@ class Secret(ApiObject):
     data: dict[str, str] = field(default_factory=dict)
     string_data: dict[str, str] = field(default_factory=dict)
     immutable: bool | None = None
+
+
+# ---------------------------------------------------------------- kinds gitkube does not run
+
+
+@dataclass
+class UnsupportedObject(ApiObject):
+    """An object of a kind gitkube stores but does not act on (an Ingress, a
+    ServiceAccount, a custom resource), kept as written: ``content`` holds every
+    top-level field but apiVersion, kind, metadata and status. Each kind has its
+    own subclass (``unsupported_class``), so ``KIND`` and ``RESOURCE`` work as
+    for the other kinds."""
+
+    #: objects of these classes are stored as they are, not decoded into fields
+    UNSTRUCTURED: ClassVar[bool] = True
+    API_VERSION: ClassVar[str] = ""
+
+    content: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.api_version or self.api_version == "v1":
+            self.api_version = self.API_VERSION or self.api_version
+
+    @property
+    def key(self) -> str:
+        from gitkube.api.keys import PREFIX
+
+        if not self.NAMESPACED:
+            return f"{PREFIX}{self.RESOURCE}/{self.metadata.name}"
+        return (
+            f"{PREFIX}{self.RESOURCE}/{self.metadata.namespace or 'default'}/{self.metadata.name}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        meta: dict[str, Any] = to_dict(self.metadata)
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.KIND,
+            "metadata": meta,
+            **copy.deepcopy(self.content),
+        }
+
+    @classmethod
+    def from_dict(cls: type[O], data: dict[str, Any]) -> O:
+        meta = from_dict(ObjectMeta, data.get("metadata") or {})
+        content = {
+            k: copy.deepcopy(v)
+            for k, v in data.items()
+            if k not in ("apiVersion", "kind", "metadata", "status")
+        }
+        obj = cls(metadata=meta)
+        obj.api_version = data.get("apiVersion") or obj.api_version
+        assert isinstance(obj, UnsupportedObject)
+        obj.content = content
+        if not cls.NAMESPACED:
+            obj.metadata.namespace = ""
+        return obj
+
+
+_UNSUPPORTED: dict[tuple[str, str], type[UnsupportedObject]] = {}
+
+
+def unsupported_class(
+    api_version: str, kind: str, *, resource: str, namespaced: bool
+) -> type[UnsupportedObject]:
+    """The class of objects of a kind gitkube stores but does not run."""
+    found = _UNSUPPORTED.get((api_version, kind))
+    if found is None:
+        found = type(
+            kind,
+            (UnsupportedObject,),
+            {
+                "KIND": kind,
+                "RESOURCE": resource,
+                "NAMESPACED": namespaced,
+                "API_VERSION": api_version,
+                "__module__": __name__,
+            },
+        )
+        _UNSUPPORTED[(api_version, kind)] = found
+    return found
 
 
 # ---------------------------------------------------------------- apps/v1

@@ -24,6 +24,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -121,6 +122,12 @@ def _check_port_or_name(value: Any) -> str | None:
     return None
 
 
+def _check_node_port(value: int) -> str | None:
+    if value != 0 and not 30000 <= value <= 32767:
+        return f"{value} is out of range 30000-32767 (0 means: none)"
+    return None
+
+
 def _check_ip(value: str) -> str | None:
     try:
         ipaddress.ip_address(value)
@@ -170,8 +177,8 @@ def check_config_key(value: str) -> str | None:
 def _check_base64(value: str) -> str | None:
     stripped = value.replace("\n", "").replace("\r", "")
     if len(stripped) % 4 or not _BASE64.match(stripped):
-        shown = value if len(value) <= 20 else value[:17] + "..."
-        return f"must be base64-encoded, and {shown!r} is not valid base64"
+        # never quoted: this is a Secret's value (gitkube.api.redact)
+        return f"must be base64-encoded; this value ({len(value)} characters) is not valid base64"
     return None
 
 
@@ -180,6 +187,28 @@ def _check_int_or_percent(value: Any) -> str | None:
         return None if value >= 0 else f"must not be negative, not {value}"
     if not _PERCENT.match(value):
         return f"must be a count or a percentage such as '25%', not {value!r}"
+    return None
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _int_range(bounds: tuple[int, int], name: str) -> Callable[[Any], str | None]:
+    low, high = bounds
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, int) and not low <= value <= high:
+            return f"{value} does not fit in an {name}"
+        return None
+
+    return check
+
+
+def _check_date_time(value: Any) -> str | None:
+    if isinstance(value, str) and not _DATE_TIME.match(value):
+        return f"{value!r} is not an RFC 3339 time such as '2024-01-31T12:00:00Z'"
     return None
 
 
@@ -194,6 +223,7 @@ FORMATS: dict[str, Callable[[Any], str | None]] = {
     "resource-name": check_label_key,
     "quantity": _check_quantity,
     "port-or-name": _check_port_or_name,
+    "node-port": _check_node_port,
     "ip": _check_ip,
     "ip-or-empty": _check_ip_or_empty,
     "cluster-ip": _check_cluster_ip,
@@ -202,6 +232,12 @@ FORMATS: dict[str, Callable[[Any], str | None]] = {
     "config-key": check_config_key,
     "base64": _check_base64,
     "int-or-percent": _check_int_or_percent,
+    # the formats of the official Kubernetes schema
+    "int32": _int_range(_INT32, "int32"),
+    "int64": _int_range(_INT64, "int64"),
+    "byte": _check_base64,
+    "date-time": _check_date_time,
+    "double": lambda value: None,
 }
 
 # ---------------------------------------------------------------- types
@@ -274,6 +310,7 @@ _KNOWN = _ANNOTATIONS | {
     "maximum",
     "minLength",
     "format",
+    "oneOf",
     "x-gitkube-unsupported",
 }
 
@@ -293,6 +330,13 @@ class SchemaCompiler:
             return _unsupported(schema["x-gitkube-unsupported"])
         if "$ref" in schema:
             return self._ref(schema["$ref"])
+        types = schema.get("type")
+        if "oneOf" in schema:
+            # only the official schema's IntOrString and Quantity: one of some types
+            branches = schema["oneOf"]
+            if "type" in schema or any(set(b) != {"type"} for b in branches):
+                raise SchemaCompileError("oneOf is supported only between plain types")
+            types = [t for b in branches for t in _type_names(b["type"])]
         checks: list[Check] = []
         if "const" in schema:
             checks.append(_const(schema["const"]))
@@ -313,7 +357,7 @@ class SchemaCompiler:
             raise SchemaCompileError("propertyNames needs additionalProperties")
         if "items" in schema or "minItems" in schema:
             checks.append(self._array(schema))
-        return _typed(schema.get("type"), checks)
+        return _typed(types, checks)
 
     def _ref(self, ref: str) -> Check:
         if ref in self._refs:
@@ -336,8 +380,8 @@ class SchemaCompiler:
         plain: dict[str, Callable[[Any], bool]] = {}
         for name, sub in schema.get("properties", {}).items():
             props[name] = (self.compile(sub), sub.get("x-gitkube-ignored"))
-            if set(sub) <= {"type", "description"} and isinstance(sub.get("type"), str):
-                plain[name] = _TYPES[sub["type"]]
+            if set(sub) <= {"type", "description"} and "type" in sub:
+                plain[name] = _type_test(_type_names(sub["type"]))
         required = tuple(schema.get("required", ()))
         extra = schema.get("additionalProperties", True)
         names = sorted(props)
@@ -397,6 +441,17 @@ def _unknown_field(key: str, names: list[str]) -> str:
     return message
 
 
+def _type_names(types: str | list[str]) -> list[str]:
+    return [types] if isinstance(types, str) else list(types)
+
+
+def _type_test(names: list[str]) -> Callable[[Any], bool]:
+    tests = [_TYPES[name] for name in dict.fromkeys(names)]
+    if len(tests) == 1:
+        return tests[0]
+    return lambda v: any(t(v) for t in tests)
+
+
 def _typed(types: str | list[str] | None, checks: list[Check]) -> Check:
     if types is None:
         if not checks:
@@ -404,16 +459,16 @@ def _typed(types: str | list[str] | None, checks: list[Check]) -> Check:
         if len(checks) == 1:
             return checks[0]
         return _all(checks)
-    names = [types] if isinstance(types, str) else list(types)
-    tests = [_TYPES[name] for name in names]
-    wanted = " or ".join(_ARTICLE[name] for name in names)
-    test = tests[0] if len(tests) == 1 else (lambda v: any(t(v) for t in tests))
+    names = list(dict.fromkeys(_type_names(types)))
+    test = _type_test(names)
+    # "or null" says nothing a user needs: null is "not set" everywhere
+    wanted = " or ".join(_ARTICLE[name] for name in names if name != "null" or len(names) == 1)
     rest = _all(checks) if checks else None
 
     def check(value: Any, path: Path, sink: Sink) -> None:
         if not test(value):
             sink.errors.append((path, f"must be {wanted}, not {describe(value)}"))
-        elif rest is not None:
+        elif rest is not None and value is not None:
             rest(value, path, sink)
 
     return check
@@ -524,3 +579,80 @@ def kind_checks() -> dict[str, Check]:
     documents = schema_documents()
     compiler = SchemaCompiler(documents)
     return {kind: compiler.compile(documents[file]) for kind, file in SCHEMA_FILES.items()}
+
+
+# ---------------------------------------------------------------- the official schema
+
+#: the official Kubernetes schema shipped with gitkube (scripts/kubernetes_schema.py)
+KUBERNETES_SCHEMA_FILE = "kubernetes.json"
+
+
+@dataclass(frozen=True)
+class OfficialKind:
+    """A kind the official schema defines: its definition, resource name and scope."""
+
+    api_version: str
+    kind: str
+    definition: str
+    resource: str
+    namespaced: bool
+
+
+@cache
+def kubernetes_schema() -> dict[str, Any]:
+    """The official schema document (definitions, kinds, source and version)."""
+    folder = resources.files("gitkube.api").joinpath("schemas")
+    data: dict[str, Any] = json.loads(
+        folder.joinpath(KUBERNETES_SCHEMA_FILE).read_text(encoding="utf-8")
+    )
+    return data
+
+
+def kubernetes_version() -> str:
+    """The Kubernetes release whose schema is the floor (``1.33.0``)."""
+    return str(kubernetes_schema()["x-source"]["kubernetesVersion"])
+
+
+@cache
+def official_kinds() -> dict[tuple[str, str], OfficialKind]:
+    """(apiVersion, kind) -> what the official schema says of it."""
+    out: dict[tuple[str, str], OfficialKind] = {}
+    for key, entry in kubernetes_schema()["kinds"].items():
+        api_version, _, kind = key.rpartition("/")
+        out[(api_version, kind)] = OfficialKind(
+            api_version, kind, entry["definition"], entry["resource"], entry["namespaced"]
+        )
+    return out
+
+
+@cache
+def _official_compiler() -> SchemaCompiler:
+    return SchemaCompiler({KUBERNETES_SCHEMA_FILE: kubernetes_schema()})
+
+
+@cache
+def official_check(api_version: str, kind: str) -> Check | None:
+    """The compiled official check of a kind (strict: unknown fields are errors),
+    or None when the official schema does not define it. Compiled on first use."""
+    found = official_kinds().get((api_version, kind))
+    if found is None:
+        return None
+    ref = f"{KUBERNETES_SCHEMA_FILE}#/$defs/{found.definition}"
+    return _official_compiler().compile({"$ref": ref})
+
+
+def plural_resource(kind: str) -> str:
+    """Kubernetes' default resource name of a kind: ``Ingress`` -> ``ingresses``,
+    ``NetworkPolicy`` -> ``networkpolicies``."""
+    lower = kind.lower()
+    if lower.endswith(("s", "x", "ch", "sh")):
+        return lower + "es"
+    if lower.endswith("y") and lower[-2:-1] not in "aeiou":
+        return lower[:-1] + "ies"
+    return lower + "s"
+
+
+@cache
+def metadata_check() -> Check:
+    """gitkube's check of ``metadata`` alone (for kinds it stores but does not run)."""
+    return SchemaCompiler(schema_documents()).compile({"$ref": "defs.json#/$defs/ObjectMeta"})

@@ -48,14 +48,28 @@ def _is_empty(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == {}
 
 
+@cache
+def _optional_dataclass(tp: Any) -> bool:
+    args = typing.get_args(tp)
+    return type(None) in args and any(dataclasses.is_dataclass(a) for a in args)
+
+
+def _presence_matters(tp: Any, raw: Any) -> bool:
+    """An optional nested object that is set but empty (``emptyDir: {}``)."""
+    return dataclasses.is_dataclass(raw) and _optional_dataclass(tp)
+
+
 def to_dict(obj: Any, *, keep_empty: bool = False) -> Any:
     """The wire form of ``obj``: empty values are omitted, as Kubernetes does."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out: dict[str, Any] = {}
-        for name, wire_name, _ in _fields(type(obj)):
-            value = to_dict(getattr(obj, name), keep_empty=keep_empty)
+        for name, wire_name, tp in _fields(type(obj)):
+            raw = getattr(obj, name)
+            value = to_dict(raw, keep_empty=keep_empty)
             if keep_empty or not _is_empty(value):
                 out[wire_name] = value
+            elif value == {} and _presence_matters(tp, raw):
+                out[wire_name] = value  # `emptyDir: {}`: being there is the meaning
         return out
     if isinstance(obj, list):
         return [to_dict(v, keep_empty=keep_empty) for v in obj]

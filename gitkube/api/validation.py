@@ -1,17 +1,27 @@
 """Validating manifests: every problem in one pass, each with file, line,
 object and field.
 
-A document is checked in three steps: its ``apiVersion`` and ``kind`` pick a
+A document is checked in four steps: its ``apiVersion`` and ``kind`` pick a
 schema (``gitkube/api/schemas/``), the compiled schema checks fields and
 types (unknown fields are errors, so typos never pass; fields Kubernetes
-defines but gitkube ignores are reported as ``IgnoredField``), and the
-checks a schema cannot express run last (selector against template labels,
-unique names, probes with one handler, ...).
+defines but gitkube ignores are reported as ``IgnoredField``), the checks a
+schema cannot express run next (selector against template labels, unique
+names, probes with one handler, ...), and last the official Kubernetes
+schema (``kubernetes.json``, strict) is the floor: what Kubernetes refuses
+never passes, including inside ignored fields; what gitkube already
+reported at a field is not reported twice.
+
+A ``List`` (or ``ServiceList``, ``DeploymentList``, ...) is read as its
+items, each an object of its own at its own line. Kinds gitkube does not run
+(official ones, and custom resources) are stored with ``unsupported="store"``
+(``--unsupported-kinds``) and refused otherwise.
 
 Decisions worth knowing:
 
 - ``nodePort`` must be in Kubernetes' default range 30000-32767, so a
-  manifest that works here works on a Kubernetes cluster too.
+  manifest that works here works on a Kubernetes cluster too; 0 means unset.
+- ``type: LoadBalancer`` is served as NodePort is, on every agent's proxy
+  address.
 - Service names are DNS-1035 labels (start with a letter), as in
   Kubernetes; other objects are DNS-1123 subdomains.
 - ``status`` and the metadata a cluster sets (``uid``,
@@ -30,7 +40,8 @@ from __future__ import annotations
 import base64
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +50,13 @@ from gitkube.api.manifests import (
     DEFAULT_MAX_BYTES,
     Document,
     FieldPath,
+    _child,
     find_manifest_files,
     parse_documents,
 )
-from gitkube.api.objects import API_VERSIONS, KINDS, ApiObject, Secret
+from gitkube.api.objects import API_VERSIONS, KINDS, ApiObject, Secret, unsupported_class
 from gitkube.api.quantity import QuantityError, parse_quantity
+from gitkube.api.redact import is_secret, remember_secret, scrub_message
 from gitkube.api.schema import (
     Sink,
     check_dns1035_label,
@@ -51,6 +64,10 @@ from gitkube.api.schema import (
     check_dns1123_subdomain,
     describe,
     kind_checks,
+    metadata_check,
+    official_check,
+    official_kinds,
+    plural_resource,
 )
 
 SUPPORTED = "; ".join(
@@ -175,9 +192,52 @@ class ValidationReport:
 # ---------------------------------------------------------------- one document
 
 
-def validate_document(data: Any) -> tuple[list[tuple[FieldPath, str]], list[tuple[FieldPath, str]]]:
+#: what becomes of objects of kinds gitkube does not run (``--unsupported-kinds``)
+UNSUPPORTED_MODES = ("store", "error")
+#: store: a real repository (with its Ingresses, ServiceAccounts, custom
+#: resources) syncs as it is, and status shows what is not acted on
+DEFAULT_UNSUPPORTED = "store"
+
+_CUSTOM_API_VERSION = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}/v[0-9a-z]+$")
+_KIND_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+def storable_kind(api_version: Any, kind: Any) -> tuple[str, bool] | None:
+    """(resource, namespaced) of a kind gitkube can store without running it:
+    an official Kubernetes kind, or a custom resource (an API group with a dot
+    that Kubernetes does not serve itself); None for anything else (a typo in
+    a Kubernetes kind stays an error)."""
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        return None
+    official = official_kinds().get((api_version, kind))
+    if official is not None:
+        return official.resource, official.namespaced
+    group = api_version.partition("/")[0]
+    if (
+        _CUSTOM_API_VERSION.match(api_version)
+        and _KIND_NAME.match(kind)
+        and group not in _builtin_groups()
+    ):
+        return f"{plural_resource(kind)}.{group}", True
+    return None
+
+
+@cache
+def _builtin_groups() -> frozenset[str]:
+    """The API groups Kubernetes serves itself (a kind unknown there is a typo,
+    not a custom resource); extension groups such as gateway.networking.k8s.io
+    are not among them."""
+    groups = {api_version.rpartition("/")[0] for api_version, _ in official_kinds()}
+    return frozenset(groups | {"extensions"})
+
+
+def validate_document(
+    data: Any, *, unsupported: str = "error"
+) -> tuple[list[tuple[FieldPath, str]], list[tuple[FieldPath, str]]]:
     """(errors, ignored) of one parsed document, as ``(field path, message)`` pairs.
 
+    ``unsupported``: "store" accepts kinds gitkube does not run (checked
+    against the official schema when it knows them), "error" refuses them.
     Pure: the caller turns paths into lines.
     """
     sink = Sink()
@@ -190,12 +250,64 @@ def validate_document(data: Any) -> tuple[list[tuple[FieldPath, str]], list[tupl
         return sink.errors, sink.ignored
     kind = data.get("kind")
     api_version = data.get("apiVersion")
+    if isinstance(api_version, str) and api_version.startswith("kustomize.config.k8s.io/"):
+        sink.errors.append(
+            (
+                ("kind",),
+                f"a kustomize file ({kind}), not a Kubernetes object: gitkube reads plain "
+                "manifests; commit the output of `kustomize build` (or keep this file "
+                "outside the manifest path)",
+            )
+        )
+        return sink.errors, sink.ignored
+    supported = isinstance(kind, str) and API_VERSIONS.get(kind) == api_version
+    if not supported and unsupported == "store" and storable_kind(api_version, kind):
+        assert isinstance(kind, str) and isinstance(api_version, str)
+        _check_unsupported(api_version, kind, data, sink)
+        return sink.errors, sink.ignored
     if not _check_type_meta(api_version, kind, sink):
         return sink.errors, sink.ignored
-    assert isinstance(kind, str)
+    assert isinstance(kind, str) and isinstance(api_version, str)
     kind_checks()[kind](data, (), sink)
     _check_semantics(kind, data, sink)
+    _check_official(api_version, kind, data, sink)
     return sink.errors, sink.ignored
+
+
+def _check_official(api_version: str, kind: str, data: dict[str, Any], sink: Sink) -> None:
+    """The floor: the official Kubernetes schema, strict. What gitkube's own
+    checks already reported at a field (or above it) is not reported twice."""
+    check = official_check(api_version, kind)
+    if check is None:
+        return
+    floor = Sink()
+    check(data, (), floor)
+    if not floor.errors:
+        return
+    reported = {path for path, _ in sink.errors}
+    for path, message in floor.errors:
+        if not any(path[:n] in reported for n in range(len(path) + 1)):
+            sink.errors.append((path, message))
+            reported.add(path)
+
+
+def _check_unsupported(api_version: str, kind: str, data: dict[str, Any], sink: Sink) -> None:
+    """A kind gitkube stores but does not run: its metadata by gitkube's rules,
+    everything by the official schema when it knows the kind."""
+    metadata = data.get("metadata")
+    if metadata is None:
+        sink.errors.append((("metadata",), "required field is missing"))
+    else:
+        metadata_check()(metadata, ("metadata",), sink)
+        name = _mapping(metadata).get("name")
+        if isinstance(name, str) and name:
+            problem = check_dns1123_subdomain(name)
+            if problem:
+                sink.errors.append((("metadata", "name"), f"invalid name: {problem}"))
+        _check_annotations(_mapping(metadata), ("metadata",), sink)
+    if data.get("status") is not None:
+        sink.ignored.append((("status",), "status is written by a cluster, never read from git"))
+    _check_official(api_version, kind, data, sink)
 
 
 def _check_type_meta(api_version: Any, kind: Any, sink: Sink) -> bool:
@@ -209,8 +321,18 @@ def _check_type_meta(api_version: Any, kind: Any, sink: Sink) -> bool:
         return False
     if not isinstance(kind, str) or kind not in KINDS:
         where = _OTHER_KINDS.get(kind) if isinstance(kind, str) else None
+        if storable_kind(api_version, kind):
+            where = api_version
         found = f"kind {kind!r}" + (f" ({where})" if where else "")
-        sink.errors.append((("kind",), f"{found} is not supported; gitkube supports {SUPPORTED}"))
+        hint = ""
+        if storable_kind(api_version, kind):
+            hint = (
+                "; with --unsupported-kinds store it is validated and stored, "
+                "and shown as not acted on"
+            )
+        sink.errors.append(
+            (("kind",), f"{found} is not supported; gitkube supports {SUPPORTED}{hint}")
+        )
         return False
     if api_version != API_VERSIONS[kind]:
         sink.errors.append(
@@ -515,17 +637,17 @@ def _check_resources(resources: dict[str, Any], path: FieldPath, sink: Sink) -> 
             )
 
 
-_HANDLERS = ("exec", "httpGet", "tcpSocket")
+_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
 
 
 def _check_probe(
     probe: dict[str, Any], path: FieldPath, sink: Sink, port_names: set[str], *, liveness: bool
 ) -> None:
     handlers = [h for h in _HANDLERS if probe.get(h) is not None]
-    if "grpc" in probe:
-        return  # reported as unsupported by the schema
     if not handlers:
-        sink.errors.append((path, "a probe needs exactly one handler: exec, httpGet or tcpSocket"))
+        sink.errors.append(
+            (path, "a probe needs exactly one handler: exec, httpGet, tcpSocket or grpc")
+        )
     elif len(handlers) > 1:
         sink.errors.append(
             (
@@ -597,9 +719,9 @@ def _check_service_spec(spec: dict[str, Any], sink: Sink) -> None:
         sink.errors.append(
             ((*path, "ports"), "a Service needs at least one port (or clusterIP: None)")
         )
-    if headless and service_type == "NodePort":
+    if headless and service_type in ("NodePort", "LoadBalancer"):
         sink.errors.append(
-            ((*path, "clusterIP"), "a NodePort Service cannot be headless (clusterIP: None)")
+            ((*path, "clusterIP"), f"a {service_type} Service cannot be headless (clusterIP: None)")
         )
     cluster_ip = spec.get("clusterIP")
     if isinstance(cluster_ip, str) and cluster_ip not in ("", "None"):
@@ -624,7 +746,7 @@ def _check_service_spec(spec: dict[str, Any], sink: Sink) -> None:
             else:
                 names[name] = index
         key = (port.get("protocol") or "TCP", port.get("port"))
-        if isinstance(key[1], int):
+        if isinstance(key[0], str) and isinstance(key[1], int):
             if key in numbers:
                 sink.errors.append(
                     (
@@ -635,10 +757,14 @@ def _check_service_spec(spec: dict[str, Any], sink: Sink) -> None:
             else:
                 numbers[key] = index
         node_port = port.get("nodePort")
-        if node_port is not None:
-            if service_type != "NodePort":
+        # 0 means "not set", as in `kubectl get -o yaml` output of ClusterIP Services
+        if node_port is not None and node_port != 0 and not isinstance(node_port, dict | list):
+            if service_type not in ("NodePort", "LoadBalancer"):
                 sink.errors.append(
-                    ((*ppath, "nodePort"), f"nodePort needs type NodePort, not {service_type}")
+                    (
+                        (*ppath, "nodePort"),
+                        f"nodePort needs type NodePort or LoadBalancer, not {service_type}",
+                    )
                 )
             elif node_port in node_ports:
                 sink.errors.append(
@@ -878,7 +1004,17 @@ def _without(data: dict[str, Any], paths: list[FieldPath]) -> dict[str, Any]:
 
 def _build_object(data: dict[str, Any], ignored: list[tuple[FieldPath, str]]) -> ApiObject:
     clean = _without(data, [path for path, _ in ignored]) if ignored else data
-    cls = KINDS[clean["kind"]]
+    kind, api_version = clean["kind"], clean["apiVersion"]
+    if API_VERSIONS.get(kind) != api_version:
+        storable = storable_kind(api_version, kind)
+        assert storable is not None  # validated
+        resource, namespaced = storable
+        stored = unsupported_class(api_version, kind, resource=resource, namespaced=namespaced)
+        obj: ApiObject = stored.from_dict(clean)
+        if stored.NAMESPACED and not obj.metadata.namespace:
+            obj.metadata.namespace = "default"
+        return obj
+    cls = KINDS[kind]
     obj = cls.from_dict(clean)
     if cls.NAMESPACED and not obj.metadata.namespace:
         obj.metadata.namespace = "default"
@@ -891,9 +1027,10 @@ def _build_object(data: dict[str, Any], ignored: list[tuple[FieldPath, str]]) ->
 
 
 def load_manifests(
-    data: bytes, path: str, *, max_bytes: int = DEFAULT_MAX_BYTES
+    data: bytes, path: str, *, max_bytes: int = DEFAULT_MAX_BYTES, unsupported: str = "error"
 ) -> tuple[list[Manifest], list[ManifestError], list[IgnoredField]]:
-    """Parse and validate one file's bytes (``path`` is used in messages only).
+    """Parse and validate one file's bytes (``path`` is used in messages only;
+    ``unsupported`` as for ``validate_document``).
 
     Returns the valid documents, every error, and the ignored fields.
     A document with any error yields no Manifest.
@@ -902,28 +1039,103 @@ def load_manifests(
     errors = [ManifestError(path, p.line, p.document, "", "", "", p.message) for p in problems]
     manifests: list[Manifest] = []
     ignored: list[IgnoredField] = []
-    for doc in documents:
-        kind, name = _identity(doc.data)
-        found, skipped = validate_document(doc.data)
-        doc_errors = [
-            ManifestError(path, p.line, doc.index, kind, name, format_path(p.path), p.message)
-            for p in doc.problems
-        ]
-        doc_errors += [_error(path, doc, kind, name, fpath, msg) for fpath, msg in found]
-        doc_errors.sort(key=lambda e: e.line)
-        errors += doc_errors
-        ignored += [
-            IgnoredField(
-                path, doc.line_of(fpath), doc.index, kind, name, format_path(fpath), reason
-            )
-            for fpath, reason in skipped
-        ]
-        if not doc_errors:
-            manifests.append(
-                Manifest(path, doc.index, doc.line, doc.data, _build_object(doc.data, skipped))
-            )
+    for whole in documents:
+        for doc, list_errors in _list_items(whole):
+            if doc.data is None:  # the List around items
+                kind = _identity(whole.data)[0]
+                errors += [_error(path, doc, kind, "", p, m) for p, m in list_errors]
+                errors += [
+                    ManifestError(path, p.line, doc.index, kind, "", format_path(p.path), p.message)
+                    for p in doc.problems
+                ]
+                continue
+            kind, name = _identity(doc.data)
+            try:
+                found, skipped = validate_document(doc.data, unsupported=unsupported)
+            except Exception as exc:  # a bug in gitkube: say where, never hide other files
+                found = [((), f"gitkube could not check this object (a bug): {exc!r}")]
+                skipped = []
+            doc_errors = [
+                ManifestError(path, p.line, doc.index, kind, name, format_path(p.path), p.message)
+                for p in doc.problems
+            ]
+            doc_errors += [_error(path, doc, kind, name, fpath, msg) for fpath, msg in found]
+            if is_secret(doc.data):
+                # its values never reach a message, a log line or a report
+                remember_secret(doc.data)
+                doc_errors = [
+                    replace(e, message=scrub_message(e.message, doc.data)) for e in doc_errors
+                ]
+            doc_errors.sort(key=lambda e: e.line)
+            errors += doc_errors
+            ignored += [
+                IgnoredField(
+                    path, doc.line_of(fpath), doc.index, kind, name, format_path(fpath), reason
+                )
+                for fpath, reason in skipped
+            ]
+            if not doc_errors:
+                manifests.append(
+                    Manifest(path, doc.index, doc.line, doc.data, _build_object(doc.data, skipped))
+                )
     errors.sort(key=lambda e: (e.document, e.line))
     return manifests, errors, ignored
+
+
+def is_list_kind(api_version: Any, kind: Any) -> bool:
+    """``List`` (v1) or a typed list such as ``ServiceList`` or ``DeploymentList``."""
+    if not isinstance(kind, str) or not isinstance(api_version, str):
+        return False
+    if kind == "List":
+        return api_version == "v1"
+    item = kind[:-4]
+    return kind.endswith("List") and (
+        API_VERSIONS.get(item) == api_version or (api_version, item) in official_kinds()
+    )
+
+
+def _list_items(doc: Document) -> list[tuple[Document, list[tuple[FieldPath, str]]]]:
+    """A document, or the items of a List document as documents of their own,
+    each located at its own line, with the problems of the list itself."""
+    data = doc.data
+    if not isinstance(data, dict) or not is_list_kind(data.get("apiVersion"), data.get("kind")):
+        return [(doc, [])]
+    problems: list[tuple[FieldPath, str]] = [
+        ((key,), f"unknown field {key!r} in a {data['kind']}")
+        for key in data
+        if key not in ("apiVersion", "kind", "metadata", "items")
+    ]
+    items = data.get("items")
+    if items is not None and not isinstance(items, list):
+        problems.append((("items",), f"must be a list, not {describe(items)}"))
+        items = []
+    list_doc = Document(doc.index, doc.line, None, doc.node, doc.problems)
+    out: list[tuple[Document, list[tuple[FieldPath, str]]]] = [(list_doc, problems)]
+    item_kind = data["kind"][:-4] if data["kind"] != "List" else None
+    for index, item in enumerate(items or []):
+        node = _item_node(doc, index)
+        if item_kind is not None and isinstance(item, dict):
+            # the items of a typed list may leave out their kind, as Kubernetes allows
+            item = {"apiVersion": data["apiVersion"], "kind": item_kind, **item}
+        line = node.start_mark.line + 1 if node is not None else doc.line
+        problems_here = [
+            replace(p, path=p.path[2:]) for p in doc.problems if p.path[:2] == ("items", index)
+        ]
+        out.append((Document(doc.index, line, item, node, problems_here), []))
+    list_doc.problems = [p for p in doc.problems if p.path[:1] != ("items",)]
+    return out
+
+
+def _item_node(doc: Document, index: int) -> Any:
+    node = doc.node
+    if node is None:
+        return None
+    for part in ("items", index):
+        found = _child(node, part)
+        if found is None:
+            return None
+        node = found[1]
+    return node
 
 
 def _error(
@@ -962,7 +1174,40 @@ def find_duplicates(manifests: list[Manifest]) -> list[ManifestError]:
     return errors
 
 
-def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> ValidationReport:
+def find_undeclared_namespaces(manifests: list[Manifest]) -> list[ManifestError]:
+    """One error per namespaced object whose namespace is neither ``default``
+    nor a Namespace declared among ``manifests``, naming both."""
+    declared = {m.obj.name for m in manifests if m.obj.KIND == "Namespace"}
+    errors: list[ManifestError] = []
+    for manifest in sorted(manifests, key=lambda m: (m.path, m.document, m.line)):
+        obj = manifest.obj
+        namespace = obj.metadata.namespace
+        if not obj.NAMESPACED or namespace in ("default", "") or namespace in declared:
+            continue
+        errors.append(
+            ManifestError(
+                manifest.path,
+                manifest.line,
+                manifest.document,
+                obj.KIND,
+                obj.name,
+                "metadata.namespace",
+                f"{obj.KIND} {obj.name!r} is in namespace {namespace!r}, which is not declared "
+                f"in git: add a Namespace {namespace!r} (or use the default namespace)",
+            )
+        )
+    return errors
+
+
+def check_across_files(manifests: list[Manifest]) -> list[ManifestError]:
+    """What only the whole set of manifests can tell: objects declared twice,
+    and namespaces used but not declared."""
+    return find_duplicates(manifests) + find_undeclared_namespaces(manifests)
+
+
+def validate_paths(
+    paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES, unsupported: str = "error"
+) -> ValidationReport:
     """Validate files and directories (searched recursively, symlinks inside not followed).
 
     A path that cannot be read is an error in the report, not an exception.
@@ -995,9 +1240,11 @@ def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
                 ManifestError(name, 0, 0, "", "", "", f"cannot read: {exc.strerror or exc}")
             )
             continue
-        manifests, errors, ignored = load_manifests(data, name, max_bytes=max_bytes)
+        manifests, errors, ignored = load_manifests(
+            data, name, max_bytes=max_bytes, unsupported=unsupported
+        )
         report.manifests += manifests
         report.errors += errors
         report.ignored += ignored
-    report.errors += find_duplicates(report.manifests)
+    report.errors += check_across_files(report.manifests)
     return report

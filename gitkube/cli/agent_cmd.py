@@ -20,8 +20,9 @@ from typing import Annotated, Any
 
 import typer
 
+from gitkube.agent_factory import AgentOptions, build_agent, build_proxy
 from gitkube.cli.app import app, err_console, run_async
-from gitkube.config import Settings, parse_duration, resolve_settings
+from gitkube.config import Settings, resolve_settings
 from gitkube.errors import ConfigError
 
 log = logging.getLogger("gitkube.agent")
@@ -113,13 +114,7 @@ def agent_command(
     }
     try:
         settings, _ = resolve_settings(flags, config_file=config)
-        options = _agent_options(
-            settings,
-            cpu=settings.cpu or None,
-            memory=settings.memory or None,
-            max_pods=settings.max_pods,
-            backoff=(settings.restart_backoff, settings.restart_backoff_max),
-        )
+        options = AgentOptions.from_settings(settings)
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -128,56 +123,11 @@ def agent_command(
             level=logging.DEBUG if settings.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(message)s",
         )
-    run_async(lambda: _run_agent(settings, proxy=settings.proxy, **options))
+    run_async(lambda: _run_agent(settings, options))
 
 
-def _agent_options(
-    settings: Settings,
-    *,
-    cpu: str | None,
-    memory: str | None,
-    max_pods: int,
-    backoff: tuple[str, str],
-) -> dict[str, Any]:
-    from gitkube.nodes.backoff import BackoffSettings
-    from gitkube.nodes.registration import parse_cpu_flag, parse_labels, parse_memory_flag
-
-    if settings.runtime not in ("docker", "process", "auto"):
-        raise ConfigError(f"--runtime {settings.runtime!r}: expected docker, process or auto")
-    try:
-        socket.getaddrinfo(settings.address, None, flags=socket.AI_NUMERICHOST)
-    except socket.gaierror:
-        raise ConfigError(f"--address {settings.address!r} is not an IP address") from None
-    if max_pods < 1:
-        raise ConfigError("--max-pods must be at least 1")
-    initial = parse_duration(backoff[0], name="--restart-backoff")
-    cap = parse_duration(backoff[1], name="--restart-backoff-max")
-    if cap < initial:
-        raise ConfigError("--restart-backoff-max must not be shorter than --restart-backoff")
-    return {
-        "labels": parse_labels(settings.labels),
-        "cpu": parse_cpu_flag(cpu) if cpu else None,
-        "memory": parse_memory_flag(memory) if memory else None,
-        "max_pods": max_pods,
-        "backoff": BackoffSettings(initial=initial, cap=cap),
-        "grace": settings.node_grace_seconds(),
-    }
-
-
-async def _run_agent(
-    settings: Settings,
-    *,
-    proxy: bool,
-    labels: dict[str, str],
-    cpu: int | None,
-    memory: int | None,
-    max_pods: int,
-    backoff: Any,
-    grace: float,
-) -> None:
-    from gitkube.nodes.agent import Agent, AgentSettings
-    from gitkube.nodes.registration import NodeSettings
-    from gitkube.nodes.runtime import make_runtime
+async def _run_agent(settings: Settings, options: AgentOptions) -> None:
+    from gitkube.control import Cache
     from gitkube.store.factory import open_store
     from gitkube.store.objects import ObjectStore
 
@@ -188,52 +138,31 @@ async def _run_agent(
         loop.add_signal_handler(sig, stop.set)
 
     node_name = settings.node or socket.gethostname()
-    process_dir = (Path(settings.state_dir) / f"node-{node_name}").resolve()
-    runtime = await make_runtime(
-        settings.runtime,
-        node_name=node_name,
-        state_dir=process_dir,
-        node_address=settings.address,
-        run_as=settings.run_as or None,
-    )
     store = await open_store(settings.store_url())
+    # one cache for the agent and its proxy, fed by one watch
+    cache = Cache(store)
     try:
         objects = ObjectStore(store)
-        node = NodeSettings(
-            name=node_name,
-            address=settings.address,
-            labels=labels,
-            cpu=cpu,
-            memory=memory,
-            max_pods=max_pods,
-            runtime_name=runtime.name,
-            state_dir=str(process_dir) if runtime.name == "process" else "",
-        )
-        agent = Agent(
-            objects,
-            runtime,
-            node=node,
-            settings=AgentSettings(backoff=backoff, heartbeat_ttl=max(1, round(grace / 3))),
-        )
-        if proxy:
-            from gitkube.services.proxy import ServiceProxy
-
-            service_proxy = ServiceProxy(
-                objects,
-                address=settings.proxy_address,
-                node_name=node_name,
-                relay=settings.proxy_relay,
-            )
-            agent.add_task("proxy", service_proxy.run)
+        agent, runtime = await build_agent(options, objects, node_name=node_name, cache=cache)
+    except BaseException:
+        await store.close()
+        raise
+    cache_task = asyncio.create_task(cache.run(stop), name="cache")
+    try:
+        if options.proxy:
+            proxy = build_proxy(options, objects, node_name=node_name, cache=cache)
+            agent.add_task("proxy", proxy.run)
         log.info(
             "agent for node %s: runtime %s, address %s, store %s",
             node_name,
             runtime.name,
-            settings.address,
+            options.address,
             store.url,
         )
         await agent.run(stop)
         log.info("agent for node %s stopped; its pods keep running", node_name)
     finally:
+        cache_task.cancel()
+        await asyncio.gather(cache_task, return_exceptions=True)
         await runtime.close()
         await store.close()

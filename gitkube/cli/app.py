@@ -110,3 +110,19 @@ def version() -> None:
 
 
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table, wide, json or yaml")]
+
+
+class UnsupportedKinds(StrEnum):
+    store = "store"
+    error = "error"
+
+
+UnsupportedKindsOpt = Annotated[
+    UnsupportedKinds,
+    typer.Option(
+        "--unsupported-kinds",
+        envvar="GITKUBE_UNSUPPORTED_KINDS",
+        help="Kinds gitkube does not run (Ingress, ServiceAccount, custom resources): store "
+        "them (validated against the official schema where known, not acted on) or refuse them.",
+    ),
+]

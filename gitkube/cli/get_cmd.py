@@ -51,6 +51,7 @@ from gitkube.api.objects import (
     Service,
 )
 from gitkube.api.quantity import QuantityError, format_cpu, parse_cpu, parse_memory
+from gitkube.api.redact import is_secret, redact_object
 from gitkube.cli.app import Output as OutputFormat
 from gitkube.cli.app import (
     OutputOpt,
@@ -110,6 +111,21 @@ def pod_status_text(pod: Pod) -> str:
     """The STATUS column of `kubectl get pods`."""
     reason = pod.status.reason or pod.status.phase or "Unknown"
     running = False
+    total_init = len(pod.spec.init_containers)
+    for index, ics in enumerate(pod.status.init_container_statuses):
+        term, wait = ics.state.terminated, ics.state.waiting
+        if term is not None and term.exit_code == 0:
+            continue
+        if term is not None:
+            detail = term.reason or (
+                f"Signal:{term.signal}" if term.signal else f"ExitCode:{term.exit_code}"
+            )
+            reason = f"Init:{detail}"
+        elif wait is not None and wait.reason and wait.reason != "PodInitializing":
+            reason = f"Init:{wait.reason}"
+        else:
+            reason = f"Init:{index}/{total_init}"
+        return "Terminating" if pod.metadata.deletion_timestamp else reason
     for cs in reversed(pod.status.container_statuses):
         state = cs.state
         if state.waiting is not None and state.waiting.reason:
@@ -367,6 +383,7 @@ HEADERS: dict[type[ApiObject], tuple[list[str], list[str]]] = {
     Event: (["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], ["SOURCE", "COUNT"]),
 }
 
+
 def event_row(ev: Event, now: datetime, *, wide: bool) -> list[str]:
     """LAST SEEN, TYPE, REASON, OBJECT, MESSAGE (and COUNT, wide), as kubectl."""
     seen = human_duration(age_seconds(ev.last_timestamp or ev.metadata.creation_timestamp, now))
@@ -433,12 +450,15 @@ def render_table(
     return format_columns(headers, rows) + "\n"
 
 
-def wire_form(kv: KeyValue) -> dict[str, Any]:
+def wire_form(kv: KeyValue, *, show_secrets: bool = False) -> dict[str, Any]:
     """An object as stored (the v1 wire form, status included) with its
     resourceVersion; decoding into dataclasses and back would cost ten times
-    more for the same content."""
+    more for the same content. A Secret's values are masked unless
+    ``show_secrets``."""
     data: dict[str, Any] = json.loads(kv.value)
     data.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
+    if not show_secrets and is_secret(data):
+        data = redact_object(data)
     return data
 
 
@@ -491,6 +511,12 @@ def get_command(
     all_namespaces: Annotated[
         bool, typer.Option("--all-namespaces", "-A", help="List across every namespace.")
     ] = False,
+    show_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--show-secrets", help="Show Secret values in -o json/yaml (masked otherwise)."
+        ),
+    ] = False,
 ) -> None:
     """List objects from the store, as kubectl does (reads the store only)."""
     cls = resolve_kind(kind)
@@ -508,7 +534,7 @@ def get_command(
         where = f' in namespace "{namespace}"' if cls.NAMESPACED else ""
         fail(f'{resource} "{name}" not found{where}', code=1)
     if structured:
-        items = [wire_form(kv) for kv in result.kvs]
+        items = [wire_form(kv, show_secrets=show_secrets) for kv in result.kvs]
         data = items[0] if name is not None else as_list(items, revision=result.revision)
         print_data(data, output)
         return

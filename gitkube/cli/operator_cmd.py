@@ -52,6 +52,13 @@ Writeback = Annotated[
     bool | None, Opt("--writeback/--no-writeback", help="commit status to the status branch")
 ]
 Prune = Annotated[bool | None, Opt("--prune/--no-prune", help="delete what git no longer has")]
+UnsupportedKinds = Annotated[
+    str | None,
+    Opt(
+        "--unsupported-kinds",
+        help="kinds gitkube does not run (Ingress, custom resources, ...): store or error (store)",
+    ),
+]
 SelfHeal = Annotated[
     bool | None, Opt("--self-heal/--no-self-heal", help="put back what changed behind git")
 ]
@@ -77,6 +84,7 @@ LargeClusterSizeThreshold = Annotated[
         help="an unhealthy zone of at most this many nodes stops evicting (50)",
     ),
 ]
+Ui = Annotated[bool | None, Opt("--ui/--no-ui", help="the web page at / of the HTTP server")]
 
 
 def _checkout_defaults(settings: Settings, sources: dict[str, str]) -> None:
@@ -98,7 +106,13 @@ def _checkout_defaults(settings: Settings, sources: dict[str, str]) -> None:
         settings.branch = lines[1]
 
 
-def _settings(flags: dict[str, Any], config: Path | None, *, checkout: bool = False) -> Settings:
+def _settings(
+    flags: dict[str, Any],
+    config: Path | None,
+    *,
+    checkout: bool = False,
+    agents: bool = False,
+) -> Settings:
     try:
         settings, sources = resolve_settings(flags, config_file=config)
         if checkout:
@@ -106,6 +120,11 @@ def _settings(flags: dict[str, Any], config: Path | None, *, checkout: bool = Fa
         settings.listen_host_port()
         settings.node_grace_seconds()
         settings.eviction_timeout_seconds()
+        settings.unsupported_kinds_mode()
+        if agents:
+            from gitkube.agent_factory import AgentOptions
+
+            AgentOptions.from_settings(settings)  # the local agents' settings, as `agent` checks
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -161,6 +180,7 @@ def run_command(
     api_token_file: ApiTokenFile = None,
     tls_cert_file: TlsCert = None,
     tls_key_file: TlsKey = None,
+    ui: Ui = None,
     state_dir: StateDir = None,
     address: Annotated[str | None, Opt("--address", help="node address (127.0.0.1)")] = None,
     proxy_address: Annotated[
@@ -171,10 +191,28 @@ def run_command(
         Opt("--proxy-relay", help="proxy data path: auto, native (C threads), asyncio (auto)"),
     ] = None,
     run_as: Annotated[str | None, Opt("--run-as", help="user for the process runtime")] = None,
+    labels: Annotated[str | None, Opt("--labels", help="node labels k=v,k2=v2")] = None,
+    cpu: Annotated[
+        str | None, Opt("--cpu", help="CPU capacity of each node, e.g. 4 or 3500m (host)")
+    ] = None,
+    memory: Annotated[
+        str | None, Opt("--memory", help="memory capacity of each node, e.g. 8Gi (host)")
+    ] = None,
+    max_pods: Annotated[int | None, Opt("--max-pods", help="pods each node accepts (110)")] = None,
+    restart_backoff: Annotated[
+        str | None, Opt("--restart-backoff", help="first restart back-off, doubles (10s)")
+    ] = None,
+    restart_backoff_max: Annotated[
+        str | None, Opt("--restart-backoff-max", help="longest restart back-off (5m)")
+    ] = None,
+    proxy: Annotated[
+        bool | None, Opt("--proxy/--no-proxy", help="run the service proxy (on)")
+    ] = None,
     status_branch: StatusBranch = None,
     writeback: Writeback = None,
     prune: Prune = None,
     self_heal: SelfHeal = None,
+    unsupported_kinds: UnsupportedKinds = None,
     node_grace: Annotated[str | None, Opt("--node-grace", help="heartbeat grace (50s)")] = None,
     eviction_timeout: Annotated[
         str | None, Opt("--eviction-timeout", help="NotReady time before eviction (300s)")
@@ -191,7 +229,7 @@ def run_command(
     Without --repo, inside a git checkout, the checkout's current branch is synced.
     """
     settings = _settings(
-        {k: v for k, v in locals().items() if k != "config"}, config, checkout=True
+        {k: v for k, v in locals().items() if k != "config"}, config, checkout=True, agents=True
     )
     _logging(settings.verbose)
     _serve(settings, "run")
@@ -209,11 +247,13 @@ def master_command(
     api_token_file: ApiTokenFile = None,
     tls_cert_file: TlsCert = None,
     tls_key_file: TlsKey = None,
+    ui: Ui = None,
     state_dir: StateDir = None,
     status_branch: StatusBranch = None,
     writeback: Writeback = None,
     prune: Prune = None,
     self_heal: SelfHeal = None,
+    unsupported_kinds: UnsupportedKinds = None,
     leader_ttl: Annotated[int | None, Opt("--leader-ttl", help="leader lease TTL (10)")] = None,
     node_grace: Annotated[str | None, Opt("--node-grace", help="heartbeat grace (50s)")] = None,
     eviction_timeout: Annotated[

@@ -30,6 +30,8 @@ from gitkube.cli.app import (
     Output,
     OutputOpt,
     StoreOpt,
+    UnsupportedKinds,
+    UnsupportedKindsOpt,
     app,
     console,
     err_console,
@@ -172,12 +174,18 @@ def sync(
     ] = 60.0,
     cache_dir: CacheOpt = "",
     output: OutputOpt = Output.table,
+    unsupported_kinds: UnsupportedKindsOpt = UnsupportedKinds.store,
 ) -> None:
     """Sync the repository into the store: validate, diff, apply whole or not at all."""
     if not repo:
         fail("--repo is required", code=2)
     cache = _cache_dir(cache_dir)
-    settings = SyncSettings(prune=prune, self_heal=self_heal, interval_seconds=interval)
+    settings = SyncSettings(
+        prune=prune,
+        self_heal=self_heal,
+        interval_seconds=interval,
+        unsupported_kinds=unsupported_kinds.value,
+    )
 
     async def main() -> SyncResult | None:
         source = GitSource(repo, ref=ref, path=path, cache_dir=cache)
@@ -226,6 +234,7 @@ def diff(
     ] = True,
     cache_dir: CacheOpt = "",
     output: OutputOpt = Output.table,
+    unsupported_kinds: UnsupportedKindsOpt = UnsupportedKinds.store,
 ) -> None:
     """Show what a sync would do, as a YAML diff per object; exit 1 when out of sync."""
     if not repo:
@@ -235,7 +244,10 @@ def diff(
         source = GitSource(repo, ref=ref, path=path, cache_dir=_cache_dir(cache_dir))
         objects = ObjectStore(await open_store(resolve_store(store)))
         try:
-            loop = SyncLoop(objects, source, SyncSettings(prune=prune, self_heal=True))
+            settings = SyncSettings(
+                prune=prune, self_heal=True, unsupported_kinds=unsupported_kinds.value
+            )
+            loop = SyncLoop(objects, source, settings)
             return await loop.preview()
         finally:
             await source.close()

@@ -10,7 +10,15 @@ import typer
 
 from gitkube.api.manifests import DEFAULT_MAX_BYTES
 from gitkube.api.validation import ValidationReport, validate_paths
-from gitkube.cli.app import Output, OutputOpt, app, err_console, print_data
+from gitkube.cli.app import (
+    Output,
+    OutputOpt,
+    UnsupportedKinds,
+    UnsupportedKindsOpt,
+    app,
+    err_console,
+    print_data,
+)
 
 
 @app.command(
@@ -43,11 +51,12 @@ def validate(
         int,
         typer.Option("--max-size", min=1, help="Largest manifest file accepted, in bytes."),
     ] = DEFAULT_MAX_BYTES,
+    unsupported_kinds: UnsupportedKindsOpt = UnsupportedKinds.store,
 ) -> None:
     """Validate manifests: every error in one pass, one per line as
     FILE:LINE: KIND/NAME: FIELD: message (-o json: a list of objects with
     file, line, document, kind, name, field and message)."""
-    report = validate_paths(paths, max_bytes=max_size)
+    report = validate_paths(paths, max_bytes=max_size, unsupported=unsupported_kinds.value)
     if output in (Output.json, Output.yaml):
         print_data([error.to_dict() for error in report.errors], output)
         if verbose:

@@ -15,6 +15,10 @@ branch, one of them the fence):
   which deletes found the object already gone (``gone``);
 - ``atomic=True``: one transaction, all or nothing, ``Conflict`` if it lost.
 
+``apply_encoded`` writes ``Encoded`` writes, values already encoded for the
+store (the sync's wire dicts, which it never decodes into typed objects, and
+raw keys such as its state), in one fenced transaction, all or nothing.
+
 ``replan(attempt, attempts=3)`` calls ``attempt()`` again (after the cache
 caught up) while it raises ``Conflict``, and then gives up with ``Retry``.
 """
@@ -30,7 +34,7 @@ from gitkube.api.objects import ApiObject
 from gitkube.control.cache import Cache
 from gitkube.control.contract import Retry
 from gitkube.errors import Conflict, LeadershipLost
-from gitkube.store.base import Compare, Delete, Get, Op
+from gitkube.store.base import Compare, Delete, Get, Op, Put
 from gitkube.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,27 @@ class Write:
 
     def __repr__(self) -> str:
         return f"{self.op} {self.obj.KIND} {self.obj.namespace}/{self.obj.name}"
+
+
+@dataclass
+class Encoded:
+    """Put ``value`` at ``key`` (None: delete it), guarded on the key's
+    ``mod_revision`` (0: the key must be absent; None: no guard)."""
+
+    key: str
+    value: bytes | None
+    mod_revision: int | None = None
+
+    @property
+    def op(self) -> Literal["put", "delete"]:
+        return "delete" if self.value is None else "put"
+
+    def __repr__(self) -> str:
+        return f"{self.op} {self.key}"
+
+
+#: what a transaction writes (``on_txn`` sees either)
+AnyWrite = Write | Encoded
 
 
 def create(obj: ApiObject) -> Write:
@@ -87,7 +112,9 @@ class Applied:
 
 Fence = Callable[[], Compare]
 #: called with each transaction's writes just before it is sent (tracing, tests)
-TxnHook = Callable[[Sequence[Write]], Awaitable[None]]
+TxnHook = Callable[[Sequence[AnyWrite]], Awaitable[None]]
+#: called with the writes that landed (events are derived from them)
+AppliedHook = Callable[[Sequence[Write]], None]
 
 
 class Applier:
@@ -98,17 +125,35 @@ class Applier:
         fence: Fence | None = None,
         batch: int = 64,
         on_txn: TxnHook | None = None,
+        on_applied: AppliedHook | None = None,
     ) -> None:
         self.objects = objects
         self.fence = fence
         self.batch = max(1, min(batch, MAX_TXN_OPS - 1))
         self.on_txn = on_txn
+        self.on_applied = on_applied
         #: transactions sent, for metrics
         self.txns = 0
 
     def fenced(self, fence: Fence | None) -> Applier:
         """The same applier with ``fence`` on every write."""
-        return Applier(self.objects, fence=fence, batch=self.batch, on_txn=self.on_txn)
+        return Applier(
+            self.objects,
+            fence=fence,
+            batch=self.batch,
+            on_txn=self.on_txn,
+            on_applied=self.on_applied,
+        )
+
+    def observed(self, on_applied: AppliedHook | None) -> Applier:
+        """The same applier calling ``on_applied`` with the writes that landed."""
+        return Applier(
+            self.objects,
+            fence=self.fence,
+            batch=self.batch,
+            on_txn=self.on_txn,
+            on_applied=on_applied,
+        )
 
     def _ops(self, write: Write) -> tuple[Compare | None, Op]:
         obj = write.obj
@@ -128,15 +173,40 @@ class Applier:
         if not writes:
             return result
         pairs = [(w, *self._ops(w)) for w in writes]
-        if atomic:
-            await self._atomic(pairs, result)
+        try:
+            if atomic:
+                await self._atomic(pairs, result)
+                return result
+            for start in range(0, len(pairs), self.batch):
+                await self._batch(pairs[start : start + self.batch], result)
             return result
-        for start in range(0, len(pairs), self.batch):
-            await self._batch(pairs[start : start + self.batch], result)
-        return result
+        finally:
+            if self.on_applied is not None and result.applied:
+                self.on_applied(result.applied)
+
+    async def apply_encoded(self, writes: Sequence[Encoded]) -> int:
+        """Write ``writes`` in one transaction, all or nothing, with the fence;
+        the revision written. ``LeadershipLost`` when the fence failed (nothing
+        written), ``Conflict`` when a guard lost."""
+        compares: list[Compare] = []
+        ops: list[Op] = []
+        for write in writes:
+            if write.mod_revision is not None:
+                compares.append(Compare(write.key, write.mod_revision))
+            ops.append(Delete(write.key) if write.value is None else Put(write.key, write.value))
+        if not ops:
+            return 0
+        ok, revision, fence = await self._txn(writes, compares, ops)
+        if not ok:
+            if not await self._fence_holds(fence):
+                raise self._lost(fence, len(ops), Applied())
+            raise Conflict(
+                f"{len(ops)} writes ({writes[0]!r}, …) lost a compare-and-swap; plan again"
+            )
+        return revision
 
     async def _txn(
-        self, writes: Sequence[Write], compares: list[Compare], ops: list[Op]
+        self, writes: Sequence[AnyWrite], compares: list[Compare], ops: list[Op]
     ) -> tuple[bool, int, Compare | None]:
         fence = self.fence() if self.fence is not None else None
         if fence is not None:
@@ -229,6 +299,7 @@ __all__ = [
     "MAX_TXN_OPS",
     "Applied",
     "Applier",
+    "Encoded",
     "Fence",
     "Write",
     "create",

@@ -190,6 +190,10 @@ class Cache:
             found = [o for o in found if isinstance(o, cls)]
         return cast("builtins.list[O]", found)
 
+    def unknown_objects(self) -> dict[str, KeyValue]:
+        """Object keys of resources gitkube stores but does not run, by key."""
+        return {k: kv for k, kv in self._raw.items() if not k.startswith(SYSTEM)}
+
     def raw(self, prefix: str) -> dict[str, KeyValue]:
         """Raw keys under ``prefix`` (one of ``raw_prefixes``), by key."""
         return {k: kv for k, kv in self._raw.items() if k.startswith(prefix)}
@@ -414,11 +418,15 @@ class Cache:
             self._waiters = keep
 
     def _classify(self, key: str) -> str | None:
-        """The resource of an object key, "" for a raw key, None for keys not kept."""
+        """The resource of an object key, "" for a raw key, None for keys not kept.
+
+        Objects of resources gitkube does not run (kinds it only stores:
+        ingresses, custom resources) are kept as raw keys, so the sync finds
+        them (to prune them) without listing the store."""
         if key.startswith(SYSTEM):
             return "" if any(key.startswith(p) for p in self.raw_prefixes) else None
         resource = key[len(PREFIX) :].split("/", 1)[0]
-        return resource if resource in KNOWN_RESOURCES else None
+        return resource if resource in KNOWN_RESOURCES else ""
 
     def _put(self, kv: KeyValue, revision: int) -> None:
         resource = self._classify(kv.key)

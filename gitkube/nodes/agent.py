@@ -1,19 +1,32 @@
 """The agent (kubelet): runs the pods bound to its node through a runtime.
 
-Each pass (``Agent.reconcile_once``) lists the pods bound to the node and
-what the runtime runs (sandboxes and containers, found by their labels, so a
-restarted agent adopts what its predecessor started), then hands each pod to
-a *pod worker*: a task that plans (``podplan.plan_pod``, pure), executes the
-plan (containers of one pod and of different pods start concurrently) and
-writes the pod's status (``podstatus.compute_pod_status``, pure) with a
-compare-and-swap when it changed. A pod whose worker is still busy (a stop
-waiting out its grace period, a slow image pull) is skipped until it is
-done, so one slow pod never holds up the others.
+Work is keyed per pod (its uid) on the control kit, as kubelet's pod workers
+are: a ``Controller`` hands each key to one worker at a time, so one slow pod
+(a stop waiting out its grace period, a slow image pull) never holds up the
+others. A key is queued when
 
-Passes run on pod and node changes (``gitkube.loops.run_loop``), on a relist
-timer (containers that exit are noticed within ``relist_seconds``), when a
-back-off ends, and when a probe verdict changes (readiness reaches the store
-within a pass).
+- the pod changes in the shared cache (``Cache``, fed by the store watch;
+  the agent reads the pods of its node from the cache's node index and never
+  lists the store);
+- what the runtime runs for it changes: a *relist* (kubelet's PLEG) lists the
+  runtime's sandboxes and containers every ``relist_seconds`` (found by their
+  labels, so a restarted agent adopts what its predecessor started) and
+  queues the pods whose containers changed;
+- its node appears or disappears, a probe verdict changes, or a back-off
+  ends (the reconcile's ``Result(requeue_after=…)``).
+
+``reconcile`` of one pod plans (``podplan.plan_pod``, pure), executes the plan
+(its containers start concurrently) and writes the pod's status
+(``podstatus.compute_pod_status``, pure) with a compare-and-swap when it
+changed. After acting on a pod, its next reconcile reads a fresh relist.
+
+Before a container starts, its env is resolved from the ConfigMaps, Secrets
+and fields it names and its volumes are written under the runtime's
+``pods_dir`` (``podconfig``, pure; ``volumes``, atomic). A missing object or
+key that is not optional leaves it waiting with CreateContainerConfigError
+until it appears (ConfigMap and Secret changes wake the agent). Each pass
+rewrites the volumes of running pods, so a changed ConfigMap or Secret
+reaches mounted files within a pass; env stays as it was started.
 
 Pods deleted from the store, bound elsewhere, marked for deletion, or on a
 node that no longer exists are stopped (SIGTERM, then SIGKILL after their
@@ -24,17 +37,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitkube.api.objects import Node, Pod, Probe
+from gitkube.api.objects import ConfigMap, Container, Node, Pod, Probe, Secret
 from gitkube.api.serde import to_dict
+from gitkube.control import Backoff, Cache, CacheEvent, Controller, Result, Retry, WorkQueue
 from gitkube.errors import Conflict, GitkubeError, StoreUnavailable
-from gitkube.loops import Backoff, run_loop
+from gitkube.nodes import volumes as pod_volumes
 from gitkube.nodes.backoff import BackoffSettings, RestartBackoff
+from gitkube.nodes.podconfig import (
+    CREATE_CONTAINER_CONFIG_ERROR,
+    ConfigMissing,
+    ConfigSources,
+    referenced_names,
+    resolve_container,
+    resolve_volumes,
+)
 from gitkube.nodes.podplan import (
     PodPlan,
     StartContainer,
@@ -42,13 +65,13 @@ from gitkube.nodes.podplan import (
     plan_pod,
     plan_teardown,
     restart_key,
-    start_key,
 )
 from gitkube.nodes.podstatus import TERMINAL_PHASES, Waiting, compute_pod_status
 from gitkube.nodes.probes import ProbeKind, ProbeManager, ProbeSpec, ProbeTarget
 from gitkube.nodes.registration import Heartbeat, NodeSettings, register_node
 from gitkube.nodes.runtime.base import (
     ContainerStartError,
+    Mount,
     Runtime,
     RuntimeContainer,
     Sandbox,
@@ -62,10 +85,14 @@ log = logging.getLogger(__name__)
 class AgentSettings:
     """Timings of the agent; tests use small values."""
 
-    #: list the runtime at least this often (exited containers are noticed)
+    #: list the runtime this often (exited containers are noticed)
     relist_seconds: float = 1.0
-    #: how long a pass waits for its pod workers before returning
+    #: how long ``reconcile_once`` waits for its pods before returning
     pass_wait_seconds: float = 0.5
+    #: pods reconciled at once
+    workers: int = 16
+    #: on stop, how long pod work in flight may take to finish
+    stop_grace_seconds: float = 60.0
     #: grace period for pods that are no longer known (deleted while the agent was down)
     default_grace_seconds: float = 30.0
     backoff: BackoffSettings = field(default_factory=BackoffSettings)
@@ -78,7 +105,7 @@ class AgentSettings:
 
 @dataclass
 class AgentPass:
-    """What one pass did (``name`` is ``namespace/pod`` or ``namespace/pod/container#attempt``)."""
+    """What reconciles did (names: ``namespace/pod`` or ``namespace/pod/container#attempt``)."""
 
     pods: int = 0
     started: list[str] = field(default_factory=list)
@@ -89,9 +116,9 @@ class AgentPass:
     sandboxes_removed: list[str] = field(default_factory=list)
     statuses_written: list[str] = field(default_factory=list)
     pods_deleted: list[str] = field(default_factory=list)
-    #: pods whose worker from an earlier pass is still busy
-    busy: list[str] = field(default_factory=list)
-    #: pods whose worker had not finished when the pass returned
+    #: ``namespace/pod/volume`` whose files were rewritten (a ConfigMap or Secret changed)
+    volumes_updated: list[str] = field(default_factory=list)
+    #: pods whose reconcile had not finished when ``reconcile_once`` returned
     pending: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -105,6 +132,7 @@ class AgentPass:
             or self.sandboxes_removed
             or self.statuses_written
             or self.pods_deleted
+            or self.volumes_updated
         )
 
 
@@ -129,14 +157,16 @@ class Agent:
         *,
         node: NodeSettings,
         settings: AgentSettings | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self.objects = objects
         self.runtime = runtime
         self.node = node
         self.settings = settings or AgentSettings()
+        #: the process's shared cache (its own when none is given)
+        self.cache = cache if cache is not None else Cache(objects.store)
         self.backoff = RestartBackoff(self.settings.backoff)
         self.probes = ProbeManager(runtime, on_change=self._on_probe_change)
-        self.kick = asyncio.Event()
         self.heartbeat = Heartbeat(
             objects,
             node,
@@ -144,13 +174,32 @@ class Agent:
             interval=self.settings.heartbeat_interval,
             on_reregister=self._on_reregister,
         )
-        self._workers: dict[str, asyncio.Task[None]] = {}
+        #: the keys (pod uids) to reconcile, while running
+        self.queue: WorkQueue | None = None
+        #: counters, for tests and metrics
+        self.relists = 0
+        self.reconciles = 0
+        #: what the last relist found, by pod uid
+        self._sandboxes: dict[str, list[Sandbox]] = {}
+        self._containers: dict[str, list[RuntimeContainer]] = {}
+        self._fingerprints: dict[str, tuple[Any, ...]] = {}
+        self._pod_of_container: dict[str, str] = {}
+        #: relists started so far, and the one the snapshot above came from
+        self._relists_started = 0
+        self._snapshot_from = 0
+        self._relist_lock = asyncio.Lock()
+        #: pod uid -> relists started when the agent last acted on it: the
+        #: pod's next reconcile needs a relist started after that
+        self._acted: dict[str, int] = {}
+        #: pod uid -> seconds after which to reconcile it again (a back-off ends)
+        self._requeue: dict[str, float] = {}
         #: last seen pod by uid (its grace period, once it is gone from the store)
         self._known: dict[str, Pod] = {}
         self._failures: dict[tuple[str, str], StartFailure] = {}
-        self._requeue: asyncio.TimerHandle | None = None
-        self._requeue_at = 0.0
         self._extra: list[tuple[str, ExtraTask]] = []
+        #: pod uid -> digest of the volume contents last written
+        self._volume_digests: dict[str, str] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
 
     @property
     def node_name(self) -> str:
@@ -188,108 +237,225 @@ class Agent:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
         return False
 
+    def controller(self) -> Controller:
+        """The pod workers: one key per pod uid, fed by the cache and the relist."""
+        self.queue = WorkQueue()
+        return Controller(
+            f"agent {self.node_name}",
+            self.reconcile,
+            self.cache,
+            # ConfigMaps and Secrets: a missing one appears, a mounted one changes
+            watches={
+                "pods": self._pod_keys,
+                "nodes": self._node_keys,
+                "configmaps": self._config_keys,
+                "secrets": self._config_keys,
+            },
+            workers=self.settings.workers,
+            queue=self.queue,
+            stop_grace_seconds=self.settings.stop_grace_seconds,
+        )
+
     async def run(self, stop: asyncio.Event) -> None:
         """Register, heartbeat and reconcile until ``stop``; pods keep running after."""
         if not await self._join(stop):
             return
+        controller = self.controller()
         tasks: list[asyncio.Task[Any]] = [
             asyncio.create_task(self.heartbeat.run(stop), name="heartbeat"),
-            asyncio.create_task(
-                run_loop(
-                    f"agent {self.node_name}",
-                    self.reconcile_once,
-                    self.objects,
-                    resources=["pods", "nodes"],
-                    stop=stop,
-                    resync_seconds=self.settings.relist_seconds,
-                    kick=self.kick,
-                ),
-                name="agent-loop",
-            ),
+            asyncio.create_task(controller.run(stop), name="agent-pods"),
+            asyncio.create_task(self._relist_loop(stop), name="agent-relist"),
         ]
         tasks += [asyncio.create_task(extra(stop), name=name) for name, extra in self._extra]
         try:
             await stop.wait()
         finally:
+            # the pod workers finish what is in flight (the controller's grace)
+            await asyncio.wait(tasks[1:2], timeout=self.settings.stop_grace_seconds + 5)
             for task in tasks:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
             for task, result in zip(tasks, results, strict=True):
                 if isinstance(result, Exception):
                     log.error("%s ended with %r", task.get_name(), result)
+            self.queue = None
             await self.close()
 
     async def close(self) -> None:
         """Stop probing and let in-flight pod work finish; leaves pods running."""
-        if self._requeue is not None:
-            self._requeue.cancel()
         await self.settle()
         await self.probes.close()
         await self.heartbeat.stop()
 
     async def settle(self, timeout: float | None = None) -> None:
-        """Wait for the pod workers in flight (tests, shutdown)."""
-        workers = [t for t in self._workers.values() if not t.done()]
-        if workers:
-            await asyncio.wait(workers, timeout=timeout)
+        """Wait for the pod work ``reconcile_once`` started (tests, shutdown)."""
+        work = [t for t in self._inflight if not t.done()]
+        if work:
+            await asyncio.wait(work, timeout=timeout)
 
-    # ------------------------------------------------------------ a pass
+    # ------------------------------------------------------------ keys
 
-    async def reconcile_once(self) -> AgentPass:
-        report = AgentPass()
-        # pods with work in flight now are skipped: what is listed below may not show
-        # its effects yet (a worker finishing during the listing would be planned twice)
-        busy = {uid for uid, task in self._workers.items() if not task.done()}
-        node, (pods, _) = await asyncio.gather(
-            self.objects.get(Node, "", self.node_name), self.objects.list(Pod)
+    def _pod_keys(self, event: CacheEvent) -> set[str]:
+        """A pod that is (or was) bound here: its uid."""
+        return {
+            pod.metadata.uid
+            for pod in (event.old, event.new)
+            if isinstance(pod, Pod) and pod.spec.node_name == self.node_name and pod.metadata.uid
+        }
+
+    def _node_keys(self, event: CacheEvent) -> list[str]:
+        """This node appearing or disappearing concerns every pod here."""
+        obj = event.obj
+        if obj is None or obj.name != self.node_name or (event.old is None) == (event.new is None):
+            return []
+        return self._all_keys()
+
+    def _config_keys(self, event: CacheEvent) -> list[str]:
+        """A ConfigMap or Secret changed: the pods here of its namespace."""
+        obj = event.obj
+        if obj is None:
+            return []
+        return sorted(
+            p.metadata.uid
+            for p in self.cache.pods_on(self.node_name)
+            if p.metadata.uid and p.namespace == obj.namespace
         )
+
+    def _all_keys(self) -> list[str]:
+        uids = {p.metadata.uid for p in self.cache.pods_on(self.node_name) if p.metadata.uid}
+        uids.update(self._sandboxes)
+        uids.update(self._containers)
+        return sorted(uids)
+
+    def _wake(self, *uids: str) -> None:
+        """Reconcile these pods (all, when none is named) soon."""
+        if self.queue is None:
+            return
+        for uid in uids or self._all_keys():
+            self.queue.add(uid)
+
+    # ------------------------------------------------------------ the runtime
+
+    async def _relist_loop(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(base=0.5, cap=10.0)
+        while not stop.is_set():
+            delay = self.settings.relist_seconds
+            try:
+                await self.relist()
+                # volume directories of pods gone while no worker saw them hold Secrets
+                await self._remove_stale_pod_dirs(set(self._all_keys()), AgentPass())
+                backoff.reset()
+            except Exception as exc:
+                delay = backoff.next()
+                log.warning("agent %s: cannot list the runtime: %s", self.node_name, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def relist(self) -> list[str]:
+        """List the runtime; queue (and return) the pods whose sandboxes or
+        containers changed since the last relist. One relist at a time."""
+        async with self._relist_lock:
+            return await self._relist_locked()
+
+    async def _relist_locked(self) -> list[str]:
+        self._relists_started += 1
+        started = self._relists_started
         sandboxes, containers = await asyncio.gather(
             self.runtime.list_sandboxes(), self.runtime.list_containers()
         )
-        mine: dict[str, Pod] = {}
-        if node is not None:
-            for candidate in pods:
-                if candidate.spec.node_name == self.node_name and candidate.metadata.uid:
-                    mine[candidate.metadata.uid] = candidate
+        self.relists += 1
         sandboxes_by_uid: dict[str, list[Sandbox]] = {}
         for sandbox in sandboxes:
             sandboxes_by_uid.setdefault(sandbox.pod_uid, []).append(sandbox)
         containers_by_uid: dict[str, list[RuntimeContainer]] = {}
         for rc in containers:
             containers_by_uid.setdefault(rc.pod_uid, []).append(rc)
-        report.pods = sum(1 for p in mine.values() if not p.metadata.deletion_timestamp)
+        fingerprints: dict[str, tuple[Any, ...]] = {}
+        for uid in set(sandboxes_by_uid) | set(containers_by_uid):
+            fingerprints[uid] = (
+                sorted((s.id, s.running) for s in sandboxes_by_uid.get(uid, [])),
+                sorted(
+                    (c.id, c.state, c.exit_code, c.finished_at)
+                    for c in containers_by_uid.get(uid, [])
+                ),
+            )
+        changed = sorted(
+            uid
+            for uid in set(fingerprints) | set(self._fingerprints)
+            if fingerprints.get(uid) != self._fingerprints.get(uid)
+        )
+        self._sandboxes, self._containers = sandboxes_by_uid, containers_by_uid
+        self._fingerprints = fingerprints
+        self._pod_of_container = {rc.id: rc.pod_uid for rc in containers}
+        self._snapshot_from = started
+        self.probes.sync(self._probe_specs(self._pods_here(), sandboxes_by_uid, containers_by_uid))
+        if changed:
+            self._wake(*changed)
+        return changed
 
-        self.probes.sync(self._probe_specs(mine, sandboxes_by_uid, containers_by_uid))
+    async def _fresh(self, uid: str) -> None:
+        """Make sure the runtime was listed (after the agent last acted on ``uid``)."""
+        while self._snapshot_from <= (acted := self._acted.get(uid, 0)):
+            async with self._relist_lock:
+                if self._snapshot_from <= acted:
+                    await self._relist_locked()
 
-        started: list[asyncio.Task[None]] = []
-        uids = set(mine) | set(sandboxes_by_uid) | set(containers_by_uid)
-        for uid in sorted(uids):
-            pod: Pod | None = mine.get(uid)
-            worker = self._workers.get(uid)
-            if uid in busy or (worker is not None and not worker.done()):
-                report.busy.append(_pod_name(pod) if pod else uid)
-                continue
-            sbs = sandboxes_by_uid.get(uid, [])
-            crs = containers_by_uid.get(uid, [])
-            if pod is not None and not pod.metadata.deletion_timestamp:
-                self._known[uid] = pod
-                coro = self._sync_pod(pod, sbs, crs, report)
-            else:
-                coro = self._teardown(uid, pod, sbs, crs, report)
-            task = asyncio.create_task(coro, name=f"pod-{uid[:8]}")
-            self._workers[uid] = task
-            task.add_done_callback(self._worker_done)
-            started.append(task)
-        if started:
-            _, pending = await asyncio.wait(started, timeout=self.settings.pass_wait_seconds)
+    def _pods_here(self) -> dict[str, Pod]:
+        """The pods bound to this node (while it exists), by uid, from the cache."""
+        if self.cache.get(Node, "", self.node_name) is None:
+            return {}
+        return {p.metadata.uid: p for p in self.cache.pods_on(self.node_name) if p.metadata.uid}
+
+    # ------------------------------------------------------------ reconcile
+
+    async def reconcile(self, uid: str) -> Result | None:
+        """Bring one pod (by uid) to its spec, or stop what runs of it here."""
+        report = AgentPass()
+        await self._reconcile_pod(uid, report)
+        if report.errors:
+            raise Retry("; ".join(report.errors))
+        delay = self._requeue.pop(uid, None)
+        return Result(requeue_after=delay) if delay is not None else None
+
+    async def _reconcile_pod(self, uid: str, report: AgentPass) -> None:
+        self.reconciles += 1
+        await self._fresh(uid)
+        pod = self._pods_here().get(uid)
+        sandboxes = self._sandboxes.get(uid, [])
+        containers = self._containers.get(uid, [])
+        if pod is not None and not pod.metadata.deletion_timestamp:
+            report.pods += 1
+            self._known[uid] = pod
+            await self._sync_pod(pod, sandboxes, containers, report)
+        elif pod is not None or sandboxes or containers:
+            await self._teardown(uid, pod, sandboxes, containers, report)
+        else:
+            self._forget(uid)
+
+    async def reconcile_once(self) -> AgentPass:
+        """Catch the cache up, relist, and reconcile every pod once (tests; the
+        agent must not be running). Waits ``pass_wait_seconds`` for the pods;
+        ``settle`` waits for the rest."""
+        await self.cache.sync()
+        await self.relist()
+        report = AgentPass()
+        keys = self._all_keys()
+        await self._remove_stale_pod_dirs(set(keys), report)
+        tasks = []
+        for uid in keys:
+            task = asyncio.create_task(self._reconcile_pod(uid, report), name=f"pod-{uid[:8]}")
+            self._inflight.add(task)
+            task.add_done_callback(self._work_done)
+            tasks.append(task)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.pass_wait_seconds)
             report.pending = [t.get_name() for t in pending]
-        for uid in [u for u, t in self._workers.items() if t.done()]:
-            del self._workers[uid]
         return report
 
-    def _worker_done(self, task: asyncio.Task[None]) -> None:
+    def _work_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("pod worker %s failed", task.get_name(), exc_info=task.exception())
+            log.error("pod work %s failed", task.get_name(), exc_info=task.exception())
 
     # ------------------------------------------------------------ pod workers
 
@@ -302,6 +468,15 @@ class Agent:
     ) -> None:
         uid = pod.metadata.uid
         name = _pod_name(pod)
+        try:
+            sources = await self._config_sources(pod)
+        except Exception as exc:
+            report.errors.append(f"{name}: {exc}")
+            log.warning("pod %s: %s", name, exc, exc_info=not isinstance(exc, GitkubeError))
+            return
+        self._clear_config_failures(pod, sources)
+        if sandboxes and any(s.running for s in sandboxes):
+            await self._refresh_volumes(pod, sources, report)
         failures = {c: f for (u, c), f in self._failures.items() if u == uid}
         plan = plan_pod(
             pod,
@@ -324,7 +499,7 @@ class Agent:
                     sandbox = await self._create_sandbox(pod, plan, waiting, report)
                 new: list[RuntimeContainer] = []
                 if sandbox is not None and plan.start:
-                    failed, new = await self._start_containers(pod, sandbox, plan, report)
+                    failed, new = await self._start_containers(pod, sandbox, plan, report, sources)
                     waiting.update(failed)
                     plan.sandbox = sandbox
                 if plan.kill or plan.remove or plan.remove_sandboxes:
@@ -335,14 +510,14 @@ class Agent:
                 else:
                     containers = containers + new
             if plan.requeue_after is not None:
-                self._requeue_in(plan.requeue_after)
+                self._requeue_in(plan.requeue_after, uid)
         except Exception as exc:
             report.errors.append(f"{name}: {exc}")
             log.warning("pod %s: %s", name, exc, exc_info=not isinstance(exc, GitkubeError))
             return
         finally:
             if acted:
-                self.kick.set()  # see the outcome in a new pass soon
+                self._acted_on(uid)  # see the outcome in a fresh relist soon
         sandbox = plan.sandbox
         await self._write_status(pod, sandbox, containers, waiting, report)
 
@@ -381,37 +556,171 @@ class Agent:
             message = str(exc)
             log.warning("pod %s: sandbox: %s", _pod_name(pod), message)
             report.errors.append(f"{_pod_name(pod)}: sandbox: {message}")
-            for start in plan.start:
-                waiting[start.container.name] = Waiting("CreatePodSandboxError", message)
-            self._requeue_in(self.settings.backoff.initial)
+            for step in plan.start:
+                # no attempt was made: the retry waits the container's back-off
+                self._record_failure(
+                    pod.metadata.uid, step.container.name, "CreatePodSandboxError", message
+                )
+                waiting[step.container.name] = Waiting("CreatePodSandboxError", message)
             return None
         report.sandboxes_created.append(_pod_name(pod))
         return sandbox
 
+    # ------------------------------------------------------------ config and volumes
+
+    async def _config_sources(self, pod: Pod) -> ConfigSources:
+        """The ConfigMaps and Secrets the pod names (those that exist)."""
+        config_names, secret_names = referenced_names(pod)
+        if not config_names and not secret_names:
+            return ConfigSources()
+        ns = pod.metadata.namespace or "default"
+        cm_names, secret_list = sorted(config_names), sorted(secret_names)
+        found = await asyncio.gather(
+            *(self.objects.get(ConfigMap, ns, n) for n in cm_names),
+            *(self.objects.get(Secret, ns, n) for n in secret_list),
+        )
+        cms = found[: len(cm_names)]
+        secrets = found[len(cm_names) :]
+        return ConfigSources(
+            config_maps={
+                n: o for n, o in zip(cm_names, cms, strict=True) if isinstance(o, ConfigMap)
+            },
+            secrets={
+                n: o for n, o in zip(secret_list, secrets, strict=True) if isinstance(o, Secret)
+            },
+        )
+
+    def _container_config(
+        self, pod: Pod, container: Container, sources: ConfigSources, *, pod_ip: str
+    ) -> tuple[Container, list[Mount]]:
+        """The container with its env resolved and its mounts; raises ``ConfigMissing``."""
+        resolved = resolve_container(pod, container, sources, pod_ip=pod_ip, host_ip=self.address)
+        if not container.volume_mounts:
+            return resolved, []
+        volumes = {v.name: v for v in pod.spec.volumes}
+        contents = resolve_volumes(pod, sources)
+        mounts: list[Mount] = []
+        for mount in container.volume_mounts:
+            volume = volumes.get(mount.name)
+            if volume is None or mount.name not in contents:
+                raise ConfigMissing(
+                    f"volumeMount {mount.name!r}: the pod has no configMap, secret or "
+                    "emptyDir volume of that name"
+                )
+            host = pod_volumes.volume_dir(self.runtime.pods_dir, pod.metadata.uid, mount.name)
+            if mount.sub_path:
+                host = host / mount.sub_path
+            projected = volume.config_map is not None or volume.secret is not None
+            mounts.append(Mount(str(host), mount.mount_path, mount.read_only or projected))
+        return resolved, mounts
+
+    def _clear_config_failures(self, pod: Pod, sources: ConfigSources) -> None:
+        """A container waiting on a missing ConfigMap, Secret or key starts as
+        soon as it appears, without waiting out its back-off."""
+        uid = pod.metadata.uid
+        for container in [*pod.spec.init_containers, *pod.spec.containers]:
+            failure = self._failures.get((uid, container.name))
+            if failure is None or failure.reason != CREATE_CONTAINER_CONFIG_ERROR:
+                continue
+            try:
+                self._container_config(pod, container, sources, pod_ip="")
+            except ConfigMissing:
+                continue
+            del self._failures[(uid, container.name)]
+            self.backoff.forget(restart_key(uid, container.name))
+
+    async def _remove_stale_pod_dirs(self, keep: set[str], report: AgentPass) -> None:
+        """Volume directories of pods that are gone (deleted while the agent
+        was down, or a teardown cut short) hold Secret files: remove them."""
+        pods_dir = self.runtime.pods_dir
+        stale = set(await asyncio.to_thread(pod_volumes.known_pod_uids, pods_dir)) - keep
+        for uid in sorted(stale):
+            await asyncio.to_thread(pod_volumes.remove_pod_dir, pods_dir, uid)
+            self._volume_digests.pop(uid, None)
+            report.removed.append(f"volumes of pod {uid[:8]}")
+
+    async def _write_volumes(self, pod: Pod, sources: ConfigSources) -> list[str]:
+        """Write the pod's volumes (changed ones only); raises ``ConfigMissing``."""
+        if not pod.spec.volumes:
+            return []
+        contents = resolve_volumes(pod, sources)
+        digest = hashlib.sha256(repr(sorted(contents.items())).encode()).hexdigest()
+        uid = pod.metadata.uid
+        if self._volume_digests.get(uid) == digest:
+            return []  # written already (files on disk are compared otherwise)
+        changed = await asyncio.to_thread(
+            pod_volumes.write_pod_volumes, self.runtime.pods_dir, uid, contents
+        )
+        self._volume_digests[uid] = digest
+        return changed
+
+    async def _refresh_volumes(self, pod: Pod, sources: ConfigSources, report: AgentPass) -> None:
+        """Bring a running pod's mounted files up to date; a ConfigMap or Secret
+        that went missing leaves the files as they were (as kubelet does)."""
+        try:
+            changed = await self._write_volumes(pod, sources)
+        except ConfigMissing:
+            return
+        except OSError as exc:
+            report.errors.append(f"{_pod_name(pod)}: volumes: {exc}")
+            log.warning("pod %s: cannot write its volumes: %s", _pod_name(pod), exc)
+            return
+        for volume in changed:
+            report.volumes_updated.append(f"{_pod_name(pod)}/{volume}")
+
     async def _start_containers(
-        self, pod: Pod, sandbox: Sandbox, plan: PodPlan, report: AgentPass
+        self,
+        pod: Pod,
+        sandbox: Sandbox,
+        plan: PodPlan,
+        report: AgentPass,
+        sources: ConfigSources | None = None,
     ) -> tuple[dict[str, Waiting], list[RuntimeContainer]]:
         """Start the plan's containers concurrently: (waiting reasons of failures, started)."""
         uid = pod.metadata.uid
         waiting: dict[str, Waiting] = {}
         new: list[RuntimeContainer] = []
+        sources = sources if sources is not None else ConfigSources()
+        volumes_error: str | None = None
+        try:
+            await self._write_volumes(pod, sources)
+        except ConfigMissing as exc:
+            volumes_error = exc.message
+        except OSError as exc:
+            volumes_error = f"cannot write the pod's volumes: {exc}"
 
         async def start(step: StartContainer) -> None:
             cname = step.container.name
             label = f"{_pod_name(pod)}/{cname}#{step.attempt}"
             now = time.time()
+            try:
+                if volumes_error is not None and step.container.volume_mounts:
+                    raise ConfigMissing(volumes_error)
+                container, mounts = self._container_config(
+                    pod, step.container, sources, pod_ip=sandbox.ip
+                )
+            except ConfigMissing as exc:
+                # not an attempt: the restart back-off is not advanced
+                self._record_failure(
+                    uid, cname, CREATE_CONTAINER_CONFIG_ERROR, exc.message, attempt=step.attempt
+                )
+                report.start_failed.append(
+                    f"{label}: {CREATE_CONTAINER_CONFIG_ERROR}: {exc.message}"
+                )
+                waiting[cname] = Waiting(CREATE_CONTAINER_CONFIG_ERROR, exc.message)
+                return
             if step.restart:
                 self.backoff.advance(restart_key(uid, cname), now=now)
             try:
                 rc = await self.runtime.start_container(
-                    pod, sandbox, step.container, attempt=step.attempt
+                    pod, sandbox, container, attempt=step.attempt, mounts=mounts
                 )
             except ContainerStartError as exc:
-                self._start_failed(uid, cname, exc.reason, exc.message, report, label)
+                self._start_failed(uid, step, exc.reason, exc.message, report, label)
                 waiting[cname] = Waiting(exc.reason, exc.message)
                 return
             except GitkubeError as exc:
-                self._start_failed(uid, cname, "RunContainerError", str(exc), report, label)
+                self._start_failed(uid, step, "RunContainerError", str(exc), report, label)
                 waiting[cname] = Waiting("RunContainerError", str(exc))
                 return
             self._failures.pop((uid, cname), None)
@@ -422,14 +731,38 @@ class Agent:
         return waiting, new
 
     def _start_failed(
-        self, uid: str, cname: str, reason: str, message: str, report: AgentPass, label: str
+        self,
+        uid: str,
+        step: StartContainer,
+        reason: str,
+        message: str,
+        report: AgentPass,
+        label: str,
     ) -> None:
-        now = time.time()
-        self._failures[(uid, cname)] = StartFailure(reason, message, now)
-        delay = self.backoff.advance(start_key(uid, cname), now=now)
-        self._requeue_in(delay)
+        self._record_failure(
+            uid, step.container.name, reason, message, attempt=step.attempt, counted=step.restart
+        )
         report.start_failed.append(f"{label}: {reason}: {message}")
         log.warning("%s: %s: %s", label, reason, message)
+
+    def _record_failure(
+        self,
+        uid: str,
+        cname: str,
+        reason: str,
+        message: str,
+        *,
+        attempt: int = -1,
+        counted: bool = False,
+    ) -> None:
+        """A start of ``cname`` failed: its retry waits the container's back-off,
+        advanced here unless the start (a restart) ``counted`` already."""
+        now = time.time()
+        self._failures[(uid, cname)] = StartFailure(reason, message, now, attempt=attempt)
+        key = restart_key(uid, cname)
+        if not counted:
+            self.backoff.advance(key, now=now)
+        self._requeue_in(self.backoff.delay(key), uid)
 
     async def _teardown(
         self,
@@ -449,25 +782,34 @@ class Agent:
         try:
             if not plan.is_empty():
                 await self._kill_and_remove(plan, grace, containers, report)
-                self.kick.set()
+                self._acted_on(uid)
         except Exception as exc:
             name = _pod_name(known) if known else uid
             report.errors.append(f"{name}: stop: {exc}")
             log.warning("pod %s: stop: %s", name, exc, exc_info=not isinstance(exc, GitkubeError))
             return
-        for key in [k for k in self._failures if k[0] == uid]:
-            del self._failures[key]
-        for tracked in self.backoff.tracked_keys():
-            if isinstance(tracked, tuple) and tracked and tracked[0] == uid:
-                self.backoff.forget(tracked)
-        self._known.pop(uid, None)
+        if plan.is_empty():
+            await asyncio.to_thread(pod_volumes.remove_pod_dir, self.runtime.pods_dir, uid)
+            self._volume_digests.pop(uid, None)
+            self._forget(uid)
         if pod is not None and pod.metadata.deletion_timestamp:
             # graceful deletion: the containers are gone, now the object goes
             try:
                 if await self.objects.delete(pod):
                     report.pods_deleted.append(_pod_name(pod))
             except Conflict:
-                self.kick.set()
+                self._requeue_in(0.0, uid)
+
+    def _forget(self, uid: str) -> None:
+        """Nothing of ``uid`` runs here any more: drop what the agent kept about it."""
+        for key in [k for k in self._failures if k[0] == uid]:
+            del self._failures[key]
+        for tracked in self.backoff.tracked_keys():
+            if isinstance(tracked, tuple) and tracked and tracked[0] == uid:
+                self.backoff.forget(tracked)
+        self._known.pop(uid, None)
+        self._acted.pop(uid, None)
+        self._requeue.pop(uid, None)
 
     # ------------------------------------------------------------ status
 
@@ -521,7 +863,6 @@ class Agent:
             report.statuses_written.append(_pod_name(pod))
             return
         report.errors.append(f"{_pod_name(pod)}: status kept conflicting; trying again later")
-        self.kick.set()
 
     # ------------------------------------------------------------ probes
 
@@ -560,22 +901,25 @@ class Agent:
         return specs
 
     def _on_probe_change(self, container_id: str, kind: ProbeKind, ok: bool) -> None:
-        self.kick.set()
+        uid = self._pod_of_container.get(container_id)
+        if uid:
+            self._wake(uid)
 
     async def _on_reregister(self) -> None:
-        self.kick.set()
+        self._wake()
 
     # ------------------------------------------------------------ helpers
 
-    def _requeue_in(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        at = loop.time() + max(0.0, seconds)
-        if self._requeue is not None and not self._requeue.cancelled():
-            if self._requeue_at <= at and self._requeue_at > loop.time():
-                return
-            self._requeue.cancel()
-        self._requeue_at = at
-        self._requeue = loop.call_at(at + 0.01, self.kick.set)
+    def _requeue_in(self, seconds: float, uid: str) -> None:
+        """Reconcile pod ``uid`` again after ``seconds`` (the earliest ask wins)."""
+        seconds = max(0.0, seconds)
+        if uid not in self._requeue or seconds < self._requeue[uid]:
+            self._requeue[uid] = seconds
+
+    def _acted_on(self, uid: str) -> None:
+        """The agent changed what runs of ``uid``: reconcile it again, on a fresh relist."""
+        self._acted[uid] = self._relists_started
+        self._requeue_in(0.0, uid)
 
     @staticmethod
     def _describe(rc: RuntimeContainer | None, cid: str) -> str:

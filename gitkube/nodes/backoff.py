@@ -1,10 +1,12 @@
-"""kubelet's per-container back-off for restarts and image pulls.
+"""kubelet's per-container back-off for restarts and failed starts.
 
-One entry per key (pod uid, container name). The first restart after a
-failure is immediate; each further one waits ``initial``, then twice that,
-up to ``cap`` (kubelet: 10 s doubling to 5 min). An entry is forgotten when
-the container has not needed a restart for ``reset_after`` seconds (kubelet:
-twice the cap), so a container that crashes once a day does not wait 5 min.
+One entry per key (pod uid, container name): the agent counts every failed
+attempt of a container there, on both runtimes (see ``gitkube.nodes.podplan``).
+The first restart after a failure is immediate; each further one waits
+``initial``, then twice that, up to ``cap`` (kubelet: 10 s doubling to 5 min).
+An entry is forgotten when the container has not needed a restart for
+``reset_after`` seconds (kubelet: twice the cap), so a container that crashes
+once a day does not wait 5 min.
 
 Pure: every method takes the time as an argument.
 """

@@ -36,6 +36,7 @@ CONTAINER_CREATING = "ContainerCreating"
 CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
 ERR_IMAGE_PULL = "ErrImagePull"
 IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+POD_INITIALIZING = "PodInitializing"
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,34 @@ def attempts_by_name(containers: Sequence[RuntimeContainer]) -> dict[str, list[R
     return out
 
 
+def init_done(pod: Pod, by_name: Mapping[str, Sequence[RuntimeContainer]]) -> bool:
+    """Every init container's latest attempt succeeded (or an app container
+    has already run: the init records may be gone)."""
+    if not pod.spec.init_containers:
+        return True
+    if any(by_name.get(c.name) for c in pod.spec.containers):
+        return True
+    for container in pod.spec.init_containers:
+        attempts = by_name.get(container.name)
+        if not attempts:
+            return False
+        latest = attempts[-1]
+        if latest.state != "exited" or latest.exit_code != 0:
+            return False
+    return True
+
+
+def init_failed(pod: Pod, by_name: Mapping[str, Sequence[RuntimeContainer]]) -> bool:
+    """An init container failed and will not be restarted (restartPolicy Never)."""
+    if pod.spec.restart_policy != "Never" or init_done(pod, by_name):
+        return False
+    for container in pod.spec.init_containers:
+        attempts = by_name.get(container.name)
+        if attempts and attempts[-1].state == "exited" and attempts[-1].exit_code != 0:
+            return True
+    return False
+
+
 def terminated_state(rc: RuntimeContainer, runtime_name: str) -> ContainerState:
     exit_code = rc.exit_code if rc.exit_code is not None else -1
     reason = rc.reason or ("Completed" if exit_code == 0 else "Error")
@@ -115,6 +144,9 @@ def compute_container_status(
     status.restart_count = latest.attempt
     status.container_id = container_id_uri(runtime_name, latest.id)
     status.image = latest.image or container.image
+    # the image the runtime ran, as ``<runtime>://<image>`` (stable across agent
+    # restarts, so an adopted container's status is not rewritten)
+    status.image_id = container_id_uri(runtime_name, status.image)
     if previous is not None and previous.state == "exited":
         status.last_state = terminated_state(previous, runtime_name)
     if latest.state == "running" and waiting is None:
@@ -198,6 +230,19 @@ def compute_pod_status(
     """
     previous = pod.status
     by_name = attempts_by_name(containers)
+    init_statuses = [
+        compute_container_status(
+            c,
+            by_name.get(c.name, []),
+            waiting=waiting.get(c.name),
+            ready=bool(by_name.get(c.name))
+            and by_name[c.name][-1].state == "exited"
+            and by_name[c.name][-1].exit_code == 0,
+            runtime_name=runtime_name,
+        )
+        for c in pod.spec.init_containers
+    ]
+    initialized = init_done(pod, by_name)
     statuses = [
         compute_container_status(
             c,
@@ -208,11 +253,14 @@ def compute_pod_status(
         )
         for c in pod.spec.containers
     ]
-    phase = compute_phase(statuses, pod.spec.restart_policy)
+    if initialized:
+        phase = compute_phase(statuses, pod.spec.restart_policy)
+    else:
+        phase = FAILED if init_failed(pod, by_name) else PENDING
     all_ready = bool(statuses) and all(cs.ready for cs in statuses)
     not_ready_reason = "PodCompleted" if phase in TERMINAL_PHASES else "ContainersNotReady"
     conditions = [
-        _condition("Initialized", True, "", previous, now),
+        _condition("Initialized", initialized, "ContainersNotInitialized", previous, now),
         _condition("Ready", all_ready, not_ready_reason, previous, now),
         _condition("ContainersReady", all_ready, not_ready_reason, previous, now),
         _condition("PodScheduled", True, "", previous, now),
@@ -224,5 +272,6 @@ def compute_pod_status(
         pod_ip=sandbox.ip if sandbox is not None else "",
         start_time=previous.start_time or now,
         container_statuses=statuses,
+        init_container_statuses=init_statuses,
         host_ports=dict(sandbox.host_ports) if sandbox is not None else {},
     )

@@ -2,7 +2,8 @@
 
 A handler runs one check: ``exec`` (a command in the container through the
 runtime; exit code 0 passes), ``httpGet`` (an HTTP/1.0 GET; a 2xx or 3xx
-answer passes) or ``tcpSocket`` (a connection opens). Containers are reached
+answer passes), ``tcpSocket`` (a connection opens) or ``grpc`` (the gRPC
+health protocol, ``grpc.health.v1.Health/Check``, answers SERVING). Containers are reached
 as other machines reach them: the node address and the host port the
 runtime published for the probed containerPort (by number or by name);
 a port that is not published is tried on the pod's own address.
@@ -26,7 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gitkube.api.objects import Container, HTTPGetAction, IntOrString, Probe, TCPSocketAction
+from gitkube.api.objects import (
+    Container,
+    GRPCAction,
+    HTTPGetAction,
+    IntOrString,
+    Probe,
+    TCPSocketAction,
+)
 from gitkube.nodes.runtime.base import Runtime, port_key
 
 log = logging.getLogger(__name__)
@@ -138,6 +146,47 @@ async def probe_tcp(
     return ProbeResult(True)
 
 
+#: grpc.health.v1.HealthCheckResponse.ServingStatus
+_GRPC_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+def _grpc_health_request(service: str) -> bytes:
+    """A HealthCheckRequest (protobuf: field 1, the service name)."""
+    name = service.encode()
+    if not name:
+        return b""
+    length, size = b"", len(name)
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        length += bytes([byte | (0x80 if size else 0)])
+        if not size:
+            return b"\x0a" + length + name
+
+
+def _grpc_health_status(reply: bytes) -> int:
+    """The status of a HealthCheckResponse (protobuf: field 1, an enum); 0 when absent."""
+    if len(reply) >= 2 and reply[0] == 0x08:
+        return reply[1] & 0x7F
+    return 0
+
+
+async def probe_grpc(
+    action: GRPCAction, container: Container, target: ProbeTarget, *, timeout: float
+) -> ProbeResult:
+    import grpc  # the etcd client's dependency; only agents with gRPC probes load it
+
+    host, port = resolve_address(container, target, action.port, "")
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    async with grpc.aio.insecure_channel(where) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        try:
+            reply = await check(_grpc_health_request(action.service), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return ProbeResult(False, f"grpc {where}: {exc.code().name}: {exc.details()}")
+    status = _grpc_health_status(reply)
+    return ProbeResult(status == 1, f"grpc {where}: {_GRPC_STATUS.get(status, status)}")
+
+
 async def probe_exec(
     command: list[str], runtime: Runtime, target: ProbeTarget, *, timeout: float
 ) -> ProbeResult:
@@ -160,9 +209,11 @@ async def run_probe(
             return await probe_http(probe.http_get, container, target, timeout=timeout)
         if probe.tcp_socket is not None:
             return await probe_tcp(probe.tcp_socket, container, target, timeout=timeout)
+        if probe.grpc is not None:
+            return await probe_grpc(probe.grpc, container, target, timeout=timeout)
     except ProbeError as exc:
         return ProbeResult(False, str(exc))
-    return ProbeResult(False, "probe has no handler (exec, httpGet or tcpSocket)")
+    return ProbeResult(False, "probe has no handler (exec, httpGet, tcpSocket or grpc)")
 
 
 class ProbeState:

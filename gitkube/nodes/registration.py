@@ -26,10 +26,12 @@ import os
 import platform
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from gitkube import __version__
+from gitkube.api.annotations import PROXY_ADDRESS
 from gitkube.api.keys import HEARTBEAT_PREFIX
 from gitkube.api.objects import Node, NodeAddress, NodeCondition, NodeSystemInfo
 from gitkube.api.quantity import format_cpu, parse_cpu, parse_memory
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 AGENT_HOSTNAME = "gitkube.io/agent-hostname"
 AGENT_RUNTIME = "gitkube.io/agent-runtime"
 AGENT_STATE_DIR = "gitkube.io/agent-state-dir"
+#: where the service proxy serving this node listens (LoadBalancer Services'
+#: status.loadBalancer.ingress lists these); absent when the node runs none
+AGENT_PROXY_ADDRESS = PROXY_ADDRESS
 
 DEFAULT_MAX_PODS = 110
 
@@ -62,6 +67,8 @@ class NodeSettings:
     runtime_version: str = ""
     state_dir: str = ""
     hostname: str = field(default_factory=socket.gethostname)
+    #: the address of the service proxy that serves this node ("" for none)
+    proxy_address: str = ""
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -113,12 +120,25 @@ def _os_image() -> str:
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
 
 
+def _system_uuid(machine_id: str) -> str:
+    """The hardware UUID as kubelet reports it (readable by root), else one
+    derived from the machine ID, else from the host name: stable per machine."""
+    found = _read_first_line("/sys/class/dmi/id/product_uuid")
+    if found:
+        return found.lower()
+    seed = machine_id or platform.node()
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"gitkube-node:{seed}"))
+
+
 def host_system_info(settings: NodeSettings) -> NodeSystemInfo:
     runtime = settings.runtime_name
     if runtime and settings.runtime_version:
         runtime = f"{runtime}://{settings.runtime_version}"
+    machine_id = _read_first_line("/etc/machine-id")
     return NodeSystemInfo(
-        machine_id=_read_first_line("/etc/machine-id"),
+        machine_id=machine_id,
+        system_uuid=_system_uuid(machine_id),
+        boot_id=_read_first_line("/proc/sys/kernel/random/boot_id"),
         kernel_version=platform.release(),
         os_image=_os_image(),
         container_runtime_version=runtime,
@@ -161,6 +181,10 @@ def desired_node(current: Node | None, settings: NodeSettings, *, now: str) -> N
         AGENT_RUNTIME: settings.runtime_name,
         AGENT_STATE_DIR: settings.state_dir,
     }
+    if settings.proxy_address:
+        node.metadata.annotations[AGENT_PROXY_ADDRESS] = settings.proxy_address
+    else:
+        node.metadata.annotations.pop(AGENT_PROXY_ADDRESS, None)
     capacity = host_capacity(settings)
     node.status.capacity = dict(capacity)
     node.status.allocatable = dict(capacity)

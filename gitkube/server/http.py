@@ -9,6 +9,7 @@
 /version, /api, /apis, /openapi/v2
                             the Kubernetes API, read-only (kubeapi.py); beyond
                             loopback it needs the bearer token of --api-token-file
+/, /ui/                     the web dashboard (ui.py; off with --no-ui)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from aiohttp import web
 
 from gitkube.server.kubeapi import KubeApi, is_api_path, status_response
 from gitkube.server.metrics import Metrics
+from gitkube.server.ui import Dashboard
 from gitkube.server.webhooks import HOOKS, MAX_BODY_BYTES, Delivery, Verdict, check_signature, route
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class HttpServer:
         kubeapi: KubeApi | None = None,
         api_token: bytes | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         self.metrics = metrics
         self.branch = branch
@@ -104,13 +107,19 @@ class HttpServer:
         self.kubeapi = kubeapi
         self.api_token = api_token
         self.ssl_context = ssl_context
+        self.dashboard = dashboard
+        if dashboard is not None:
+            dashboard.loopback = lambda: self.loopback
         #: set by ``start``: whether the server listens on loopback only
         self.loopback = True
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES + 1, middlewares=[self._api_auth])
+        middlewares = [self._api_auth]
+        if self.dashboard is not None:
+            middlewares.append(self.dashboard.middleware)
+        app = web.Application(client_max_size=MAX_BODY_BYTES + 1, middlewares=middlewares)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -119,6 +128,8 @@ class HttpServer:
         app.router.add_post("/hooks/{hook}", self._hook)
         if self.kubeapi is not None:
             self.kubeapi.register(app)
+        if self.dashboard is not None:
+            self.dashboard.register(app)
         return app
 
     @web.middleware
@@ -163,6 +174,8 @@ class HttpServer:
         return self.port
 
     async def stop(self) -> None:
+        if self.kubeapi is not None:
+            self.kubeapi.close()
         if self._runner:
             await self._runner.cleanup()
             self._runner = None

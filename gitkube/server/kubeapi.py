@@ -39,10 +39,12 @@ from typing import Any
 from aiohttp import web
 
 from gitkube.api.annotations import SOURCE_PATH
-from gitkube.api.keys import PREFIX, SYSTEM, object_key, parse_key, resource_prefix
+from gitkube.api.keys import SYSTEM, object_key, parse_key, resource_prefix
 from gitkube.api.labels import SelectorError, expressions_match, parse_selector
 from gitkube.api.objects import KINDS, RESOURCES, ApiObject, Node, Pod
+from gitkube.api.redact import is_secret, redact_object
 from gitkube.errors import Compacted, GitkubeError
+from gitkube.server.watchhub import HubEvent, TooOld, WatchHub
 from gitkube.store.base import KeyValue
 from gitkube.store.objects import ObjectStore, decode
 
@@ -246,19 +248,14 @@ def decode_continue(token: str) -> tuple[int, str]:
 
 # ---------------------------------------------------------------- redaction
 
-_REDACTED = base64.b64encode(b"<redacted>").decode()
-
 
 def served_form(kv: KeyValue) -> dict[str, Any]:
     """The object as the API serves it: the stored wire form with its
     resourceVersion, Secret values redacted."""
     data: dict[str, Any] = json.loads(kv.value)
     data.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
-    if data.get("kind") == "Secret":
-        for field_name in ("data", "stringData"):
-            values = data.get(field_name)
-            if isinstance(values, dict):
-                data[field_name] = dict.fromkeys(values, _REDACTED)
+    if is_secret(data):
+        data = redact_object(data)  # the one redaction every surface uses
     return data
 
 
@@ -334,6 +331,15 @@ class KubeApi:
         self.git = git
         self.bookmark_seconds = bookmark_seconds
         self.open_log = open_log
+        self._closing = asyncio.Event()
+        self._hub: WatchHub | None = None
+
+    def close(self) -> None:
+        """End open watches (the server is stopping)."""
+        self._closing.set()
+        if self._hub is not None:
+            self._hub._task.cancel()
+            self._hub = None
 
     def register(self, app: web.Application) -> None:
         r = app.router
@@ -449,6 +455,12 @@ class KubeApi:
 
     async def _openapi_v2(self, request: web.Request) -> web.Response:
         from gitkube.server.openapi import openapi_v2
+
+        if "protobuf" in request.headers.get("Accept", ""):
+            # older kubectl (≤ 1.26) reads only the protobuf form; an empty
+            # message is a Document with no definitions: the kinds are left
+            # to the server, which refuses every write anyway
+            return web.Response(body=b"", content_type="application/octet-stream")
 
         return web.json_response(openapi_v2(api_resources()))
 
@@ -615,6 +627,9 @@ class KubeApi:
         await response.prepare(request)
         state = _WatchState(selector=selector)
 
+        async def send_raw(lines: list[bytes]) -> None:
+            await response.write(b"".join(lines))
+
         async def send(event_type: str, obj: dict[str, Any]) -> None:
             if as_table and event_type not in ("BOOKMARK", "ERROR"):
                 kv_obj = obj
@@ -625,6 +640,7 @@ class KubeApi:
 
         try:
             if rv in ("", "0"):
+                state.listed = True
                 kvs, revision = await self.store.range(prefix)
                 for kv in kvs:
                     data = self._item(res, kv)
@@ -642,7 +658,15 @@ class KubeApi:
                     return response
             state.revision = start - 1
             await self._stream(
-                res, prefix, start, state, send, bookmarks=bookmarks, timeout=timeout
+                request,
+                res,
+                prefix,
+                start,
+                state,
+                send,
+                bookmarks=bookmarks,
+                timeout=timeout,
+                send_raw=None if as_table else send_raw,
             )
         except Compacted:
             await send(
@@ -660,8 +684,19 @@ class KubeApi:
                 await send("ERROR", status_body(500, "InternalError", str(exc)))
         return response
 
+    async def _hub_for(self, start: int) -> tuple[WatchHub, bool]:
+        """The shared hub, or a private one replaying older history (True)."""
+        hub = self._hub
+        if hub is None or hub.failed:
+            current = await self.store.revision()
+            hub = self._hub = WatchHub(self.store, min(start, current + 1))
+        if start < hub.first:
+            return WatchHub(self.store, start), True
+        return hub, False
+
     async def _stream(
         self,
+        request: web.Request,
         res: ApiResource,
         prefix: str,
         start: int,
@@ -670,25 +705,52 @@ class KubeApi:
         *,
         bookmarks: bool,
         timeout: float | None,
+        send_raw: Callable[[list[bytes]], Awaitable[None]] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else None
-        # every key, so the bookmark's revision covers what other kinds moved too
-        events = self.store.watch(PREFIX, start_revision=start).__aiter__()
-        pending: asyncio.Task[Any] | None = None
+        hub, private = await self._hub_for(start)
+        after = start - 1
+        next_bookmark = loop.time() + self.bookmark_seconds
+        filtered = bool(state.selector.labels or state.selector.fields)
+
+        lines: list[bytes] = []
+
+        async def emit(kind: str, item: HubEvent, data: dict[str, Any]) -> None:
+            if send_raw is not None:  # one write per batch, not per event
+                lines.append(b'{"type":"' + kind.encode() + b'","object":' + item.json() + b"}\n")
+            else:
+                await send(kind, data)
+
         try:
             while True:
-                wait = self.bookmark_seconds if bookmarks else None
+                # wake at least every second: a client that went away or a
+                # server that stops ends the watch (aiohttp does not cancel
+                # handlers whose client disconnected)
+                wait = 1.0
+                if bookmarks:
+                    wait = min(wait, max(0.0, next_bookmark - loop.time()))
                 if deadline is not None:
                     left = deadline - loop.time()
                     if left <= 0:
                         return
-                    wait = min(wait, left) if wait is not None else left
-                if pending is None:
-                    pending = asyncio.ensure_future(events.__anext__())
-                done, _ = await asyncio.wait({pending}, timeout=wait)
-                if not done:
-                    if bookmarks and state.revision:
+                    wait = min(wait, left)
+                try:
+                    batch = await hub.after(after, timeout=wait)
+                except TooOld:
+                    # this watcher fell behind the shared history: replay privately
+                    hub, private = WatchHub(self.store, after + 1), True
+                    continue
+                if self._closing.is_set():
+                    return
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return
+                if not batch:
+                    after = max(after, hub.last)
+                    state.revision = after
+                    if bookmarks and state.revision and loop.time() >= next_bookmark:
+                        next_bookmark = loop.time() + self.bookmark_seconds
                         await send(
                             "BOOKMARK",
                             {
@@ -698,35 +760,42 @@ class KubeApi:
                             },
                         )
                     continue
-                event = pending.result()
-                pending = None
-                state.revision = event.revision
-                key = event.kv.key
-                if not key.startswith(prefix) or key.startswith(SYSTEM):
-                    continue
-                if event.type == "DELETE":
-                    if key in state.matching:
+                for item in batch:
+                    after = state.revision = item.revision
+                    key = item.key
+                    if not key.startswith(prefix) or key.startswith(SYSTEM):
+                        continue
+                    data = item.data()
+                    if item.event.type == "DELETE":
+                        if data is None:
+                            data = _stub(res, key)
+                            data["metadata"]["resourceVersion"] = str(item.revision)
+                        # a watch from a resourceVersion did not list: the deleted
+                        # value tells whether the object was in the selection
+                        known = key in state.matching or (
+                            not state.listed and (not filtered or state.selector.matches(data))
+                        )
+                        if known:
+                            state.matching.discard(key)
+                            await emit("DELETED", item, data)
+                        continue
+                    if data is None:
+                        continue
+                    if not filtered or state.selector.matches(data):
+                        kv = item.event.kv
+                        created = kv.create_revision == kv.mod_revision
+                        seen = key in state.matching or (not state.listed and not created)
+                        state.matching.add(key)
+                        await emit("MODIFIED" if seen else "ADDED", item, data)
+                    elif key in state.matching:
                         state.matching.discard(key)
-                        prev = event.prev_kv
-                        data = self._item(res, prev) if prev and prev.value else _stub(res, key)
-                        data.setdefault("metadata", {})["resourceVersion"] = str(event.revision)
-                        await send("DELETED", data)
-                    continue
-                data = self._item(res, event.kv)
-                if state.selector.matches(data):
-                    kind = "MODIFIED" if key in state.matching else "ADDED"
-                    state.matching.add(key)
-                    await send(kind, data)
-                elif key in state.matching:
-                    state.matching.discard(key)
-                    await send("DELETED", data)
+                        await emit("DELETED", item, data)
+                if lines and send_raw is not None:
+                    await send_raw(lines)
+                    lines = []
         finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
-            with contextlib.suppress(BaseException):
-                await events.aclose()  # type: ignore[attr-defined]
+            if private:
+                await hub.close()
 
     async def _table_for_data(
         self, res: ApiResource, data: dict[str, Any], request: web.Request
@@ -865,6 +934,8 @@ class KubeApi:
 class _WatchState:
     selector: Filter
     revision: int = 0
+    #: the watch began with a list, so ``matching`` is exact
+    listed: bool = False
 
     def __post_init__(self) -> None:
         self.matching: set[str] = set()

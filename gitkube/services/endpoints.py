@@ -21,10 +21,11 @@ one subset per pod. The result is deterministic for the same input.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from gitkube.api.annotations import ENDPOINTS_CONTROLLER
+from gitkube.api.annotations import ENDPOINTS_CONTROLLER, PROXY_ADDRESS
 from gitkube.api.labels import selector_matches
 from gitkube.api.objects import (
     EndpointAddress,
@@ -217,4 +218,31 @@ def endpoint_targets(
             if eport.name == port_name and (eport.protocol or "TCP") == (protocol or "TCP"):
                 out.extend((address.ip, eport.port) for address in subset.addresses)
                 break
+    return out
+
+
+def compute_load_balancer_ingress(service: Service, nodes: Iterable[Node]) -> list[dict[str, str]]:
+    """``status.loadBalancer.ingress`` of a Service: for type LoadBalancer, the
+    proxy address of every Ready node (as k3s's ServiceLB lists its nodes); a
+    proxy listening on every address is reached at its node's address. Empty
+    for the other types."""
+    if service.spec.type != "LoadBalancer":
+        return []
+    found: set[str] = set()
+    for node in nodes:
+        address = node.metadata.annotations.get(PROXY_ADDRESS, "")
+        if not address or not node.is_ready():
+            continue
+        if address in ("0.0.0.0", "::"):
+            address = node.address()
+        if address:
+            found.add(address)
+    out: list[dict[str, str]] = []
+    for address in sorted(found):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            out.append({"hostname": address})
+        else:
+            out.append({"ip": address})
     return out

@@ -12,16 +12,22 @@ Python per request) when it can be built here, else by the asyncio relay;
 ``"native"`` insists on the former (an error if it cannot be had),
 ``"asyncio"`` asks for the latter. Both have the same semantics.
 
-``reconcile_once`` is level-triggered: it reads Services and Endpoints,
-opens the listeners that are missing, closes those no longer wanted (their
-established connections carry on), and hands the current endpoints to each
-port's balancer. A port that cannot be served — already in use on the
-machine, claimed by another Service, an unsupported protocol — is logged once
-and recorded in the store under
-``PROXY_STATUS_PREFIX + "<node>/<namespace>/<name>"`` as JSON (message and
-ports), attached to a lease so that a proxy that dies takes its complaints
-with it; the key is deleted once the problem is gone. Other Services are not
-affected, and the next pass tries the port again.
+A pass is level-triggered, as kube-proxy's sync of its whole ruleset: it
+reads every Service and Endpoints from the shared cache
+(``gitkube.control.Cache``, fed by the store watch; the proxy never lists
+the store), opens the listeners that are missing, closes those no longer
+wanted (their established connections carry on), and hands the current
+endpoints to each port's balancer. On the control kit it is one key
+(``"all"``), queued by every Service and Endpoints change: a burst of
+changes is one pass.
+
+A port that cannot be served — already in use on the machine, claimed by
+another Service, an unsupported protocol — is logged once and recorded in
+the store under ``PROXY_STATUS_PREFIX + "<node>/<namespace>/<name>"`` as
+JSON (message and ports), attached to a lease so that a proxy that dies
+takes its complaints with it; the key is deleted once the problem is gone.
+Other Services are not affected, and a pass every ``resync_seconds`` tries
+the port again while a problem lasts (and keeps its lease alive).
 
 Several workers (``gitkube proxy --workers N``, see
 ``gitkube.services.workers``) each run a ``ServiceProxy`` with their own
@@ -52,10 +58,9 @@ from typing import Any
 
 from gitkube.api.keys import PROXY_STATUS_PREFIX
 from gitkube.api.objects import Endpoints, Service, ServicePort
-from gitkube.config import PROXY_RELAYS
+from gitkube.control import Cache, Controller, Result, constant_key
 from gitkube.errors import NotFound, StoreError
-from gitkube.loops import run_loop
-from gitkube.services import native
+from gitkube.services import RELAY_MODES, native
 from gitkube.services.endpoints import endpoint_targets
 from gitkube.services.relay import Balancer, NativeRelay, RawServer, Relay
 from gitkube.services.workers import bind_shared, worker_group_pids
@@ -66,7 +71,8 @@ log = logging.getLogger(__name__)
 #: Kubernetes' default ClientIP affinity timeout (3 hours)
 DEFAULT_AFFINITY_SECONDS = 10800
 NODE_PORT_TYPES = frozenset({"NodePort", "LoadBalancer"})
-RELAY_MODES = PROXY_RELAYS
+#: the proxy's one reconcile key: a pass covers every Service
+ALL = "all"
 
 
 def install_uvloop() -> bool:
@@ -163,12 +169,15 @@ class ServiceProxy:
         group: Callable[[], Iterable[int]] = worker_group_pids,
         relay: str = "auto",
         relay_threads: int = 0,
+        cache: Cache | None = None,
     ) -> None:
         if not 0 <= worker < workers:
             raise ValueError(f"worker {worker} is not one of {workers} workers")
         if relay not in RELAY_MODES:
             raise ValueError(f"relay must be one of {', '.join(RELAY_MODES)}, not {relay!r}")
         self.objects = objects
+        #: the process's shared cache (its own when none is given)
+        self.cache = cache if cache is not None else Cache(objects.store)
         self.address = address
         self.node_name = node_name or socket.gethostname()
         self.connect_timeout = connect_timeout
@@ -183,7 +192,10 @@ class ServiceProxy:
         #: (namespace, name, port name) -> balancer, shared by port and nodePort
         self._balancers: dict[tuple[str, str, str], Balancer] = {}
         self._reported: dict[str, bytes] = {}
+        #: the reports stored by an earlier proxy of this node were looked for
+        self._swept = False
         self._lease = 0
+        self.last_pass = ProxyPass()
         #: the native relay engine, or None for the asyncio relay
         self.engine: native.Engine | None = None
         if relay != "asyncio":
@@ -219,9 +231,22 @@ class ServiceProxy:
     # ------------------------------------------------------------ reconcile
 
     async def reconcile_once(self) -> ProxyPass:
-        services, _ = await self.objects.list(Service)
-        endpoints_list, _ = await self.objects.list(Endpoints)
-        endpoints = {(ep.namespace, ep.name): ep for ep in endpoints_list}
+        """Catch the cache up with the store, then one pass (what a test calls)."""
+        await self.cache.sync()
+        return await self._sync()
+
+    async def reconcile(self, key: str) -> Result | None:
+        """One pass (the key is always ``ALL``); again after ``resync_seconds``
+        while a port cannot be served or clients are pinned (affinity)."""
+        result = await self._sync()
+        pinned = any(b.affinity for b in self._balancers.values())
+        if result.problems or pinned:
+            return Result(requeue_after=self.resync_seconds)
+        return None
+
+    async def _sync(self) -> ProxyPass:
+        services = self.cache.list(Service)
+        endpoints = {(ep.namespace, ep.name): ep for ep in self.cache.list(Endpoints)}
         loop = asyncio.get_running_loop()
         now = loop.time()
         result = ProxyPass()
@@ -319,6 +344,7 @@ class ServiceProxy:
 
         if self.worker == 0:
             await self._report(result.problems)
+        self.last_pass = result
         return result
 
     async def _listen(
@@ -380,26 +406,32 @@ class ServiceProxy:
                 if self._reported.get(key) != value:
                     owner = key[len(PROXY_STATUS_PREFIX) + len(self.node_name) + 1 :]
                     log.error("proxy: Service %s: %s", owner, _msg(value))
-        stored, _ = await store.range(f"{PROXY_STATUS_PREFIX}{self.node_name}/")
-        for kv in stored:
-            if kv.key not in desired:
-                await store.delete(kv.key)
-                log.info("proxy: resolved %s", kv.key[len(PROXY_STATUS_PREFIX) :])
+        if self._swept:
+            stale = [key for key in self._reported if key not in desired]
+        else:  # once: what an earlier proxy of this node left (its lease may live on)
+            stored, _ = await store.range(f"{PROXY_STATUS_PREFIX}{self.node_name}/")
+            stale = [kv.key for kv in stored if kv.key not in desired]
+        for key in stale:
+            await store.delete(key)
+            log.info("proxy: resolved %s", key[len(PROXY_STATUS_PREFIX) :])
+        self._swept = True
         self._reported = desired
 
     # ------------------------------------------------------------ running
 
+    def controller(self) -> Controller:
+        return Controller(
+            "proxy",
+            self.reconcile,
+            self.cache,
+            watches=dict.fromkeys(("services", "endpoints"), constant_key(ALL)),
+            initial_keys=[ALL],
+        )
+
     async def run(self, stop: asyncio.Event) -> None:
         """Reconcile on Service and Endpoints changes until ``stop``; then close."""
         try:
-            await run_loop(
-                "proxy",
-                self.reconcile_once,
-                self.objects,
-                resources=["services", "endpoints"],
-                stop=stop,
-                resync_seconds=self.resync_seconds,
-            )
+            await self.controller().run(stop)
         finally:
             await self.close()
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gitkube.api.objects import ApiObject, Event, EventSource, ObjectMeta, ObjectReference
+from gitkube.api.redact import scrub
 from gitkube.errors import Conflict, GitkubeError, NotFound
 from gitkube.store.base import Compare, Put
 from gitkube.store.objects import ObjectStore, encode
@@ -79,6 +80,7 @@ class EventRecorder:
 
     def record(self, obj: ApiObject, type_: str, reason: str, message: str) -> None:
         """Queue an event about ``obj`` (never blocks, never raises)."""
+        message = scrub(message)  # no Secret value this process knows
         meta = obj.metadata
         ref = ObjectReference(
             kind=obj.KIND,

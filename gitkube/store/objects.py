@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from gitkube.api.keys import object_key, resource_prefix
 from gitkube.api.objects import RESOURCES, ApiObject
+from gitkube.api.redact import remember_secret
 from gitkube.errors import Conflict
 from gitkube.store.base import Compare, Delete, KeyValue, Op, Put, Store
 
@@ -34,7 +35,10 @@ def encode(obj: ApiObject) -> bytes:
 
 
 def decode(cls: type[O], kv: KeyValue) -> O:
-    obj = cls.from_dict(json.loads(kv.value))
+    data = json.loads(kv.value)
+    if cls.KIND == "Secret":
+        remember_secret(data)  # so no log line or message of this process shows it
+    obj = cls.from_dict(data)
     obj.metadata.resource_version = str(kv.mod_revision)
     return obj
 

@@ -1,14 +1,18 @@
-"""Write a ``SyncPlan`` to the store in transactions guarded on mod_revision.
+"""Write a ``SyncPlan`` to the store in transactions guarded on mod_revision,
+through the control kit's ``Applier`` (``apply_encoded``: one transaction
+per batch, all or nothing, with the leader's fence when the applier has one).
 
 Each transaction holds at most ``batch_size`` objects (default 100: etcd
-refuses transactions of more than 128 operations by default) and at most
-about 1 MiB of values (etcd's request limit is 1.5 MiB). Every write is
-guarded: a create on "the key does not exist", an update or a delete on the
-mod_revision the plan was made from. A lost compare raises ``Conflict``; the
-caller re-reads and plans again. Batches already written stay written: a
-plan is idempotent (planning again after a partial apply plans only what is
-left), and the sync state is written after the last batch, so a crash
-mid-apply is repaired by the next run.
+refuses transactions of more than 128 operations by default; one more is
+the fence) and at most about 1 MiB of values (etcd's request limit is
+1.5 MiB). Every write is guarded: a create on "the key does not exist", an
+update or a delete on the mod_revision the plan was made from. A lost
+compare raises ``Conflict``; the caller re-reads and plans again. A lost
+fence raises ``LeadershipLost``: that batch and the rest are not written.
+Batches already written stay written: a plan is idempotent (planning again
+after a partial apply plans only what is left), and the sync state is
+written after the last batch, so a crash mid-apply is repaired by the next
+run.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitkube.errors import Conflict, LeadershipLost
-from gitkube.store.base import Compare, Delete, Op, Put
+from gitkube.control import Applier, Encoded
+from gitkube.store.base import Compare, Delete, Put
 from gitkube.store.objects import ObjectStore, now_iso
 from gitkube.sync.diff import Create, Prune, SyncPlan, Update
 
@@ -90,46 +94,33 @@ def delete_ops(prune: Prune) -> tuple[Compare, Delete]:
 
 
 async def apply_plan(
-    objects: ObjectStore,
+    applier: Applier | ObjectStore,
     plan: SyncPlan,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
     result: ApplyResult | None = None,
-    fence: Compare | None = None,
 ) -> ApplyResult:
-    """Write ``plan``; ``Conflict`` when a guarded write loses (``result``, if
-    given, is filled in as batches succeed, so the caller knows what was written).
-
-    ``fence`` (a leader's ``LeaderElection.fence()``) is added to every
-    transaction: once the term it stands for has ended, nothing more lands."""
+    """Write ``plan``; ``Conflict`` when a guarded write loses, ``LeadershipLost``
+    when the applier's fence does (``result``, if given, is filled in as
+    batches succeed, so the caller knows what was written). An ``ObjectStore``
+    is written through an unfenced ``Applier``."""
+    if isinstance(applier, ObjectStore):
+        applier = Applier(applier)
     result = result if result is not None else ApplyResult()
     now = now_iso()
     total = len(plan.creates) + len(plan.updates) + len(plan.deletes)
     done = 0
-    compares: list[Compare] = []
-    ops: list[Op] = []
+    writes: list[Encoded] = []
     pending: list[tuple[str, str, dict[str, Any] | None]] = []
     size = 0
 
     async def flush() -> None:
-        nonlocal compares, ops, pending, size, done
-        if not ops:
+        nonlocal writes, pending, size, done
+        if not writes:
             return
-        guards = [*compares, fence] if fence is not None else compares
-        txn = await objects.store.txn(guards, ops)
-        if not txn.succeeded:
-            if fence is not None:
-                held = await objects.store.get(fence.key)
-                if held is None or held.mod_revision != fence.mod_revision:
-                    raise LeadershipLost(
-                        f"leadership was lost ({fence.key} changed); {len(ops)} writes not applied"
-                    )
-            raise Conflict(
-                "the store changed while the sync was being planned "
-                f"({len(ops)} writes not applied); plan again"
-            )
-        result.revisions.append(txn.revision)
+        revision = await applier.apply_encoded(writes)
+        result.revisions.append(revision)
         for what, key, wire in pending:
             if what == "create":
                 result.created += 1
@@ -141,19 +132,19 @@ async def apply_plan(
                 result.written.pop(key, None)
                 continue
             assert wire is not None
-            result.written[key] = (wire, txn.revision)
+            result.written[key] = (wire, revision)
         done += len(pending)
         if progress:
             progress(done, total)
-        compares, ops, pending, size = [], [], [], 0
+        writes, pending, size = [], [], 0
 
-    async def add(compare: Compare, op: Op, what: str, key: str, wire: Any) -> None:
+    async def add(compare: Compare, op: Put | Delete, what: str, key: str, wire: Any) -> None:
         nonlocal size
-        value_size = len(op.value) if isinstance(op, Put) else 0
-        if ops and (len(ops) >= batch_size or size + value_size > MAX_TXN_BYTES):
+        value = op.value if isinstance(op, Put) else None
+        value_size = len(value) if value is not None else 0
+        if writes and (len(writes) >= batch_size or size + value_size > MAX_TXN_BYTES):
             await flush()
-        compares.append(compare)
-        ops.append(op)
+        writes.append(Encoded(key, value, compare.mod_revision))
         pending.append((what, key, wire))
         size += value_size
 

@@ -26,6 +26,10 @@ leaves them empty (a pod's ``spec.nodeName``, a service's ``clusterIP`` and
   the agent and is kept. Labels git stops declaring are removed (the ones
   gitkube set are remembered in ``MANAGED_LABELS``).
 
+- **refused**: a change to the data of an immutable ConfigMap or Secret (or
+  making it mutable) is not planned but refused, as Kubernetes refuses it;
+  the caller applies nothing while there are refusals.
+
 Updates keep the live status, system metadata and system-filled fields.
 Applying a plan and planning again yields an empty plan.
 """
@@ -45,6 +49,7 @@ import yaml
 from gitkube.api import annotations as ann
 from gitkube.api.keys import object_key
 from gitkube.api.objects import KINDS, ApiObject
+from gitkube.api.redact import changed_secret_keys, is_secret, redact_diff_pair
 from gitkube.api.serde import _fields as serde_fields
 
 #: metadata fields the system owns; never a difference, kept from the live object
@@ -177,11 +182,13 @@ def wire_of(obj: ApiObject) -> dict[str, Any]:
     """``obj.to_dict()``, the same dict, about three times faster (a sync
     converts every desired object once): field lists are looked up per type
     instead of asking ``is_dataclass`` of every value."""
+    if obj.UNSTRUCTURED:
+        return obj.to_dict()
     data = _wire(obj)
     data["apiVersion"] = obj.api_version
     data["kind"] = obj.KIND
     data.setdefault("metadata", {})
-    return data
+    return obj.to_wire(data)
 
 
 def _wire(value: Any) -> Any:
@@ -268,18 +275,36 @@ class Desired:
         )
 
 
-@dataclass(frozen=True)
 class Live:
     """One object read from the store, as its wire dict (no typed decode: a
-    sync compares thousands of them)."""
+    sync compares thousands of them). ``Live.cached(obj)`` wraps an object of
+    the shared cache and makes its wire dict only when the plan compares it:
+    objects verified by revision (most of them, on an incremental sync) are
+    never converted."""
 
-    key: str
-    kind: str
-    namespace: str
-    name: str
-    #: the key's mod_revision
-    resource_version: int
-    wire: dict[str, Any]
+    __slots__ = ("_obj", "_wire", "key", "kind", "name", "namespace", "resource_version")
+
+    def __init__(
+        self,
+        key: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        resource_version: int,
+        wire: dict[str, Any] | None = None,
+        *,
+        obj: ApiObject | None = None,
+    ) -> None:
+        if wire is None and obj is None:
+            raise ValueError("a live object needs its wire dict or its typed object")
+        self.key = key
+        self.kind = kind
+        self.namespace = namespace
+        self.name = name
+        #: the key's mod_revision
+        self.resource_version = resource_version
+        self._wire = wire
+        self._obj = obj
 
     @classmethod
     def of(cls, obj: ApiObject | Live) -> Live:
@@ -290,6 +315,12 @@ class Live:
         return cls(obj.key, obj.KIND, obj.namespace, obj.name, rv, wire)
 
     @classmethod
+    def cached(cls, obj: ApiObject) -> Live:
+        """``obj`` (shared: never changed), its wire dict made on first use."""
+        rv = int(obj.metadata.resource_version or 0)
+        return cls(obj.key, obj.KIND, obj.namespace, obj.name, rv, obj=obj)
+
+    @classmethod
     def from_wire(cls, wire: dict[str, Any], *, key: str, mod_revision: int) -> Live:
         meta = wire.get("metadata") or {}
         return cls(
@@ -298,7 +329,18 @@ class Live:
         )  # fmt: skip
 
     @property
+    def wire(self) -> dict[str, Any]:
+        if self._wire is None:
+            assert self._obj is not None
+            wire = self._obj.to_dict()
+            wire["metadata"].pop("resourceVersion", None)
+            self._wire = wire
+        return self._wire
+
+    @property
     def annotations(self) -> dict[str, str]:
+        if self._wire is None and self._obj is not None:
+            return self._obj.metadata.annotations
         meta = self.wire.get("metadata") or {}
         result: dict[str, str] = meta.get("annotations") or {}
         return result
@@ -309,6 +351,8 @@ class Live:
 
     @property
     def has_controller(self) -> bool:
+        if self._wire is None and self._obj is not None:
+            return any(ref.controller for ref in self._obj.metadata.owner_references)
         refs = (self.wire.get("metadata") or {}).get("ownerReferences") or []
         return any(ref.get("controller") for ref in refs)
 
@@ -316,6 +360,20 @@ class Live:
         obj = KINDS[self.kind].from_dict(self.wire)
         obj.metadata.resource_version = str(self.resource_version)
         return obj
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Live):
+            return NotImplemented
+        return (self.key, self.resource_version, self.wire) == (
+            other.key,
+            other.resource_version,
+            other.wire,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Live({self.kind} {self.key} @{self.resource_version})"
 
 
 # ---------------------------------------------------------------- the plan
@@ -377,6 +435,53 @@ class Drift:
     name: str
     path: str
     fields: tuple[str, ...]
+    #: what git declares and what the cluster has, normal forms (for the web page)
+    desired_normal: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    live_normal: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A change git asks for that Kubernetes refuses (the data of an immutable
+    ConfigMap or Secret): the revision is not applied."""
+
+    key: str
+    kind: str
+    namespace: str
+    name: str
+    path: str
+    field: str
+    message: str
+
+
+#: fields of an immutable ConfigMap or Secret that may never change
+IMMUTABLE_FIELDS = ("data", "binaryData", "stringData", "type")
+
+
+def immutable_change(d: Desired, live: Live) -> Refusal | None:
+    """The refusal of an update to an immutable ConfigMap or Secret, if any:
+    its data may not change and it may not become mutable again."""
+    if d.kind not in ("ConfigMap", "Secret") or live.wire.get("immutable") is not True:
+        return None
+    changed = [f for f in IMMUTABLE_FIELDS if d.normal.get(f) != live.wire.get(f)]
+    if d.normal.get("immutable") is not True:
+        changed.append("immutable")
+    if not changed:
+        return None
+    what = "data" if d.kind == "ConfigMap" or changed[0] != "type" else "type"
+    keys = changed_secret_keys(live.wire, d.normal)
+    detail = ", ".join(changed) + (f"; keys {', '.join(keys)}" if keys else "")  # never values
+    return Refusal(
+        d.key,
+        d.kind,
+        d.namespace,
+        d.name,
+        d.path,
+        changed[0],
+        f"{d.kind} {d.name!r} is immutable: its {what} cannot change (Kubernetes refuses "
+        f"it too; changed: {detail}); give it a new name and point its users "
+        "at that, or remove it from git, sync, then add it back",
+    )
 
 
 @dataclass
@@ -391,6 +496,9 @@ class SyncPlan:
     unchanged: int = 0
     #: key -> (mod_revision, desired hash) of live objects found equal to git
     verified: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: changes Kubernetes refuses (immutable ConfigMaps and Secrets): the
+    #: revision must not be applied while there are any
+    refused: list[Refusal] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -546,13 +654,19 @@ def plan_sync(
         elif differs:
             if not self_heal:
                 fields = tuple(changed_fields(live_normal, d.normal))
-                plan.drifted.append(Drift(key, d.kind, d.namespace, d.name, d.path, fields))
+                plan.drifted.append(
+                    Drift(key, d.kind, d.namespace, d.name, d.path, fields, d.normal, live_normal)
+                )
                 plan.unchanged += 1
                 continue
             reason, drift = "changed outside git (self-heal)", True
         else:
             plan.unchanged += 1
             plan.verified[key] = (lv.resource_version, d.hash)
+            continue
+        refusal = immutable_change(d, lv) if differs else None
+        if refusal is not None:
+            plan.refused.append(refusal)
             continue
         fields = tuple(changed_fields(live_normal, d.normal)) if differs else ()
         plan.updates.append(
@@ -591,6 +705,10 @@ def desired_key(kind: str, namespace: str, name: str) -> str:
 # ---------------------------------------------------------------- presentation
 
 
+def yaml_text(data: Mapping[str, Any] | None) -> str:
+    return "".join(_yaml_lines(data))
+
+
 def _yaml_lines(data: Mapping[str, Any] | None) -> list[str]:
     if data is None:
         return []
@@ -598,13 +716,53 @@ def _yaml_lines(data: Mapping[str, Any] | None) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-def render_diff(plan: SyncPlan) -> str:
+REDACTED = "<redacted>"
+
+
+def redact_secret(
+    kind: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
+    """Normal forms with a Secret's values replaced (keys kept); a value that
+    differs shows as ``<redacted old value>`` / ``<redacted new value>``."""
+    if kind != "Secret":
+        return old, new
+    fields = ("data", "stringData")
+
+    def values(form: Mapping[str, Any] | None, f: str) -> dict[str, Any]:
+        got = (form or {}).get(f)
+        return dict(got) if isinstance(got, Mapping) else {}
+
+    def masked(form: Mapping[str, Any] | None, side: str) -> Mapping[str, Any] | None:
+        if form is None:
+            return None
+        out = dict(form)
+        for f in fields:
+            if f not in out:
+                continue
+            mine, other = values(form, f), values(new if side == "old" else old, f)
+            out[f] = {
+                k: REDACTED
+                if (old is None or new is None or other.get(k) == v)
+                else f"<redacted {side} value>"
+                for k, v in mine.items()
+            }
+        return out
+
+    return masked(old, "old"), masked(new, "new")
+
+
+def render_diff(plan: SyncPlan, *, redact: bool = False) -> str:
     """A unified YAML diff per object (normal forms: no status, no system fields),
-    each headed by what will happen and why."""
+    each headed by what will happen and why; ``redact``: Secret values masked."""
     chunks: list[str] = []
 
     def one(title: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
         label = title.split(" ", 2)[1]
+        if is_secret(old) or is_secret(new):
+            keys = changed_secret_keys(old, new)
+            if keys and old is not None and new is not None:
+                title += f" (secret data changed: {', '.join(keys)}; values not shown)"
+            old, new = redact_diff_pair(old, new)
         body = difflib.unified_diff(
             _yaml_lines(old), _yaml_lines(new), fromfile=f"live/{label}", tofile=f"git/{label}"
         )
@@ -632,3 +790,60 @@ def render_diff(plan: SyncPlan) -> str:
 
 def _nsname(namespace: str, name: str) -> str:
     return f"{namespace}/{name}" if namespace else name
+
+
+# ---------------------------------------------------------------- kept for history and page
+
+#: the most bytes of diff kept for one sync of the history
+MAX_RECORDED_DIFF_BYTES = 64 * 1024
+#: the most drifted objects, and bytes of them, kept for the web page
+MAX_RECORDED_DRIFT_OBJECTS = 200
+MAX_RECORDED_DRIFT_BYTES = 512 * 1024
+
+
+def bounded_text(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` cut at a line boundary to at most ``limit`` bytes, and whether it was cut."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text, False
+    cut = raw[:limit].decode(errors="ignore")
+    cut = cut[: cut.rfind("\n") + 1] if "\n" in cut else ""
+    return cut + f"# … {len(raw) - len(cut.encode())} more bytes not recorded\n", True
+
+
+def recorded_diff(plan: SyncPlan, *, limit: int = MAX_RECORDED_DIFF_BYTES) -> dict[str, Any]:
+    """What the history keeps of the diff a sync applied: Secret values masked,
+    at most ``limit`` bytes."""
+    text, truncated = bounded_text(render_diff(plan, redact=True), limit)
+    return {"diff": text, "truncated": truncated}
+
+
+def recorded_drift(
+    plan: SyncPlan,
+    *,
+    max_objects: int = MAX_RECORDED_DRIFT_OBJECTS,
+    max_bytes: int = MAX_RECORDED_DRIFT_BYTES,
+) -> list[dict[str, Any]]:
+    """The objects that differ from git (self-heal off), each with git's and
+    the cluster's normal form as YAML (Secret values masked), bounded."""
+    out: list[dict[str, Any]] = []
+    used = 0
+    for dr in sorted(plan.drifted, key=lambda d: d.key)[:max_objects]:
+        live, want = redact_secret(dr.kind, dr.live_normal, dr.desired_normal)
+        entry: dict[str, Any] = {
+            "kind": dr.kind,
+            "namespace": dr.namespace,
+            "name": dr.name,
+            "path": dr.path,
+            "fields": list(dr.fields),
+            "git": yaml_text(want),
+            "cluster": yaml_text(live),
+        }
+        size = len(entry["git"]) + len(entry["cluster"])
+        if used + size > max_bytes:
+            entry["git"] = entry["cluster"] = ""
+            entry["truncated"] = True
+        else:
+            used += size
+        out.append(entry)
+    return out

@@ -7,7 +7,8 @@ absent from the store); Unknown when its status says nothing we can read.
   scheduler's reason when it is unschedulable); Failed is Degraded; any
   container waiting with a reason that starts with ``Err`` or ends with
   ``Error`` or ``BackOff`` (CrashLoopBackOff, ImagePullBackOff, ErrImagePull…)
-  is Degraded whatever the phase, for pods that restart (policy Always).
+  is Degraded whatever the phase, for pods that restart (policy Always);
+  init containers count as well (Init:CrashLoopBackOff).
   Running but not ready is Degraded when a container has terminated before
   (it is restarting), else Progressing. A pod being deleted is Progressing.
 - **ReplicationController** — Progressing while ``status.observedGeneration``
@@ -23,6 +24,9 @@ absent from the store); Unknown when its status says nothing we can read.
 - **Endpoints** — Healthy: an Endpoints object is derived state.
 - **Namespace, ConfigMap, Secret** — Healthy when present (data, nothing
   runs); a Namespace being deleted (phase Terminating) is Progressing.
+- **Kinds gitkube stores but does not run** (Ingress, ServiceAccount, custom
+  resources, with ``--unsupported-kinds store``) — NotActedOn, which counts
+  as Healthy for the whole set.
 
 The status of the whole set is the worst of its members (``worst``).
 """
@@ -46,16 +50,25 @@ from gitkube.api.objects import (
     Service,
 )
 
-HealthStatus = Literal["Healthy", "Progressing", "Degraded", "Missing", "Unknown"]
+HealthStatus = Literal["Healthy", "Progressing", "Degraded", "Missing", "Unknown", "NotActedOn"]
 
 HEALTHY: HealthStatus = "Healthy"
 PROGRESSING: HealthStatus = "Progressing"
 DEGRADED: HealthStatus = "Degraded"
 MISSING: HealthStatus = "Missing"
 UNKNOWN: HealthStatus = "Unknown"
+#: a kind gitkube stores but does not run (--unsupported-kinds store)
+NOT_ACTED_ON: HealthStatus = "NotActedOn"
 
 #: worst last; the health of a set is its worst member's
-SEVERITY: dict[str, int] = {HEALTHY: 0, UNKNOWN: 1, PROGRESSING: 2, MISSING: 3, DEGRADED: 4}
+SEVERITY: dict[str, int] = {
+    HEALTHY: 0,
+    NOT_ACTED_ON: 0,
+    UNKNOWN: 1,
+    PROGRESSING: 2,
+    MISSING: 3,
+    DEGRADED: 4,
+}
 
 #: RC condition types that, with status True, mean the controller is stuck
 RC_FAILURE_CONDITIONS = frozenset({"ReplicaFailure", "Degraded", "RolloutDegraded"})
@@ -107,15 +120,19 @@ def pod_health(pod: Pod) -> Health:
         return Health(PROGRESSING, "pending deletion")
     if pod.spec.restart_policy == "Always":
         waits = [
-            (cs.name, cs.state.waiting)
-            for cs in status.container_statuses
+            (f"init container {cs.name}" if init else f"container {cs.name}", cs.state.waiting)
+            for init, statuses in (
+                (True, status.init_container_statuses),
+                (False, status.container_statuses),
+            )
+            for cs in statuses
             if cs.state.waiting is not None and _is_failing_wait(cs.state.waiting.reason)
         ]
         if waits:
             return Health(
                 DEGRADED,
                 "; ".join(
-                    f"container {name}: {w.reason}" + (f": {w.message}" if w.message else "")
+                    f"{name}: {w.reason}" + (f": {w.message}" if w.message else "")
                     for name, w in waits
                     if w is not None
                 ),
@@ -136,7 +153,7 @@ def pod_health(pod: Pod) -> Health:
     if phase == "Failed":
         if status.message:
             return Health(DEGRADED, status.message)
-        for cs in status.container_statuses:
+        for cs in [*status.init_container_statuses, *status.container_statuses]:
             message = _container_failure(cs)
             if message:
                 return Health(DEGRADED, message)
@@ -265,6 +282,12 @@ def node_health(node: Node) -> Health:
 # ---------------------------------------------------------------- any object
 
 
+def not_acted_on(kind: str) -> Health:
+    return Health(
+        NOT_ACTED_ON, f"not acted on: gitkube stores {kind} objects but does not run them"
+    )
+
+
 def assess_health(
     obj: ApiObject | None,
     *,
@@ -278,6 +301,8 @@ def assess_health(
     """
     if obj is None:
         return Health(MISSING, "declared in git but not in the cluster")
+    if obj.UNSTRUCTURED:
+        return not_acted_on(obj.KIND)
     if isinstance(obj, Pod):
         return pod_health(obj)
     if isinstance(obj, ReplicationController):

@@ -18,16 +18,18 @@
    or nothing is written: the last good revision stays, and the state is
    ``Failed`` with every error (file:line, as ``gitkube validate`` prints).
 6. Plan (``gitkube.sync.diff.plan_sync``) against the live objects and apply
-   in guarded transactions (``gitkube.sync.apply``); a lost compare re-reads
-   and plans again, a bounded number of times.
-7. The sync state and history are written last, so a crash mid-apply is
-   repaired by the next pass.
+   in guarded transactions through the control kit's ``Applier``
+   (``gitkube.sync.apply``; in a master, each carries the leader's fence); a
+   lost compare catches the cache up and plans again, a bounded number of
+   times.
+7. The sync state and history are written last (fenced too), so a crash
+   mid-apply is repaired by the next pass.
 
-The live objects read by a pass are mirrored in memory with the store
-revision they were read at. When the store's revision is exactly where this
-loop's own writes left it, nobody else wrote, and the mirror is used instead
-of a range: an incremental sync then costs the changed files, not the
-repository.
+The live objects are read from the process's shared cache
+(``gitkube.control.Cache``, fed by the store watch), never by listing the
+store: an incremental sync costs the changed files, not the repository.
+An object's wire form (what the plan compares) is made only when the plan
+compares it: objects verified at their revision by an earlier pass are not.
 
 ``after_sync`` (e.g. the status write-back) is called after every pass with
 its result, "Unchanged" ones included; it decides what is worth doing, and
@@ -52,22 +54,36 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gitkube.api import annotations as ann
-from gitkube.api.keys import SYNC_CONTROL_KEY, SYNC_HISTORY_KEY, SYNC_STATE_KEY, resource_prefix
-from gitkube.api.objects import ObjectMeta
+from gitkube.api.keys import (
+    SYNC_CONTROL_KEY,
+    SYNC_DIFFS_KEY,
+    SYNC_DRIFT_KEY,
+    SYNC_HISTORY_KEY,
+    SYNC_STATE_KEY,
+)
+from gitkube.api.objects import KINDS, ObjectMeta
 from gitkube.api.validation import (
     DEFAULT_MAX_BYTES,
+    DEFAULT_UNSUPPORTED,
     IgnoredField,
     Manifest,
     ManifestError,
-    find_duplicates,
+    check_across_files,
     load_manifests,
 )
+from gitkube.control import Applier, Backoff, Cache, Encoded, Fence
 from gitkube.errors import Conflict, GitkubeError, LeadershipLost, SourceError
-from gitkube.loops import Backoff
-from gitkube.store.base import Compare, Put
+from gitkube.store.base import Put
 from gitkube.store.objects import ObjectStore, now_iso
 from gitkube.sync.apply import DEFAULT_BATCH_SIZE, ApplyResult, apply_plan
-from gitkube.sync.diff import SYNCED_RESOURCES, Desired, Live, SyncPlan, plan_sync
+from gitkube.sync.diff import (
+    Desired,
+    Live,
+    SyncPlan,
+    plan_sync,
+    recorded_diff,
+    recorded_drift,
+)
 from gitkube.sync.source import Entry, GitSource
 from gitkube.sync.state import (
     HISTORY_LENGTH,
@@ -105,6 +121,8 @@ class SyncSettings:
     #: (beyond, ``gitkube status`` reads the objects' provenance annotations)
     max_state_objects: int = 2000
     max_file_bytes: int = DEFAULT_MAX_BYTES
+    #: kinds gitkube does not run: "store" (validated, stored, not acted on) or "error"
+    unsupported_kinds: str = DEFAULT_UNSUPPORTED
 
 
 @dataclass
@@ -167,7 +185,7 @@ class _Parsed:
 
 
 def _slim(manifest: Manifest) -> Manifest:
-    """What the cache keeps of a manifest for ``find_duplicates``: where it is
+    """What the cache keeps of a manifest for ``check_across_files``: where it is
     and which object it names (the parsed data and the full object are in
     ``Desired``; keeping both doubled the memory of a 10,000-object sync)."""
     obj = manifest.obj
@@ -185,6 +203,26 @@ def _sync_error(err: ManifestError) -> SyncError:
         field=err.field,
         document=err.document,
     )
+
+
+def _refusal_errors(plan: SyncPlan, manifests: list[Manifest]) -> list[SyncError]:
+    """The plan's refused changes as errors located at their manifests."""
+    where = {m.obj.key: m for m in manifests}
+    errors = []
+    for r in plan.refused:
+        manifest = where.get(r.key)
+        errors.append(
+            SyncError(
+                message=r.message,
+                file=r.path,
+                line=manifest.line if manifest is not None else 0,
+                kind=r.kind,
+                name=r.name,
+                field=r.field,
+                document=manifest.document if manifest is not None else 0,
+            )
+        )
+    return errors
 
 
 _gc_holders = 0
@@ -222,26 +260,32 @@ class SyncLoop:
         *,
         after_sync: Callable[[SyncResult], Awaitable[Any]] | None = None,
         progress: ProgressFn | None = None,
+        cache: Cache | None = None,
+        applier: Applier | None = None,
     ) -> None:
         self.objects = objects
         self.source = source
         self.settings = settings or SyncSettings()
         self.after_sync = after_sync
         self.progress = progress
-        #: the leader's fence (``LeaderElection.fence``), added to every write
-        self.fence: Callable[[], Compare] | None = None
+        #: the process's shared cache (its own when none is given)
+        self.cache = cache if cache is not None else Cache(objects.store)
+        #: every write goes through it (with the leader's fence in a master)
+        self.applier = applier if applier is not None else Applier(objects)
         # git side: the files of the last commit read, and the parse cache
         self._index_commit = ""
         self._index: dict[str, Entry] = {}
         self._parsed: dict[tuple[str, str], _Parsed] = {}
-        # store side: the live mirror and the revision it is exact at (0: unknown)
-        self._live: dict[str, Live] = {}
-        self._live_revision = 0
+        # store side: the store revision up to which this loop knows every
+        # write (0: unknown; someone else may have written)
+        self._known_revision = 0
         #: key -> (mod_revision, desired hash) of live objects known to equal git
         self._verified: dict[str, tuple[int, str]] = {}
         # the no-op check: (commit, store revision) after the last full pass
         self._quiet: tuple[str, int] | None = None
         self._suspended = False
+        #: the drift record last written (written again only when it changes)
+        self._drift_written = b""
         # triggers
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -250,6 +294,15 @@ class SyncLoop:
         #: counters, for tests and metrics
         self.triggers = 0
         self.passes = 0
+
+    @property
+    def fence(self) -> Fence | None:
+        """The leader's fence (``LeaderElection.fence``) on every write, or None."""
+        return self.applier.fence
+
+    @fence.setter
+    def fence(self, fence: Fence | None) -> None:
+        self.applier = self.applier.fenced(fence)
 
     # ------------------------------------------------------------ triggers
 
@@ -315,7 +368,7 @@ class SyncLoop:
         store = self.objects.store
         if full:
             self._quiet = None
-            self._live_revision = 0
+            self._known_revision = 0
 
         store_revision = await store.revision()
         quiet = self._quiet is not None and self._quiet[1] == store_revision
@@ -373,14 +426,13 @@ class SyncLoop:
             message = self.source.redact(str(exc))
             return SyncResult("Failed", errors=[SyncError(message=message)], message=message)
         errors = [e for parsed in self._current_parsed() for e in parsed.errors]
-        errors += find_duplicates(manifests)
+        errors += check_across_files(manifests)
         if errors:
             errors.sort(key=lambda e: (e.file, e.document, e.line))
             result.outcome = "Failed"
             result.errors = [_sync_error(e) for e in errors]
             result.message = f"{len(errors)} error(s) in {commit[:12]}"
         else:
-            self._live_revision = 0
             live, _ = await self._read_live()
             plan = plan_sync(
                 desired,
@@ -390,6 +442,12 @@ class SyncLoop:
                 self_heal=self.settings.self_heal,
             )
             result.plan, result.unchanged = plan, plan.unchanged
+            if plan.refused:
+                result.outcome = "Failed"
+                result.errors = _refusal_errors(plan, manifests)
+                result.message = f"{len(result.errors)} error(s) in {commit[:12]}"
+                result.duration_seconds = time.perf_counter() - started
+                return result
             result.created, result.updated = len(plan.creates), len(plan.updates)
             result.deleted = len(plan.deletes)
             if not plan.empty or plan.drifted:
@@ -411,7 +469,7 @@ class SyncLoop:
         except SourceError as exc:
             return await self._record_source_failure(exc, started, started_at, state=state)
         errors = [e for parsed in self._current_parsed() for e in parsed.errors]
-        errors += find_duplicates(manifests)
+        errors += check_across_files(manifests)
         if errors:
             errors.sort(key=lambda e: (e.file, e.document, e.line))
             result.outcome = "Failed"
@@ -437,25 +495,35 @@ class SyncLoop:
                 verified=self._verified,
             )
             self._verified = plan.verified
+            if plan.refused:
+                result.outcome = "Failed"
+                result.errors = _refusal_errors(plan, manifests)
+                result.message = (
+                    f"{len(result.errors)} error(s) in {commit[:12]}; nothing applied"
+                    + (f", still at {state.revision[:12]}" if state.revision else "")
+                )
+                state.attempted_revision, state.attempted_at = commit, now_iso()
+                state.phase, state.message, state.errors = "Failed", result.message, result.errors
+                return await self._finish(result, state, history, started, started_at)
             if plan.empty:
+                self._known_revision = read_at
                 break
             before = len(applied.revisions)
             try:
                 await apply_plan(
-                    self.objects,
+                    self.applier,
                     plan,
                     batch_size=self.settings.batch_size,
                     progress=self._apply_progress,
                     result=applied,
-                    fence=self.fence() if self.fence is not None else None,
                 )
-                self._mirror_writes(applied, read_at, first_txn=before)
+                self._note_writes(applied, read_at, first_txn=before)
                 break
             except LeadershipLost:
-                self._live_revision = 0
+                self._known_revision = 0
                 raise  # a deposed leader writes nothing more, not even the sync state
             except Conflict:
-                self._live_revision = 0
+                self._known_revision = 0
                 if attempt == self.settings.max_conflict_retries:
                     raise
                 log.info("sync: the store changed during apply; planning again")
@@ -486,10 +554,12 @@ class SyncLoop:
         )
         if in_sync:
             result.outcome = "Unchanged"
-            self._quiet = (commit, self._live_revision) if self._live_revision else None
+            self._quiet = (commit, self._known_revision) if self._known_revision else None
             result.duration_seconds = time.perf_counter() - started
             return result
         now = now_iso()
+        if state.revision != commit or not state.commit:
+            state.commit = await self.source.commit_info(commit)
         state.revision, state.synced_at = commit, now
         state.attempted_revision, state.attempted_at = commit, now
         state.phase = "OutOfSync" if plan.drifted else "Synced"
@@ -553,7 +623,10 @@ class SyncLoop:
             blobs = await self.source.read_blobs(e.sha for e in todo)
             for i, entry in enumerate(todo):
                 found, errors, ignored = load_manifests(
-                    blobs[entry.sha], entry.path, max_bytes=self.settings.max_file_bytes
+                    blobs[entry.sha],
+                    entry.path,
+                    max_bytes=self.settings.max_file_bytes,
+                    unsupported=self.settings.unsupported_kinds,
                 )
                 self._parsed[(entry.path, entry.sha)] = _Parsed(
                     [_slim(m) for m in found], [Desired.of(m) for m in found], errors, ignored
@@ -581,40 +654,34 @@ class SyncLoop:
     # ------------------------------------------------------------ store side
 
     async def _read_live(self) -> tuple[dict[str, Live], int]:
-        """The live objects and the store revision they are exact at (0: unknown)."""
-        store = self.objects.store
-        if self._live_revision and await store.revision() == self._live_revision:
-            return self._live, self._live_revision
-        live: dict[str, Live] = {}
-        revisions = set()
-        for resource in SYNCED_RESOURCES:
-            kvs, revision = await store.range(resource_prefix(resource))
-            revisions.add(revision)
-            for kv in kvs:
-                live[kv.key] = Live.from_wire(
-                    json.loads(kv.value), key=kv.key, mod_revision=kv.mod_revision
-                )
-        self._live = live
-        self._live_revision = revisions.pop() if len(revisions) == 1 else 0
-        return live, self._live_revision
+        """The live objects, from the shared cache brought up to the store's
+        current revision, and that revision. Nothing is copied: an object's
+        wire form is made only if the plan compares it. Objects of kinds
+        gitkube stores without running them (ingresses, custom resources, ...)
+        are kept by the cache as raw keys: they are found too, to be pruned."""
+        await self.cache.sync()
+        lives = {
+            obj.key: Live.cached(obj) for cls in KINDS.values() for obj in self.cache.list(cls)
+        }
+        for key, kv in self.cache.unknown_objects().items():
+            lives[key] = Live.from_wire(json.loads(kv.value), key=key, mod_revision=kv.mod_revision)
+        return lives, self.cache.revision
 
-    def _mirror_writes(self, applied: ApplyResult, read_at: int, *, first_txn: int) -> None:
-        """Bring the mirror up to date with this pass's writes; it stays exact
-        only if nobody else wrote in between (the revisions follow each other)."""
+    def _note_writes(self, applied: ApplyResult, read_at: int, *, first_txn: int) -> None:
+        """Remember what this pass wrote equals git; the loop knows every write
+        up to its last one only if nobody else wrote in between (the
+        revisions follow each other from the one the plan was read at)."""
         for key, (wire, revision) in applied.written.items():
-            self._live[key] = Live.from_wire(wire, key=key, mod_revision=revision)
             digest = (wire.get("metadata") or {}).get("annotations", {}).get(ann.DESIRED_HASH)
             if digest:
                 self._verified[key] = (revision, digest)
-        for key in applied.removed:
-            self._live.pop(key, None)
         applied.written.clear()
         applied.removed.clear()
         revisions = applied.revisions[first_txn:]
         contiguous = bool(read_at) and revisions == list(
             range(read_at + 1, read_at + 1 + len(revisions))
         )
-        self._live_revision = revisions[-1] if contiguous and revisions else 0
+        self._known_revision = revisions[-1] if contiguous and revisions else 0
 
     def _apply_progress(self, done: int, total: int) -> None:
         if self.progress:
@@ -656,6 +723,9 @@ class SyncLoop:
             errors=len(result.errors),
             duration_seconds=round(result.duration_seconds, 4),
             message=result.message,
+            commit_message=(state.commit.get("message", "").splitlines() or [""])[0]
+            if result.revision and result.revision == state.revision
+            else "",
         )
         last = history[-1] if history else None
         if (
@@ -670,18 +740,52 @@ class SyncLoop:
         else:
             history.append(record)
         history = history[-HISTORY_LENGTH:]
-        before = self._live_revision
-        txn = await self.objects.store.txn(
-            [],
-            [Put(SYNC_STATE_KEY, state.to_json()), Put(SYNC_HISTORY_KEY, history_to_json(history))],
+        before = self._known_revision
+        revision = await self.applier.apply_encoded(
+            [
+                Encoded(SYNC_STATE_KEY, state.to_json()),
+                Encoded(SYNC_HISTORY_KEY, history_to_json(history)),
+                *[
+                    Encoded(put.key, put.value)
+                    for put in await self._record_diff(result, record, history)
+                ],
+            ]
         )
-        if before and txn.revision == before + 1:
-            self._live_revision = txn.revision
-        else:
-            self._live_revision = 0
+        self._known_revision = revision if before and revision == before + 1 else 0
         ok = result.outcome != "Failed" or not result.retryable
-        self._quiet = (result.revision, txn.revision) if self._live_revision and ok else None
+        self._quiet = (result.revision, revision) if self._known_revision and ok else None
         return result
+
+    async def _record_diff(
+        self, result: SyncResult, record: SyncRecord, history: list[SyncRecord]
+    ) -> list[Put]:
+        """The diff this sync applied (kept beside the history, bounded) and the
+        objects left drifted, for the web page; nothing when neither changed."""
+        writes: list[Put] = []
+        plan = result.plan
+        if plan is None:
+            return writes
+        if result.created or result.updated or result.deleted:
+            kv = await self.objects.store.get(SYNC_DIFFS_KEY)
+            try:
+                diffs = json.loads(kv.value) if kv else []
+            except ValueError:
+                diffs = []
+            kept = {(r.started_at, r.revision) for r in history}
+            diffs = [
+                d
+                for d in diffs
+                if isinstance(d, dict) and (d.get("startedAt"), d.get("revision")) in kept
+            ]
+            diffs.append(
+                {"startedAt": record.started_at, "revision": record.revision, **recorded_diff(plan)}
+            )
+            writes.append(Put(SYNC_DIFFS_KEY, json.dumps(diffs).encode()))
+        drift = json.dumps(recorded_drift(plan)).encode()
+        if drift != self._drift_written:
+            writes.append(Put(SYNC_DRIFT_KEY, drift))
+            self._drift_written = drift
+        return writes
 
     async def _record_suspended(
         self, control: SyncControl, started: float, started_at: str
@@ -696,7 +800,7 @@ class SyncLoop:
             self._quiet = (state.revision, await self.objects.store.revision())
             return result
         state.phase, state.suspended, state.message = "Suspended", True, result.message
-        self._live_revision = 0
+        self._known_revision = 0
         await self._finish(result, state, history, started, started_at)
         self._quiet = (state.revision, await self.objects.store.revision())
         return result
@@ -724,7 +828,7 @@ class SyncLoop:
         state.phase, state.message, state.errors = "Failed", result.message, result.errors
         state.attempted_at = now_iso()
         self._quiet = None
-        self._live_revision = 0
+        self._known_revision = 0
         await self._finish(result, state, history, started, started_at)
         self._quiet = None
         return result

@@ -18,6 +18,7 @@ no history), so the write-back can tell whether the outcome changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -46,15 +47,19 @@ from gitkube.api.objects import (
     Node,
     Pod,
     ReplicationController,
+    Secret,
     Service,
 )
+from gitkube.api.redact import SCRUBBER, remember_secret
 from gitkube.api.serde import camel
+from gitkube.control import Cache
 from gitkube.store.base import KeyValue, Store
 from gitkube.store.objects import ObjectStore, decode
 from gitkube.sync.health import (
     HEALTHY,
     UNKNOWN,
     assess_health,
+    not_acted_on,
     pod_problem,
     ready_endpoint_count,
     worst,
@@ -237,6 +242,8 @@ class StatusReport:
     attempted_at: str = ""
     message: str = ""
     suspended: bool = False
+    #: the synced commit's message, author and time
+    commit: dict[str, str] = field(default_factory=dict)
     #: the worst health among the objects declared in git
     health: str = HEALTHY
     objects: list[ObjectReport] = field(default_factory=list)
@@ -267,6 +274,7 @@ class StatusReport:
                 "attemptedAt": self.attempted_at,
                 "message": self.message,
                 "suspended": self.suspended,
+                "commit": dict(self.commit),
             },
             "health": {"status": self.health, "counts": self.health_counts()},
             "objects": [o.to_dict() for o in self.objects],
@@ -354,11 +362,15 @@ def object_report(
 ) -> ObjectReport:
     namespace = "" if declared.kind == "Node" else (declared.namespace or "default")
     endpoints = snapshot.endpoints.get((namespace, declared.name))
-    health = assess_health(
-        live,
-        endpoints=endpoints,
-        proxy_errors=snapshot.proxy_errors.get((namespace, declared.name), ()),
-    )
+    if declared.kind not in KINDS:
+        # stored, not run (--unsupported-kinds store); the report does not read them
+        health = not_acted_on(declared.kind)
+    else:
+        health = assess_health(
+            live,
+            endpoints=endpoints,
+            proxy_errors=snapshot.proxy_errors.get((namespace, declared.name), ()),
+        )
     report = ObjectReport(
         kind=declared.kind,
         namespace=namespace,
@@ -443,6 +455,7 @@ def compose_status_report(
         report.message = state.message
         report.errors = list(state.errors)
         report.suspended = state.suspended
+        report.commit = dict(state.commit)
     if control is not None and control.suspended and not report.suspended:
         # suspended since the last pass: the loop has not recorded it yet
         report.message = "sync is suspended" + (f": {control.reason}" if control.reason else "")
@@ -474,7 +487,10 @@ def compose_status_report(
     report.health = worst(o.health for o in report.objects) if report.objects else UNKNOWN
     if not report.objects and state is not None and state.revision:
         report.health = HEALTHY  # a revision that declares nothing is trivially healthy
-    return report
+    # no Secret value this process knows reaches status, status.json, STATUS.md
+    # or the status API, whatever message carried it
+    scrubbed: StatusReport = SCRUBBER.scrub_object(report)
+    return scrubbed
 
 
 # ---------------------------------------------------------------- reading the store
@@ -587,8 +603,50 @@ def _may_be_unhealthy(value: bytes) -> bool:
     )
 
 
-async def build_status_report(objects: ObjectStore, *, now: datetime | None = None) -> StatusReport:
-    """The status report, read from the store only."""
+def _live_from_cache(cache: Cache, state: SyncState | None) -> list[ApiObject]:
+    """``_read_live``'s choice of objects, from the shared cache (decoded already)."""
+    declared = (
+        {(o.kind, o.namespace or "default", o.name) for o in state.objects} if state else set()
+    )
+    services = {(ns, name) for kind, ns, name in declared if kind == "Service"}
+    live: list[ApiObject] = []
+    order: list[type[ApiObject]] = [Pod, ReplicationController, Service, Endpoints, Node]
+    for cls in order + [c for c in KINDS.values() if c not in order]:
+        for obj in cache.list(cls):
+            namespace, name = obj.namespace, obj.name
+            if cls is Node:
+                wanted = True
+            elif cls is Endpoints:
+                wanted = (namespace, name) in services
+            elif isinstance(obj, Pod) and _pod_may_be_unhealthy(obj):
+                wanted = True
+            elif declared:
+                wanted = (cls.KIND, namespace, name) in declared
+            else:
+                wanted = ann.MANAGED_BY in obj.metadata.annotations
+            if wanted:
+                live.append(obj)
+                if cls is Service and not declared and _is_managed(obj):
+                    services.add((namespace, name))
+    return live
+
+
+def _pod_may_be_unhealthy(pod: Pod) -> bool:
+    """``_may_be_unhealthy`` on a decoded pod."""
+    status = pod.status
+    return (
+        status.phase != "Running"
+        or any(not cs.ready for cs in status.container_statuses)
+        or any(c.status == "False" for c in status.conditions)
+    )
+
+
+async def build_status_report(
+    objects: ObjectStore, *, now: datetime | None = None, cache: Cache | None = None
+) -> StatusReport:
+    """The status report, read from the store, or with ``cache`` (the
+    process's shared cache) from the cache for the objects (and the proxy's
+    reports, when the cache keeps them)."""
     store = objects.store
     state = _load("sync state", await store.get(SYNC_STATE_KEY), SyncState.from_json)
     history = _load("sync history", await store.get(SYNC_HISTORY_KEY), history_from_json) or []
@@ -602,8 +660,24 @@ async def build_status_report(objects: ObjectStore, *, now: datetime | None = No
         "write-back outcome", await store.get(STATUS_WRITEBACK_KEY), WritebackOutcome.from_json
     )
     control = _parse_control(await store.get(SYNC_CONTROL_KEY))
-    proxy_kvs, _ = await store.range(PROXY_STATUS_PREFIX)
-    live = await _read_live(store, state)
+    if cache is not None:
+        await cache.sync()
+        if PROXY_STATUS_PREFIX in cache.raw_prefixes:
+            proxy_kvs = list(cache.raw(PROXY_STATUS_PREFIX).values())
+        else:
+            proxy_kvs, _ = await store.range(PROXY_STATUS_PREFIX)
+        live = _live_from_cache(cache, state)
+        # every stored Secret's values are scrubbed from the report, even from
+        # messages an older process stored
+        for secret in cache.list(Secret):
+            remember_secret(secret.to_dict())
+    else:
+        proxy_kvs, _ = await store.range(PROXY_STATUS_PREFIX)
+        secret_kvs, _ = await store.range(resource_prefix("secrets"))
+        for kv in secret_kvs:
+            with contextlib.suppress(ValueError):
+                remember_secret(json.loads(kv.value))
+        live = await _read_live(store, state)
     snapshot = ClusterSnapshot.of(live, proxy_errors=parse_proxy_errors(proxy_kvs))
     return compose_status_report(
         state,

@@ -31,6 +31,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
@@ -248,6 +249,11 @@ class GitSource:
     async def has_commit(self, commit: str) -> bool:
         return await self._run(lambda: self._has_commit(commit))
 
+    async def commit_info(self, commit: str) -> dict[str, str]:
+        """The message (first 500 characters), author and time of ``commit``;
+        empty when it cannot be read (never an error: it is for display)."""
+        return await self._run(lambda: self._commit_info(commit))
+
     async def close(self) -> None:
         await self._run(self._close)
 
@@ -363,6 +369,21 @@ class GitSource:
             return bool(repo.odb.info(bytes.fromhex(commit)).type == b"commit")
         except (ValueError, git.GitError):
             return False
+
+    def _commit_info(self, commit: str) -> dict[str, str]:
+        repo = self._open()
+        try:
+            c = repo.commit(commit)
+            raw = c.message
+            message = raw if isinstance(raw, str) else raw.decode(errors="replace")
+            when = datetime.fromtimestamp(c.authored_date, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return {
+                "message": self.redact(message.strip()[:500]),
+                "author": self.redact(f"{c.author.name} <{c.author.email}>"),
+                "time": when,
+            }
+        except (ValueError, git.GitError):
+            return {}
 
     def _snapshot(self, commit: str) -> Snapshot:
         repo = self._open()

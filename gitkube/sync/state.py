@@ -61,6 +61,8 @@ class SyncState:
     errors: list[SyncError] = field(default_factory=list)
     objects: list[ObjectSyncStatus] = field(default_factory=list)
     suspended: bool = False
+    #: the synced commit's message, author and time (for display)
+    commit: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -86,6 +88,8 @@ class SyncRecord:
     errors: int = 0
     duration_seconds: float = 0.0
     message: str = ""
+    #: the first line of the commit's message
+    commit_message: str = ""
 
 
 def history_to_json(records: list[SyncRecord]) -> bytes:

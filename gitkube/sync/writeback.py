@@ -40,6 +40,7 @@ from git.objects.fun import tree_to_stream
 from gitdb import IStream  # type: ignore[import-untyped]
 
 from gitkube.api.keys import STATUS_WRITEBACK_KEY
+from gitkube.control import Cache
 from gitkube.errors import ConfigError, GitkubeError, SourceError
 from gitkube.store.objects import ObjectStore
 from gitkube.sync.health import SEVERITY
@@ -482,9 +483,12 @@ class StatusWriteback:
         objects: ObjectStore,
         *,
         clock: Callable[[], datetime] | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self.writer = writer
         self.objects = objects
+        #: the process's shared cache: the report reads it instead of the store
+        self.cache = cache
         self._clock = clock
         self.last: WritebackOutcome | None = None
 
@@ -495,7 +499,7 @@ class StatusWriteback:
         now = self._clock() if self._clock else datetime.now(UTC)
         branch = self.writer.branch
         try:
-            report = await build_status_report(self.objects, now=now)
+            report = await build_status_report(self.objects, now=now, cache=self.cache)
             commit = await self.writer.write(report)
             outcome = WritebackOutcome(
                 time=format_time(now),

@@ -16,13 +16,16 @@ runtime always; Docker with the local busybox image when an engine answers):
 - an agent restart adopts what runs: same container ids, none added or
   replaced, no status rewritten;
 - a missing image gives ErrImagePull, then ImagePullBackOff, never a crash
-  (Docker).
+  (Docker); a command that cannot run gives RunContainerError, then
+  CrashLoopBackOff, and Docker's create events show its retries backing off
+  (doubling to the cap), not a hot loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import time
 import uuid
@@ -30,6 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import pytest
 
 from gitkube.api.objects import (
@@ -599,4 +603,61 @@ class TestStartFailures:
             what="a failure status",
         )
         assert got.status.phase in ("Pending", "Running")
+        assert harness.task is not None and not harness.task.done()
+
+    @pytest.mark.parametrize("harness", ["docker"], indirect=True)
+    async def test_bad_command_backs_off_on_docker(
+        self, harness: Harness, docker_client: docker.DockerClient
+    ) -> None:
+        """A command that cannot run is retried under the container back-off
+        (0.4 s doubling to 1.6 s here; 10 s to 5 min by default), as on the
+        process runtime: counted from the engine's own create events."""
+        window = 8.0
+        since = time.time()
+        pod = make_pod("badcmd")
+        pod.spec.containers[0].command = ["/nonexistent/binary"]
+        start = await harness.objects.store.revision() + 1
+        created = await harness.create(pod)
+        reasons: list[str] = []
+
+        async def watch() -> None:
+            async for event in harness.objects.watch(["pods"], start_revision=start):
+                if isinstance(event.object, Pod) and event.name == "badcmd":
+                    reason = waiting_reason(event.object)
+                    if reason and (not reasons or reasons[-1] != reason):
+                        reasons.append(reason)
+
+        def creates() -> list[float]:
+            events = docker_client.api.events(
+                since=since,
+                until=since + window,
+                filters={
+                    "type": "container",
+                    "event": "create",
+                    "label": [
+                        f"io.kubernetes.pod.uid={created.metadata.uid}",
+                        "io.kubernetes.container.name=main",
+                    ],
+                },
+                decode=True,
+            )
+            return [int(e["timeNano"]) / 1e9 for e in events]
+
+        watcher = asyncio.create_task(watch())
+        try:
+            times = await asyncio.to_thread(creates)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        # 0, 0.4, 1.2, 2.8, 4.4, 6.0, 7.6 s at the quickest: 7 in the window
+        # (before the back-off it was about 4 a second, 30 or more)
+        assert 3 <= len(times) <= 7, times
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        for i, gap in enumerate(gaps):
+            assert gap >= min(0.4 * 2**i, 1.6) - 0.1, (i, gaps)
+        assert reasons[:2] == ["RunContainerError", "CrashLoopBackOff"], reasons
+        assert set(reasons) <= {"ContainerCreating", "RunContainerError", "CrashLoopBackOff"}
+        got = await harness.get("badcmd")
+        assert got.status.container_statuses[0].restart_count >= len(times) - 2
         assert harness.task is not None and not harness.task.done()

@@ -6,8 +6,10 @@
   hostIP and host ports;
 - the pod plan: sandbox first, missing containers started, restarts per
   policy with back-off (CrashLoopBackOff), failed starts (ErrImagePull then
-  ImagePullBackOff), liveness kills, old attempts removed, finished pods
-  release their sandbox, terminal pods are left alone, teardown;
+  ImagePullBackOff; a failed start kept by the runtime, exited or "created",
+  is backed off as a crash under the same per-container back-off), liveness
+  kills, old attempts removed, finished pods release their sandbox, terminal
+  pods are left alone, teardown;
 - the restart back-off: immediate first restart, doubling to the cap, reset.
 """
 
@@ -28,7 +30,6 @@ from gitkube.nodes.podplan import (
     plan_pod,
     plan_teardown,
     restart_key,
-    start_key,
 )
 from gitkube.nodes.podstatus import (
     Waiting,
@@ -384,7 +385,7 @@ class TestPlanRestart:
 class TestPlanStartFailures:
     def test_image_pull_back_off_then_retry(self) -> None:
         backoff = RestartBackoff(BackoffSettings(initial=10, cap=40))
-        backoff.advance(start_key("uid-1", "a"), now=T0)
+        backoff.advance(restart_key("uid-1", "a"), now=T0)  # the agent, at the failure
         failures = {"a": StartFailure("ErrImagePull", "no such image", T0)}
         p = plan(make_pod("a"), [sandbox()], [], backoff=backoff, failures=failures, now=T0 + 3)
         assert p.start == []
@@ -393,14 +394,93 @@ class TestPlanStartFailures:
         retry = plan(
             make_pod("a"), [sandbox()], [], backoff=backoff, failures=failures, now=T0 + 11
         )
-        assert [s.attempt for s in retry.start] == [0]
+        assert [(s.attempt, s.restart) for s in retry.start] == [(0, False)]
 
     def test_other_errors_keep_their_reason(self) -> None:
         backoff = RestartBackoff(BackoffSettings(initial=10, cap=40))
-        backoff.advance(start_key("uid-1", "a"), now=T0)
-        failures = {"a": StartFailure("RunContainerError", "exec failed", T0)}
+        backoff.advance(restart_key("uid-1", "a"), now=T0)
+        failures = {"a": StartFailure("CreateContainerError", "bad mount", T0)}
         p = plan(make_pod("a"), [sandbox()], [], backoff=backoff, failures=failures, now=T0 + 1)
-        assert p.waiting["a"].reason == "RunContainerError"
+        assert p.waiting["a"] == Waiting("CreateContainerError", "bad mount")
+        assert p.start == []
+
+    def failed_start(self, attempt: int, state: str) -> RuntimeContainer:
+        return rc("a", attempt, state=state, exit_code=127 if state == "exited" else None)
+
+    def test_a_failed_start_kept_by_the_runtime_is_a_crash_loop(self) -> None:
+        """The attempt a bad command leaves behind (exited, or "created" as Docker
+        keeps it) waits the back-off as CrashLoopBackOff, then is retried."""
+        for state in ("exited", "created"):
+            backoff = RestartBackoff(BackoffSettings(initial=10, cap=40))
+            backoff.advance(restart_key("uid-1", "a"), now=T0)
+            failures = {"a": StartFailure("RunContainerError", "exec: no such file", T0, 0)}
+            containers = [self.failed_start(0, state)]
+            p = plan(
+                make_pod("a"),
+                [sandbox()],
+                containers,
+                backoff=backoff,
+                failures=failures,
+                now=T0 + 4,
+            )
+            assert p.start == [] and p.remove == [], state
+            assert p.waiting["a"].reason == "CrashLoopBackOff", state
+            assert "back-off 10s" in p.waiting["a"].message
+            assert p.requeue_after == 6.0
+            later = plan(
+                make_pod("a"),
+                [sandbox()],
+                containers,
+                backoff=backoff,
+                failures=failures,
+                now=T0 + 10.5,
+            )
+            assert [(s.attempt, s.restart) for s in later.start] == [(1, True)], state
+
+    def test_failed_starts_back_off_doubling_to_the_cap(self) -> None:
+        """The agent's side of the policy, step by step: the first start fails
+        (advanced at the failure), each retry is a restart (advanced as it
+        starts) that fails again: 10, 20, 40, 40 s apart."""
+        backoff = RestartBackoff(BackoffSettings(initial=10, cap=40))
+        key = restart_key("uid-1", "a")
+        now = T0
+        starts: list[float] = []
+        containers: list[RuntimeContainer] = []
+        failures: dict[str, StartFailure] = {}
+        while now < T0 + 200:
+            p = plan(
+                make_pod("a"), [sandbox()], containers, backoff=backoff, failures=failures, now=now
+            )
+            if p.start:
+                (step,) = p.start
+                starts.append(now - T0)
+                # once per attempt: as a restart starts, or as a first start fails
+                backoff.advance(key, now=now)
+                failures = {
+                    "a": StartFailure("RunContainerError", "no such file", now, step.attempt)
+                }
+                containers = [*containers[-1:], self.failed_start(step.attempt, "exited")]
+            else:
+                assert p.waiting["a"].reason == "CrashLoopBackOff"
+            now += 0.5
+        assert starts == [0, 10, 30, 70, 110, 150, 190]
+
+    def test_a_failure_that_left_no_attempt_waits_under_its_reason(self) -> None:
+        """A restart whose start failed before anything was made (no new attempt in
+        the runtime) waits the same back-off, showing the failure's reason."""
+        backoff = RestartBackoff(BackoffSettings(initial=10, cap=40))
+        backoff.advance(restart_key("uid-1", "a"), now=T0 + 99)  # the restart of attempt 1
+        exited = rc("a", 0, state="exited", exit_code=1, finished=T0 + 50)
+        failures = {"a": StartFailure("CreateContainerError", "no such volume", T0 + 99, 1)}
+        p = plan(
+            make_pod("a"), [sandbox()], [exited], backoff=backoff, failures=failures, now=T0 + 100
+        )
+        assert p.waiting["a"] == Waiting("CreateContainerError", "no such volume")
+        assert p.requeue_after == 9.0
+        later = plan(
+            make_pod("a"), [sandbox()], [exited], backoff=backoff, failures=failures, now=T0 + 110
+        )
+        assert [(s.attempt, s.restart) for s in later.start] == [(1, True)]
 
 
 class TestTeardown:

@@ -11,6 +11,11 @@ engine with the local busybox image, ProcessRuntime with the host's /bin/sh.
 - adoption: an agent killed mid-flight; a new runtime instance lists the same
   ids and adds nothing
 - cleanup: remove_container, remove_sandbox takes the pod's containers with it
+- volumes: files written by the agent's atomic writer are read at the mount
+  path; an update (the ..data swap) is seen by a running container; read-only
+  mounts refuse writes; two pods mounting different files at one path each
+  see their own (process runtime: private mount namespaces, nothing on the
+  host's path); exec runs where the mounts are
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ from gitkube.api.objects import (
     PodSpec,
 )
 from gitkube.errors import RuntimeErrorBase
+from gitkube.nodes.podconfig import VolumeFile
 from gitkube.nodes.runtime import ProcessRuntime, make_runtime
 from gitkube.nodes.runtime.base import (
     ContainerStartError,
+    Mount,
     Runtime,
     RuntimeContainer,
     Sandbox,
@@ -246,6 +253,16 @@ async def test_a_command_that_cannot_run_is_a_start_error(flavor: Flavor) -> Non
         await flavor.runtime.start_container(pod, sandbox, pod.spec.containers[0], attempt=0)
     assert caught.value.reason == "RunContainerError"
     assert "/no/such/command" in caught.value.message
+    # the failed attempt is listed as one that ended (the agent backs off its
+    # retry as a crash), never as one still to start
+    (kept,) = [
+        rc for rc in await flavor.runtime.list_containers() if rc.pod_uid == pod.metadata.uid
+    ]
+    assert kept.state == "exited"
+    assert kept.attempt == 0
+    assert kept.exit_code not in (None, 0)
+    assert kept.finished_at is not None and abs(kept.finished_at - time.time()) < 60
+    assert "/no/such/command" in kept.message
 
 
 # ---------------------------------------------------------------- stop
@@ -531,6 +548,93 @@ async def test_remove_container_and_sandbox(flavor: Flavor) -> None:
     await flavor.runtime.remove_sandbox(sandbox.id)
     assert await flavor.runtime.list_containers() == []
     assert await flavor.runtime.list_sandboxes() == []
+
+
+# ---------------------------------------------------------------- volumes
+
+
+def _volume(flavor: Flavor, uid: str, name: str, files: dict[str, bytes]) -> Path:
+    from gitkube.nodes.volumes import volume_dir, write_volume
+
+    target = volume_dir(flavor.runtime.pods_dir, uid, name)
+    write_volume(target, tuple(VolumeFile(k, v, 0o644) for k, v in files.items()))
+    return target
+
+
+async def test_mounted_volume_files_are_read_and_updates_are_seen(
+    flavor: Flavor, tmp_path: Path
+) -> None:
+    mount_path = str(tmp_path / "mnt" / "config")
+    pod = make_pod(name="vol")
+    source = _volume(flavor, pod.metadata.uid, "config", {"greeting": b"hello-1"})
+    container = sh(
+        flavor,
+        "reader",
+        f'while true; do echo "got=$(cat {mount_path}/greeting)"; sleep 0.1; done',
+    )
+    pod.spec.containers = [container]
+    sandbox = await flavor.runtime.start_sandbox(pod, node_address="127.0.0.1")
+    started = await flavor.runtime.start_container(
+        pod, sandbox, container, attempt=0, mounts=[Mount(str(source), mount_path, True)]
+    )
+
+    async def logs_show(text: str) -> bool:
+        return text in await read_logs(flavor.runtime, started.id)
+
+    await wait_until(lambda: logs_show("got=hello-1"), what="the mounted file")
+    _volume(flavor, pod.metadata.uid, "config", {"greeting": b"hello-2"})
+    await wait_until(lambda: logs_show("got=hello-2"), what="the updated file")
+    # read-only: the container cannot write into it; exec sees the files too
+    code = await flavor.runtime.exec(
+        started.id, ["sh", "-c", f"echo x > {mount_path}/new"], timeout=5
+    )
+    assert code != 0
+    assert (
+        await flavor.runtime.exec(
+            started.id, ["sh", "-c", f"grep -q hello-2 {mount_path}/greeting"], timeout=5
+        )
+        == 0
+    )
+
+
+async def test_two_pods_mount_different_files_at_one_path(flavor: Flavor, tmp_path: Path) -> None:
+    mount_path = str(tmp_path / "shared-path")
+    outputs = []
+    for value in (b"first", b"second"):
+        pod = make_pod(name=f"vol-{value.decode()}")
+        source = _volume(flavor, pod.metadata.uid, "data", {"value": value})
+        container = sh(flavor, "reader", f"cat {mount_path}/value")
+        pod.spec.containers = [container]
+        sandbox = await flavor.runtime.start_sandbox(pod, node_address="127.0.0.1")
+        started = await flavor.runtime.start_container(
+            pod, sandbox, container, attempt=0, mounts=[Mount(str(source), mount_path, False)]
+        )
+        ended = await wait_exited(flavor.runtime, started.id)
+        assert ended.exit_code == 0
+        outputs.append(await read_logs(flavor.runtime, started.id))
+    assert outputs == ["first", "second"]
+    if flavor.kind == "process":
+        # the host's path is a mount point inside the containers only
+        assert not (Path(mount_path) / "value").exists()
+
+
+async def test_process_runtime_refuses_mounts_without_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    runtime = ProcessRuntime(node_name="noroot", state_dir=tmp_path / "node")
+    pod = make_pod(Container(name="c", command=["true"]))
+    sandbox = await runtime.start_sandbox(pod, node_address="127.0.0.1")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(ContainerStartError) as caught:
+        await runtime.start_container(
+            pod, sandbox, pod.spec.containers[0], attempt=0, mounts=[Mount("/tmp", "/mnt/x")]
+        )
+    assert caught.value.reason == "CreateContainerError"
+    assert "root" in caught.value.message and "/mnt/x" in caught.value.message
+    monkeypatch.undo()
+    await runtime.remove_sandbox(sandbox.id)
 
 
 # ---------------------------------------------------------------- factory

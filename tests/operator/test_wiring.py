@@ -37,7 +37,13 @@ async def test_master_controllers_share_one_cache_and_carry_the_fence(
         assert await op.election._campaign()
         loops = loops_of(op)
         controllers = {k: v for k, v in loops.items() if k != "sync"}
-        assert set(controllers) == {"scheduler", "replication", "node-lifecycle", "endpoints"}
+        assert set(controllers) == {
+            "scheduler",
+            "replication",
+            "node-lifecycle",
+            "endpoints",
+            "load-balancers",
+        }
         for name, loop in controllers.items():
             assert loop.cache is op.cache, name
             assert loop.applier.fence is not None, name

@@ -239,10 +239,12 @@ class TestNodeFailure:
                 await agent.kill()
             evicted_at: dict[str, float] = {}
             while now[0] < 10:
-                seen = await controller.heartbeats()
+                await controller.cache.sync()
+                seen = controller.heartbeats()
 
                 async def live_beats_moved(seen: dict[str, int] = seen) -> bool:
-                    beats = await controller.heartbeats()
+                    await controller.cache.sync()
+                    beats = controller.heartbeats()
                     return all(beats.get(a.name) != seen.get(a.name) for a in agents[2:])
 
                 await eventually(live_beats_moved, timeout=10)

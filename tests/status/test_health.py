@@ -128,6 +128,32 @@ class TestPodHealth:
         assert health.status == "Degraded"
         assert health.message == "container web: CrashLoopBackOff: back-off 10s"
 
+    def test_init_container_crash_loop_is_degraded(self) -> None:
+        p = pod("Pending", ready=False, waiting="PodInitializing")
+        p.status.init_container_statuses = [
+            ContainerStatus(
+                name="setup",
+                state=ContainerState(waiting=ContainerStateWaiting(reason="CrashLoopBackOff")),
+            )
+        ]
+        health = assess_health(p)
+        assert (health.status, health.message) == (
+            "Degraded",
+            "init container setup: CrashLoopBackOff",
+        )
+
+    def test_config_error_is_degraded(self) -> None:
+        health = assess_health(
+            pod(
+                "Pending",
+                ready=False,
+                waiting="CreateContainerConfigError",
+                waiting_message='configmap "app" not found (env MODE)',
+            )
+        )
+        assert health.status == "Degraded"
+        assert 'configmap "app" not found' in health.message
+
     def test_image_pull_back_off_while_pending_is_degraded(self) -> None:
         health = assess_health(pod("Pending", ready=False, waiting="ImagePullBackOff"))
         assert (health.status, health.message) == ("Degraded", "container web: ImagePullBackOff")

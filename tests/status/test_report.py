@@ -5,7 +5,9 @@
   replicas ready/desired for RCs, endpoints for Services, proxy errors;
 - nodes, the sync history (last 10), webhook deliveries;
 - an empty store, suspension, objects found only by their annotations;
-- the same report from a real etcd as from SQLite;
+- the same report from a real etcd as from SQLite, and from the shared
+  cache (what the operator's write-back and HTTP status read) as from the
+  store, with and without per-object records;
 - the fingerprint: blind to times, sensitive to the outcome;
 - kubectl's age format.
 """
@@ -19,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from gitkube.api.keys import SYNC_CONTROL_KEY, SYNC_STATE_KEY
+from gitkube.api.keys import HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX, SYNC_CONTROL_KEY, SYNC_STATE_KEY
 from gitkube.api.objects import Pod, ReplicationController
+from gitkube.control import Cache
 from gitkube.store.factory import open_store
 from gitkube.store.objects import ObjectStore
 from gitkube.sync.report import build_status_report, human_duration
@@ -184,6 +187,26 @@ class TestOnEtcd:
             assert from_etcd["health"]["status"] == "Degraded"
         finally:
             await etcd.close()
+
+
+class TestFromTheCache:
+    @pytest.mark.parametrize("proxy_reports_cached", [True, False])
+    async def test_the_same_report_from_the_shared_cache(
+        self, objects: ObjectStore, proxy_reports_cached: bool
+    ) -> None:
+        await fill_cluster(objects)
+        prefixes = (HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX) if proxy_reports_cached else ()
+        cache = Cache(objects.store, raw_prefixes=prefixes)
+        from_store = (await build_status_report(objects, now=NOW)).to_dict()
+        from_cache = (await build_status_report(objects, now=NOW, cache=cache)).to_dict()
+        assert from_cache == from_store
+        assert from_cache["health"]["status"] == "Degraded"
+        # without per-object records: the managed objects, found in the cache too
+        await objects.store.put(SYNC_STATE_KEY, SYNCED.to_json())
+        from_store = (await build_status_report(objects, now=NOW)).to_dict()
+        from_cache = (await build_status_report(objects, now=NOW, cache=cache)).to_dict()
+        assert from_cache == from_store
+        assert len(from_cache["objects"]) == 4
 
 
 class TestFingerprint:

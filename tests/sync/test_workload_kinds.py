@@ -175,3 +175,31 @@ def test_get_lists_the_new_kinds(tmp_path: Path) -> None:
 
     code, _, err = _cli("get", "all-the-things", "--store", url)
     assert code == 2 and "deployments (deploy), replicasets (rs)" in err
+
+
+IMMUTABLE = b"""\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: frozen, labels: {a: b}}
+immutable: true
+data: {A: "1"}
+"""
+
+
+def test_an_immutable_config_map_s_data_is_refused_not_planned() -> None:
+    plan = plan_sync(manifests(IMMUTABLE), [], revision="abc")
+    live = [Live.from_wire(c.wire, key=c.key, mod_revision=5) for c in plan.creates]
+    # labels may change
+    relabelled = plan_sync(manifests(IMMUTABLE.replace(b"{a: b}", b"{a: c}")), live)
+    assert [u.key for u in relabelled.updates] == ["/gitkube/configmaps/default/frozen"]
+    assert relabelled.refused == []
+    # data may not, nor may it become mutable
+    for change in (b'data: {A: "2"}', b"immutable: false"):
+        old = b'data: {A: "1"}' if change.startswith(b"data") else b"immutable: true"
+        refused = plan_sync(manifests(IMMUTABLE.replace(old, change)), live)
+        assert refused.updates == []
+        [refusal] = refused.refused
+        assert refusal.key == "/gitkube/configmaps/default/frozen"
+        assert refusal.message.startswith(
+            "ConfigMap 'frozen' is immutable: its data cannot change (Kubernetes refuses it too"
+        )

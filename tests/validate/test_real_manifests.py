@@ -4,13 +4,23 @@
 - `kubectl get -o yaml` output, with status and cluster-set metadata, loads and
   keeps none of it in the object
 - the repository's manifests-example/ is valid
+- GoogleCloudPlatform/microservices-demo's release manifests (Deployments with
+  gRPC probes, securityContext and initContainers, Services of type
+  LoadBalancer, ServiceAccounts), vendored unchanged in data/: valid with
+  --unsupported-kinds store (ServiceAccounts stored, not acted on), and only
+  the ServiceAccounts refused with error; kubernetes-validate agrees
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
-from gitkube.api.objects import Pod, ReplicationController, Service
+import kubernetes_validate
+import yaml
+
+from gitkube.api.objects import Deployment, Pod, ReplicationController, Service
+from gitkube.api.schema import kubernetes_version
 from gitkube.api.validation import validate_paths
 from tests.validate.helpers import load
 
@@ -228,3 +238,34 @@ def test_manifests_example_is_valid() -> None:
         8080,
         container.ports[0].name,
     )
+
+
+MICROSERVICES_DEMO = Path(__file__).parent / "data" / "microservices-demo"
+
+
+def test_microservices_demo_is_valid_and_runs_what_it_can() -> None:
+    report = validate_paths([MICROSERVICES_DEMO], unsupported="store")
+    assert report.errors == [], [str(e) for e in report.errors]
+    kinds = Counter(m.obj.KIND for m in report.manifests)
+    assert kinds == {"Deployment": 12, "Service": 12, "ServiceAccount": 11}
+    deployments = {m.obj.name: m.obj for m in report.manifests if isinstance(m.obj, Deployment)}
+    ads = deployments["adservice"].spec.template.spec.containers[0]
+    assert ads.readiness_probe is not None and ads.readiness_probe.grpc is not None
+    assert ads.readiness_probe.grpc.port == 9555
+    loadgen = deployments["loadgenerator"].spec.template.spec
+    assert [c.name for c in loadgen.init_containers] == ["frontend-check"]
+    services = {m.obj.name: m.obj for m in report.manifests if isinstance(m.obj, Service)}
+    assert services["frontend-external"].spec.type == "LoadBalancer"
+    assert {i.field.rsplit(".", 1)[-1] for i in report.ignored} == {
+        "serviceAccountName",
+        "securityContext",
+    }
+    with (MICROSERVICES_DEMO / "kubernetes-manifests.yaml").open() as fh:
+        for doc in yaml.safe_load_all(fh):
+            kubernetes_validate.validate(doc, kubernetes_version(), strict=True)
+
+
+def test_microservices_demo_with_unsupported_kinds_refused() -> None:
+    report = validate_paths([MICROSERVICES_DEMO], unsupported="error")
+    assert {e.kind for e in report.errors} == {"ServiceAccount"} and len(report.errors) == 11
+    assert len(report.manifests) == 24

@@ -290,7 +290,7 @@ def test_probes_need_exactly_one_handler() -> None:
 """
     )
     assert errors(text) == [
-        "m.yaml:10: Pod/web: spec.containers[0].livenessProbe: a probe needs exactly one handler: exec, httpGet or tcpSocket",
+        "m.yaml:10: Pod/web: spec.containers[0].livenessProbe: a probe needs exactly one handler: exec, httpGet, tcpSocket or grpc",
         "m.yaml:12: Pod/web: spec.containers[0].readinessProbe: a probe needs exactly one handler, this one has 2: httpGet, tcpSocket",
     ]
 
@@ -350,12 +350,8 @@ def test_valid_service_loads() -> None:
     ("spec", "expected"),
     [
         (
-            "  type: LoadBalancer\n",
-            "m.yaml:10: Service/web: spec.type: must be one of ClusterIP, NodePort; got a string ('LoadBalancer')",
-        ),
-        (
             "  type: ExternalName\n",
-            "m.yaml:10: Service/web: spec.type: must be one of ClusterIP, NodePort; got a string ('ExternalName')",
+            "m.yaml:10: Service/web: spec.type: must be one of ClusterIP, NodePort, LoadBalancer; got a string ('ExternalName')",
         ),
         (
             "  sessionAffinity: Sticky\n",
@@ -387,11 +383,11 @@ def test_valid_service_loads() -> None:
         ),
         (
             "    nodePort: 30080\n",
-            "m.yaml:10: Service/web: spec.ports[0].nodePort: nodePort needs type NodePort, not ClusterIP",
+            "m.yaml:10: Service/web: spec.ports[0].nodePort: nodePort needs type NodePort or LoadBalancer, not ClusterIP",
         ),
         (
             "    nodePort: 8080\n  type: NodePort\n",
-            "m.yaml:10: Service/web: spec.ports[0].nodePort: 8080 is out of range 30000-32767",
+            "m.yaml:10: Service/web: spec.ports[0].nodePort: 8080 is out of range 30000-32767 (0 means: none)",
         ),
         (
             "    port: 80\n",

@@ -9,6 +9,7 @@
   keys valid; the keys a typed Secret needs
 - ConfigMap: keys valid, data and binaryData disjoint
 - pod templates: env valueFrom/envFrom, volumes and mounts, initContainers
+- a namespaced object's namespace is default or a Namespace declared in git
 """
 
 # ruff: noqa: E501 (expected messages are kept whole, as the CLI prints them)
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +28,7 @@ from gitkube.api.objects import (
     ReplicaSet,
     Secret,
 )
+from gitkube.api.validation import validate_paths
 from tests.validate.helpers import errors, load
 
 DEPLOYMENT = """\
@@ -213,7 +216,9 @@ def test_secret_string_data_is_merged_into_data_and_wins() -> None:
         (
             "  user: YWRtaW4=\n",
             "  user: not base64!\n",
-            "m.yaml:6: Secret/db: data.user: must be base64-encoded, and 'not base64!' is not valid base64",
+            # the value is never quoted: it is a Secret's
+            "m.yaml:6: Secret/db: data.user: must be base64-encoded; this value (11 characters) "
+            "is not valid base64",
         ),
         (
             "  user: YWRtaW4=\n",
@@ -422,3 +427,21 @@ def test_generate_name_beside_a_name_is_ignored_as_kubectl_apply_does() -> None:
     manifests, found, ignored = load(text)
     assert found == [] and manifests[0].obj.name == "c"
     assert [i.field for i in ignored] == ["metadata.generateName"]
+
+
+def test_a_namespace_must_be_default_or_declared(tmp_path: Path) -> None:
+    (tmp_path / "app.yaml").write_text(DEPLOYMENT + "---\n" + SECRET)
+    report = validate_paths([tmp_path])
+    assert [str(e) for e in report.errors] == [
+        f"{tmp_path}/app.yaml:1: Deployment/web: metadata.namespace: Deployment 'web' is in "
+        "namespace 'shop', which is not declared in git: add a Namespace 'shop' (or use the "
+        "default namespace)"
+    ]
+    (tmp_path / "ns.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")
+    report = validate_paths([tmp_path])
+    assert report.errors == []
+    assert sorted((m.obj.KIND, m.obj.namespace) for m in report.manifests) == [
+        ("Deployment", "shop"),
+        ("Namespace", ""),
+        ("Secret", "default"),
+    ]

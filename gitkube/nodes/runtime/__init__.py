@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gitkube.errors import ConfigError
 from gitkube.nodes.runtime.base import (
     ContainerStartError,
+    Mount,
     Runtime,
     RuntimeContainer,
     Sandbox,
@@ -32,6 +33,7 @@ __all__ = [
     "RUNTIME_KINDS",
     "ContainerStartError",
     "DockerRuntime",
+    "Mount",
     "ProcessRuntime",
     "Runtime",
     "RuntimeContainer",
@@ -133,6 +135,7 @@ async def make_runtime(
                 base_url=docker_url,
                 sandbox_image=sandbox_image,
                 pull_timeout=pull_timeout,
+                pods_dir=(state_dir / "pods") if state_dir is not None else None,
             )
         except RuntimeErrorBase as exc:
             raise ConfigError(f"--runtime docker: {exc}") from exc

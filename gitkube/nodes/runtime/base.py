@@ -14,8 +14,9 @@ suite runs against both.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from gitkube.api.objects import Container, Pod
@@ -76,6 +77,15 @@ class RuntimeContainer:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class Mount:
+    """A directory (or file) of the node seen by a container at ``container_path``."""
+
+    host_path: str
+    container_path: str
+    read_only: bool = False
+
+
 class ContainerStartError(Exception):
     """A container could not be started; ``reason`` is the kubelet reason
     (``ErrImagePull``, ``CreateContainerError``, ``RunContainerError``)."""
@@ -90,6 +100,8 @@ class ContainerStartError(Exception):
 class Runtime(Protocol):
     name: str  # "docker" | "process"
     node_name: str
+    #: where the agent writes the pods' volumes (``gitkube.nodes.volumes``)
+    pods_dir: Path
 
     async def start_sandbox(self, pod: Pod, *, node_address: str) -> Sandbox:
         """Create the pod's sandbox and publish its container ports on host ports
@@ -105,9 +117,16 @@ class Runtime(Protocol):
         ...
 
     async def start_container(
-        self, pod: Pod, sandbox: Sandbox, container: Container, *, attempt: int
+        self,
+        pod: Pod,
+        sandbox: Sandbox,
+        container: Container,
+        *,
+        attempt: int,
+        mounts: Sequence[Mount] = (),
     ) -> RuntimeContainer:
-        """Start one attempt of ``container``; raises ``ContainerStartError``."""
+        """Start one attempt of ``container`` (its env already resolved: values,
+        no ``valueFrom``) with ``mounts``; raises ``ContainerStartError``."""
         ...
 
     async def list_containers(self) -> list[RuntimeContainer]:

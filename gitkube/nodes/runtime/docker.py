@@ -32,7 +32,7 @@ import signal
 import tarfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +57,7 @@ from gitkube.nodes.runtime.base import (
     LABEL_SANDBOX_ID,
     ContainerRunState,
     ContainerStartError,
+    Mount,
     RuntimeContainer,
     Sandbox,
     port_key,
@@ -74,6 +75,8 @@ DEFAULT_SANDBOX_IMAGE = "gitkube/pause:latest"
 #: as PID 1 would ignore SIGTERM and make every stop wait for the grace period)
 PAUSE_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait"]
 
+#: the container's creation time, kept with its inspected state
+_CREATED = "gitkube.Created"
 _STATE_MAP: dict[str, ContainerRunState] = {
     "created": "created",
     "running": "running",
@@ -166,8 +169,14 @@ class DockerRuntime:
         pull_timeout: float = 10.0,
         max_workers: int = 32,
         docker_url: str | None = None,
+        pods_dir: Path | None = None,
     ) -> None:
+        from gitkube.nodes.runtime.process import default_state_dir
+
         self.client = client
+        #: the pods' volumes, bind-mounted into their containers (the engine
+        #: must run on this machine, as it does for published host ports)
+        self.pods_dir = Path(pods_dir or default_state_dir(node_name) / "pods").resolve()
         #: the engine's address for the pull client (None: DOCKER_HOST or the local socket)
         self.docker_url = docker_url
         self.api = client.api
@@ -466,7 +475,13 @@ class DockerRuntime:
     # ------------------------------------------------------------ containers
 
     async def start_container(
-        self, pod: Pod, sandbox: Sandbox, container: Container, *, attempt: int
+        self,
+        pod: Pod,
+        sandbox: Sandbox,
+        container: Container,
+        *,
+        attempt: int,
+        mounts: Sequence[Mount] = (),
     ) -> RuntimeContainer:
         if not container.image:
             raise ContainerStartError("InvalidImageName", "the container has no image")
@@ -481,7 +496,13 @@ class DockerRuntime:
 
         def create_and_start() -> tuple[str, dict[str, Any]]:
             host_config = self.api.create_host_config(
-                network_mode=f"container:{sandbox.id}", **resource_options(container)
+                network_mode=f"container:{sandbox.id}",
+                binds=[
+                    f"{m.host_path}:{m.container_path}:{'ro' if m.read_only else 'rw'}"
+                    for m in mounts
+                ]
+                or None,
+                **resource_options(container),
             )
             container_id = self._create_replacing(
                 name,
@@ -545,6 +566,7 @@ class DockerRuntime:
             except docker.errors.APIError as exc:
                 raise RuntimeErrorBase(_docker_message(exc)) from exc
             fields = dict(info.get("State") or {})
+            fields[_CREATED] = info.get("Created")
             self._inspected[cid] = (str(fields.get("Status", state)), fields)
             return fields
 
@@ -553,8 +575,13 @@ class DockerRuntime:
         for entry, st in zip(entries, states, strict=True):
             labels = entry.get("Labels") or {}
             status = str(st.get("Status") or entry.get("State") or "")
-            run_state = _STATE_MAP.get(status, "exited")
+            # a start that failed leaves the container "created" with an error:
+            # an attempt that ended, as kubelet counts it, not one still to start
+            never_ran = status == "created" and bool(st.get("Error"))
+            run_state = "exited" if never_ran else _STATE_MAP.get(status, "exited")
             exit_code = int(st["ExitCode"]) if run_state == "exited" and "ExitCode" in st else None
+            if never_ran and not exit_code:
+                exit_code = 128
             reason = ""
             if run_state == "exited":
                 if st.get("OOMKilled"):
@@ -582,7 +609,10 @@ class DockerRuntime:
                     exit_code=exit_code,
                     started_at=parse_docker_time(st.get("StartedAt")),
                     finished_at=(
-                        parse_docker_time(st.get("FinishedAt")) if run_state == "exited" else None
+                        parse_docker_time(st.get("FinishedAt"))
+                        or (parse_docker_time(st.get(_CREATED)) if never_ran else None)
+                        if run_state == "exited"
+                        else None
                     ),
                     reason=reason,
                     sandbox_id=labels.get(LABEL_SANDBOX_ID, ""),

@@ -15,11 +15,19 @@ without a Docker engine (the default when none answers).
   record is killed (its whole process group) and reported as
   ``ContainerStatusUnknown`` (exit code 137), as kubelet does: no orphans.
 - cpu and memory limits are recorded, not enforced.
+- Volumes: a container with mounts runs in a private mount namespace of its
+  own (the supervisor unshares one and bind-mounts each volume at its
+  ``mountPath``, read-only when asked), so two pods may mount different files
+  at the same path and nothing leaks to the host's mount table. That needs
+  root (CAP_SYS_ADMIN): without it such a container fails to start with a
+  reason saying so. A missing mount point is created on the host (an empty
+  directory, or an empty file for a file mount), as Docker does in an image.
 
 State dir layout::
 
     sandboxes/<id>/sandbox.json    pod identity and host ports
     sandboxes/<id>/work/           the pod's default working directory
+    pods/<uid>/volumes/<name>/     the pod's volumes (written by the agent)
     containers/<id>/spec.json      argv, env, cwd, labels (+ shim files, see shim.py)
     containers/<id>/output.log     stdout and stderr
 """
@@ -38,7 +46,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +58,7 @@ from gitkube.nodes.runtime import shim
 from gitkube.nodes.runtime.base import (
     ContainerRunState,
     ContainerStartError,
+    Mount,
     RuntimeContainer,
     Sandbox,
     port_key,
@@ -160,6 +169,7 @@ class ProcessRuntime:
                 self.run_as, self._user = None, None
         self._sandboxes_dir = self.state_dir / "sandboxes"
         self._containers_dir = self.state_dir / "containers"
+        self.pods_dir = self.state_dir / "pods"
         self._sandboxes_dir.mkdir(parents=True, exist_ok=True)
         self._containers_dir.mkdir(parents=True, exist_ok=True)
         self._port_lock = asyncio.Lock()
@@ -259,8 +269,22 @@ class ProcessRuntime:
         return env
 
     async def start_container(
-        self, pod: Pod, sandbox: Sandbox, container: Container, *, attempt: int
+        self,
+        pod: Pod,
+        sandbox: Sandbox,
+        container: Container,
+        *,
+        attempt: int,
+        mounts: Sequence[Mount] = (),
     ) -> RuntimeContainer:
+        if mounts and os.geteuid() != 0:
+            raise ContainerStartError(
+                "CreateContainerError",
+                f"container {container.name!r} mounts volumes "
+                f"({', '.join(m.container_path for m in mounts)}): the process runtime "
+                "mounts them in a private mount namespace, which needs the agent to run "
+                "as root; run it as root or use --runtime docker",
+            )
         ports = {
             p.container_port: sandbox.host_ports[key]
             for p in container.ports
@@ -306,11 +330,15 @@ class ProcessRuntime:
             "image": container.image,
             "sandbox_id": sandbox.id,
             "limits": dict(container.resources.limits),
+            "mounts": [
+                {"source": m.host_path, "target": m.container_path, "read_only": m.read_only}
+                for m in mounts
+            ],
             "created_at": time.time(),
         }
 
         def prepare() -> None:
-            directory.mkdir(parents=True)
+            directory.mkdir(parents=True, mode=0o700)  # spec.json holds the env
             (directory / LOG).touch()
             shim.write_json(directory / shim.SPEC, spec)
 
@@ -504,8 +532,17 @@ class ProcessRuntime:
             raise RuntimeErrorBase("exec needs a command")
         spec = await asyncio.to_thread(_read_json, self._containers_dir / container_id / shim.SPEC)
         assert spec is not None
+        if spec.get("mounts"):
+            # run where the container's volumes are: in its mount namespace
+            pid = await asyncio.to_thread(self._pid, container_id)
+            if pid is None:
+                raise RuntimeErrorBase(f"container {container_id} is not running")
+            prefix = ["nsenter", f"--mount=/proc/{pid}/ns/mnt", f"--wd={spec['cwd']}"]
+            if self._user is not None:  # nsenter needs root; it drops to the user after
+                prefix += [f"--setuid={self._user.pw_uid}", f"--setgid={self._user.pw_gid}"]
+            command = [*prefix, "--", *command]
         user_kwargs: dict[str, Any] = {}
-        if self._user is not None:
+        if self._user is not None and not spec.get("mounts"):
             user_kwargs = {
                 "user": self._user.pw_uid,
                 "group": self._user.pw_gid,

@@ -12,7 +12,7 @@ adopt the running containers and learn how the others ended.
 
 Files in CONTAINER_DIR (each written whole, by rename):
 
-    spec.json   written by the runtime: argv, env, cwd, log, user
+    spec.json   written by the runtime: argv, env, cwd, log, user, mounts
     shim.json   this supervisor's pid and create time
     state.json  the command's pid (= its process group) and create time, start time
     exit.json   exit_code, signal, reason, message, started_at, finished_at
@@ -77,11 +77,64 @@ def _start_failure(directory: Path, exc: OSError, log: Any) -> None:
     )
 
 
+CLONE_NEWNS = 0x00020000
+MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+
+
+def _libc_call(name: str, *args: Any) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, flags: int) -> None:
+    _libc_call(
+        "mount",
+        source.encode() if source is not None else None,
+        target.encode(),
+        None,
+        flags,
+        None,
+    )
+
+
+def enter_private_mounts(mounts: list[dict[str, Any]]) -> None:
+    """Unshare a mount namespace for this supervisor (and so its command) and
+    bind-mount each volume; nothing propagates back to the host."""
+    _libc_call("unshare", CLONE_NEWNS)
+    _mount(None, "/", MS_REC | MS_PRIVATE)
+    for m in mounts:
+        source, target = str(m["source"]), str(m["target"])
+        if not os.path.exists(target):
+            if os.path.isdir(source):
+                os.makedirs(target, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(target) or "/", exist_ok=True)
+                open(target, "a").close()
+        _mount(source, target, MS_BIND | MS_REC)
+        if m.get("read_only"):
+            _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
 def supervise(directory: Path) -> int:
     spec = json.loads((directory / SPEC).read_text())
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     write_json(directory / SHIM, {"pid": os.getpid(), "create_time": create_time(os.getpid())})
+    if spec.get("mounts"):
+        try:
+            enter_private_mounts(spec["mounts"])
+        except OSError as exc:
+            with open(spec["log"], "ab", buffering=0) as log:
+                _start_failure(directory, OSError(exc.errno, f"cannot mount volumes: {exc}"), log)
+            return 0
 
     user_kwargs: dict[str, Any] = {}
     if spec.get("user"):
