@@ -81,7 +81,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,8 +131,10 @@ class HollowRuntime:
 
     name = "hollow"
 
-    def __init__(self, node_name: str, subnet: int) -> None:
+    def __init__(self, node_name: str, subnet: int, *, pods_dir: Path) -> None:
         self.node_name = node_name
+        #: where the agent writes pods' volumes (these pods have none)
+        self.pods_dir = pods_dir
         self._subnet = subnet
         self._ids = itertools.count(1)
         self._sandboxes: dict[str, Sandbox] = {}
@@ -159,7 +161,13 @@ class HollowRuntime:
             del self._containers[cid]
 
     async def start_container(
-        self, pod: Pod, sandbox: Sandbox, container: Container, *, attempt: int
+        self,
+        pod: Pod,
+        sandbox: Sandbox,
+        container: Container,
+        *,
+        attempt: int,
+        mounts: Sequence[Any] = (),
     ) -> RuntimeContainer:
         rc = RuntimeContainer(
             id=f"{self.node_name}-c{next(self._ids)}",
@@ -269,7 +277,7 @@ async def run_master(url: str) -> None:
         await store.close()
 
 
-async def run_agents(url: str, first: int, count: int) -> None:
+async def run_agents(url: str, first: int, count: int, *, workdir: Path) -> None:
     """``count`` hollow agents, nodes ``first`` .. ``first + count - 1``, built
     as ``gitkube run`` builds its local agents (one shared cache per process
     once the agent is on the control kit), with a hollow runtime and no
@@ -293,7 +301,7 @@ async def run_agents(url: str, first: int, count: int) -> None:
         name = f"hollow-{i:05d}"
         agent = Agent(
             objects,
-            HollowRuntime(name, i),
+            HollowRuntime(name, i, pods_dir=workdir / "pods" / name),
             node=NodeSettings(
                 name=name,
                 address=f"192.168.{i // 250 % 256}.{i % 250 + 1}",
@@ -552,6 +560,8 @@ async def measure(args: argparse.Namespace, url: str, workdir: Path, results: Re
                             str(first),
                             "--count",
                             str(count),
+                            "--workdir",
+                            str(workdir),
                         ],
                         f"agents-{p}",
                         workdir,
@@ -779,12 +789,13 @@ def main() -> int:
     parser.add_argument("--store-url", default="")
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--workdir", default="")
     args = parser.parse_args()
     if args.role == "master":
         asyncio.run(run_master(args.store_url))
         return 0
     if args.role == "agents":
-        asyncio.run(run_agents(args.store_url, args.first, args.count))
+        asyncio.run(run_agents(args.store_url, args.first, args.count, workdir=Path(args.workdir)))
         return 0
     if args.nodes < 1 or args.pods < 1 or args.agent_procs < 1:
         parser.error("--nodes, --pods and --agent-procs must be at least 1")
