@@ -242,18 +242,23 @@ async def _run_all(tasks: list[Callable[[asyncio.Event], Coroutine[Any, Any, obj
 
 
 async def run_master(url: str) -> None:
-    """The master's controllers, wired as ``gitkube master`` wires them: one
-    shared cache, one applier carrying the leader's fence, the controllers
-    started once this process leads."""
+    """The master's controllers, wired as ``gitkube master`` wires them
+    (``Operator._controllers``): one shared cache, one applier carrying the
+    leader's fence, each loop's writes recorded as Events, the controllers
+    started once this process leads. The git sync is left out."""
     from gitkube.control import Applier, Cache
+    from gitkube.control.events import COMPONENTS, recording
     from gitkube.election import LeaderElection
     from gitkube.planner import NodeLifecycleController, ReplicationManager, SchedulerLoop
     from gitkube.services.controller import EndpointsController
+    from gitkube.services.loadbalancer import LoadBalancerStatusController
+    from gitkube.store.events import EventRecorder
 
     store = await open_store(url)
     objects = ObjectStore(store)
     cache = Cache(store)
     election = LeaderElection(store, "bench-master")
+    recorders: list[EventRecorder] = []
 
     async def lead(stop: asyncio.Event) -> None:
         await asyncio.wait(
@@ -263,10 +268,19 @@ async def run_master(url: str) -> None:
         if stop.is_set():
             return
         applier = Applier(objects, fence=election.fence)
+
+        def observed(name: str) -> Applier:
+            recorder = EventRecorder(objects, COMPONENTS[name])
+            recorders.append(recorder)
+            return applier.observed(recording(recorder))
+
         loops = [
-            SchedulerLoop(objects, cache=cache, applier=applier).run,
-            ReplicationManager(objects, cache=cache, applier=applier).run,
-            NodeLifecycleController(objects, cache=cache, applier=applier).run,
+            LoadBalancerStatusController(
+                objects, cache=cache, applier=observed("load-balancers")
+            ).run,
+            SchedulerLoop(objects, cache=cache, applier=observed("scheduler")).run,
+            ReplicationManager(objects, cache=cache, applier=observed("replication")).run,
+            NodeLifecycleController(objects, cache=cache, applier=observed("node-lifecycle")).run,
             EndpointsController(objects, cache=cache, applier=applier).run,
         ]
         await asyncio.gather(*(loop(stop) for loop in loops))
@@ -274,6 +288,9 @@ async def run_master(url: str) -> None:
     try:
         await _run_all([cache.run, election.run, lead])
     finally:
+        for recorder in recorders:
+            with contextlib.suppress(Exception):
+                await recorder.close()
         await store.close()
 
 
