@@ -38,31 +38,57 @@ Service port). When the control plane cannot bring every pod up within
 ``--timeout``, the bench says how far it got, prints what it measured, and
 exits 1.
 
-Measured on 2 CPUs shared with other work (load average 7-11), SQLite
+Measured on 2 CPUs shared with other work (load average 5-25), SQLite
 store, one agents process, ``python bench/control.py --nodes N --pods P``.
 
-Before the control kit (commit 4bcf4be: every loop, and every agent, lists
-the store on each pass and on every watch event):
+BEFORE the control kit (4bcf4be: every loop and every agent lists the
+store on each pass and on every watch event):
 
     nodes/pods  startup p99 (x SLO)  at rest, CPU-s/s:   peak RSS MiB:
                                      master   agents     master  agents
     10/100      0.20s  (0.04x)       0.012    0.072      36      41
     30/300      2.77s  (0.55x)       0.019    0.222      41      110
     100/1000    57-81s (11-16x)      0.05-.06 0.3-0.7 *  67      860-920
+    1000/10000  not run: the agents' work grows with nodes x pods
 
     reaction to a pod deleted, p50 / p99:  replacement created   Running
     10/100                                 53ms / 121ms          255ms / 356ms
     30/300                                 211ms / 1.04s         2.77s / 13.5s
     100/1000                               none: every node NotReady by then
 
-    (* the agents process is starved: it gets that much CPU, it wants more)
-    1000/10000   not run: agents' work grows with nodes x pods
-
 At 100 nodes the agents process cannot keep up: each of the 100 agents
-lists all 1,000 pods every second and on every pod event, heartbeats are
-late by more than their 15 s lease, the leases lapse, and the node
-lifecycle controller marks every node NotReady, so the replacement of a
-deleted pod is never scheduled.
+lists all 1,000 pods every second and on every pod event, heartbeats come
+later than their 15 s lease, the leases lapse, the node lifecycle
+controller marks every node NotReady, and the replacement of a deleted pod
+is never scheduled. (* starved: it got that much CPU and wanted more.)
+
+AFTER (main at 032e08d: every loop on the control kit, one cache per
+process; the master records Events as gitkube master does):
+
+    nodes/pods  startup p99 (x SLO)  at rest, CPU-s/s:   peak RSS MiB:
+                                     master   agents     master  agents
+    10/100      0.10-0.41s (0.02-0.08x) 0.007-0.010 0.010   35-36   37-38
+    30/300      1.04s  (0.21x)       0.009    0.016      39      42
+    100/1000    2.05s  (0.41x)       0.009    0.044      49      60
+    1000/10000  270s   (54x) **      0.045    0.200 *    154     274
+
+    reaction to a pod deleted, p50 / p99:  replacement created   Running
+    30/300                                 51ms / 75ms           126ms / 161ms
+    100/1000                               51ms / 108ms          102ms / 159ms
+    1000/10000                             300ms, not bound: every node NotReady **
+
+** At full scale the hollow agents of 1,000 nodes share one process and
+the machine was at load 25: the agents process got 132 CPU-s in ~9 min
+(0.24 of a core), 10,000 pods took 522 s to start (19 pods/s), heartbeats
+fell behind (16 writes/s instead of 200) and the nodes went NotReady. The
+same code before its Events (the kitports branch, load 11) started them in
+381 s, p99 149 s (30x), kept every node Ready, and reacted to a deleted pod
+in p50 51ms / 312ms / 355ms (created / bound / Running), p99 165ms / 1.2s
+/ 2.1s, master at rest 0.040 CPU-s/s, RSS 152 / 262 MiB. A second agents
+process (``--agent-procs 2``) made it worse on SQLite: four processes
+contend for the file's write lock. At rest the master's 0.045 CPU-s/s is
+the 200 heartbeats/s of 1,000 nodes arriving through its cache; no loop
+lists the store.
 """
 
 from __future__ import annotations
