@@ -23,7 +23,8 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +40,25 @@ def _native() -> None:
 
 
 @pytest.fixture
-def engine() -> native.Engine:
-    return native.engine()
+async def engine() -> native.Engine:
+    """The process's engine, once the pairs of earlier tests have ended.
+
+    The engine is one per process and reports ended pairs on the loop it is
+    attached to: attach this test's loop, then wait until every pair handed
+    over before (by earlier tests, whose sockets their teardown closed) has
+    been reported, so a test's counts are its own."""
+    made = native.engine()
+    made.attach(asyncio.get_running_loop())
+    await wait_until(lambda: made.pairs == 0, what="the pairs of earlier tests to end")
+    return made
+
+
+async def wait_until(check: Callable[[], bool], *, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 def tcp_pair() -> tuple[socket.socket, socket.socket]:
@@ -210,12 +228,12 @@ async def test_many_pairs_at_once(engine: native.Engine) -> None:
             chain.client.close()
             chain.server.close()
 
-        before = engine.pairs
+        assert engine.pairs == len(chains)
         await asyncio.gather(*(echo_once(i, c) for i, c in enumerate(chains)))
         async with asyncio.timeout(10):
             for chain in chains:
                 await chain.closed.wait()
-        assert engine.pairs == before - len(chains)
+        assert engine.pairs == 0
     finally:
         for chain in chains:
             chain.close()

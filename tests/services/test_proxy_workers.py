@@ -379,7 +379,9 @@ def test_port_in_use_is_recorded_once_by_worker_zero(
         proxy = proxy_process(workers=2)
         key = proxy_status_key("n1", "default", "blocked")
         eventually(lambda: store_call(url, lambda o: o.store.get(key)) is not None, what="record")
-        time.sleep(1.0)  # several passes of both workers
+        # both workers have made a pass (under load the second one starts late)
+        eventually(lambda: len(proxy.listeners(fine)) == 2, what="both workers on the fine port")
+        time.sleep(1.0)  # several more passes of both workers: the record is not rewritten
         kv = store_call(url, lambda o: o.store.get(key))
         assert kv is not None and kv.version == 1  # type: ignore[attr-defined]
         assert len(proxy.listeners(fine)) == 2
