@@ -6,7 +6,7 @@ configmaps (cm), secrets, deployments (deploy), replicasets (rs). Tables:
 
     pods       NAME READY STATUS RESTARTS AGE          (wide: IP NODE)
     rc         NAME DESIRED CURRENT READY AGE          (wide: CONTAINERS IMAGES SELECTOR)
-    services   NAME TYPE CLUSTER-IP PORT(S) AGE        (wide: SELECTOR)
+    services   NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE   (wide: SELECTOR)
     endpoints  NAME ENDPOINTS AGE
     nodes      NAME STATUS LABELS CPU(capacity/allocated) MEMORY(capacity/allocated) PODS
                (like `kubectl get minions` in Kubernetes' first releases; allocated is
@@ -246,11 +246,20 @@ def service_ports_text(svc: Service) -> str:
     return ",".join(ports) or "<none>"
 
 
+def external_ip_text(svc: Service) -> str:
+    """kubectl's EXTERNAL-IP: a LoadBalancer's ingress addresses, or <pending>."""
+    found = [i.get("ip") or i.get("hostname") or "" for i in svc.status.load_balancer.ingress]
+    if any(found):
+        return ",".join(a for a in found if a)
+    return "<pending>" if svc.spec.type == "LoadBalancer" else "<none>"
+
+
 def service_row(svc: Service, now: datetime, *, wide: bool) -> list[str]:
     row = [
         svc.name,
         svc.spec.type or "ClusterIP",
         svc.spec.cluster_ip or "<none>",
+        external_ip_text(svc),
         service_ports_text(svc),
         _age(svc, now),
     ]
@@ -356,7 +365,7 @@ HEADERS: dict[type[ApiObject], tuple[list[str], list[str]]] = {
         ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
         ["CONTAINERS", "IMAGES", "SELECTOR"],
     ),
-    Service: (["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"], ["SELECTOR"]),
+    Service: (["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], ["SELECTOR"]),
     Endpoints: (["NAME", "ENDPOINTS", "AGE"], []),
     Node: (
         [
