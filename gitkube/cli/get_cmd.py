@@ -527,7 +527,21 @@ def get_command(
         ),
     ] = False,
 ) -> None:
-    """List objects from the store, as kubectl does (reads the store only)."""
+    """List objects from the store, as kubectl does (reads the store only);
+    several kinds (``deploy,rs,pods``) print one table after another."""
+    if "," in kind:
+        kinds = kind.split(",")
+        if name is not None or output in (OutputFormat.json, OutputFormat.yaml):
+            fail(f"{kind!r}: several kinds list as tables only (no NAME, no -o json/yaml)", code=2)
+        for one in kinds:
+            if resolve_kind(one) is None:
+                fail(f"unknown resource type {one!r}; known types: {KINDS_HELP}", code=2)
+        for i, one in enumerate(kinds):
+            if i:
+                sys.stdout.write("\n")
+            sys.stdout.flush()
+            get_command(one, None, store, output, namespace, all_namespaces, show_secrets)
+        return
     cls = resolve_kind(kind)
     if cls is None:
         fail(f"unknown resource type {kind!r}; known types: {KINDS_HELP}", code=2)

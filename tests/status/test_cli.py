@@ -212,6 +212,21 @@ class TestGet:
         assert (data["kind"], data["metadata"]["name"]) == ("ReplicationController", "web")
         assert data["status"]["readyReplicas"] == 2
 
+    def test_several_kinds_one_table_after_another(self, store_url: str) -> None:
+        code, out, _ = cli("get", "rc,svc,ep", "--store", store_url)
+        assert code == 0
+        tables = [t.splitlines() for t in out.split("\n\n")]
+        assert [t[0].split()[:2] for t in tables] == [
+            ["NAME", "DESIRED"],
+            ["NAME", "TYPE"],
+            ["NAME", "ENDPOINTS"],
+        ]
+        assert tables[0][1].split()[0] == "web"
+        code, _, err = cli("get", "rc,nope", "--store", store_url)
+        assert code == 2 and "'nope'" in err
+        code, _, err = cli("get", "rc,svc", "-o", "json", "--store", store_url)
+        assert code == 2 and "several kinds" in err
+
     def test_rc_table(self, store_url: str) -> None:
         _, out, _ = cli("get", "replicationcontrollers", "--store", store_url)
         rows = [line.split() for line in out.splitlines()]
