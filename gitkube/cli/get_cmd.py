@@ -6,7 +6,7 @@ configmaps (cm), secrets, deployments (deploy), replicasets (rs). Tables:
 
     pods       NAME READY STATUS RESTARTS AGE          (wide: IP NODE)
     rc         NAME DESIRED CURRENT READY AGE          (wide: CONTAINERS IMAGES SELECTOR)
-    services   NAME TYPE CLUSTER-IP PORT(S) AGE        (wide: SELECTOR)
+    services   NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE   (wide: SELECTOR)
     endpoints  NAME ENDPOINTS AGE
     nodes      NAME STATUS LABELS CPU(capacity/allocated) MEMORY(capacity/allocated) PODS
                (like `kubectl get minions` in Kubernetes' first releases; allocated is
@@ -246,11 +246,20 @@ def service_ports_text(svc: Service) -> str:
     return ",".join(ports) or "<none>"
 
 
+def external_ip_text(svc: Service) -> str:
+    """kubectl's EXTERNAL-IP: a LoadBalancer's ingress addresses, or <pending>."""
+    found = [i.get("ip") or i.get("hostname") or "" for i in svc.status.load_balancer.ingress]
+    if any(found):
+        return ",".join(a for a in found if a)
+    return "<pending>" if svc.spec.type == "LoadBalancer" else "<none>"
+
+
 def service_row(svc: Service, now: datetime, *, wide: bool) -> list[str]:
     row = [
         svc.name,
         svc.spec.type or "ClusterIP",
         svc.spec.cluster_ip or "<none>",
+        external_ip_text(svc),
         service_ports_text(svc),
         _age(svc, now),
     ]
@@ -356,7 +365,7 @@ HEADERS: dict[type[ApiObject], tuple[list[str], list[str]]] = {
         ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
         ["CONTAINERS", "IMAGES", "SELECTOR"],
     ),
-    Service: (["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"], ["SELECTOR"]),
+    Service: (["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], ["SELECTOR"]),
     Endpoints: (["NAME", "ENDPOINTS", "AGE"], []),
     Node: (
         [
@@ -518,7 +527,21 @@ def get_command(
         ),
     ] = False,
 ) -> None:
-    """List objects from the store, as kubectl does (reads the store only)."""
+    """List objects from the store, as kubectl does (reads the store only);
+    several kinds (``deploy,rs,pods``) print one table after another."""
+    if "," in kind:
+        kinds = kind.split(",")
+        if name is not None or output in (OutputFormat.json, OutputFormat.yaml):
+            fail(f"{kind!r}: several kinds list as tables only (no NAME, no -o json/yaml)", code=2)
+        for one in kinds:
+            if resolve_kind(one) is None:
+                fail(f"unknown resource type {one!r}; known types: {KINDS_HELP}", code=2)
+        for i, one in enumerate(kinds):
+            if i:
+                sys.stdout.write("\n")
+            sys.stdout.flush()
+            get_command(one, None, store, output, namespace, all_namespaces, show_secrets)
+        return
     cls = resolve_kind(kind)
     if cls is None:
         fail(f"unknown resource type {kind!r}; known types: {KINDS_HELP}", code=2)

@@ -391,10 +391,20 @@ def _is_managed(obj: ApiObject) -> bool:
     return obj.metadata.annotations.get(ann.MANAGED_BY) == ann.MANAGED_BY_VALUE
 
 
+def _scope(kind: str, namespace: str) -> str:
+    """The namespace an object of ``kind`` is found under: none for the
+    cluster-scoped kinds (Node, Namespace), ``default`` when a namespaced
+    kind's record has none; kinds gitkube only stores keep theirs."""
+    cls = KINDS.get(kind)
+    if cls is None:
+        return namespace
+    return (namespace or "default") if cls.NAMESPACED else ""
+
+
 def object_report(
     declared: ObjectSyncStatus, live: ApiObject | None, snapshot: ClusterSnapshot
 ) -> ObjectReport:
-    namespace = "" if declared.kind == "Node" else (declared.namespace or "default")
+    namespace = _scope(declared.kind, declared.namespace)
     endpoints = snapshot.endpoints.get((namespace, declared.name))
     if declared.kind not in KINDS:
         # stored, not run (--unsupported-kinds store); the report does not read them
@@ -525,9 +535,7 @@ def compose_status_report(
         (
             object_report(
                 d,
-                snapshot.objects.get(
-                    (d.kind, "" if d.kind == "Node" else (d.namespace or "default"), d.name)
-                ),
+                snapshot.objects.get((d.kind, _scope(d.kind, d.namespace), d.name)),
                 snapshot,
             )
             for d in declared
@@ -617,7 +625,7 @@ async def _read_live(store: Store, state: SyncState | None) -> list[ApiObject]:
     per-object record, the ones the sync created), the Endpoints of declared
     Services and the nodes are decoded."""
     declared = (
-        {(o.kind, o.namespace or "default", o.name) for o in state.objects} if state else set()
+        {(o.kind, _scope(o.kind, o.namespace), o.name) for o in state.objects} if state else set()
     )
     services = {(ns, name) for kind, ns, name in declared if kind == "Service"}
     live: list[ApiObject] = []
@@ -673,7 +681,7 @@ def _may_be_unhealthy(value: bytes) -> bool:
 def _live_from_cache(cache: Cache, state: SyncState | None) -> list[ApiObject]:
     """``_read_live``'s choice of objects, from the shared cache (decoded already)."""
     declared = (
-        {(o.kind, o.namespace or "default", o.name) for o in state.objects} if state else set()
+        {(o.kind, _scope(o.kind, o.namespace), o.name) for o in state.objects} if state else set()
     )
     services = {(ns, name) for kind, ns, name in declared if kind == "Service"}
     live: list[ApiObject] = []

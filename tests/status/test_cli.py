@@ -212,6 +212,21 @@ class TestGet:
         assert (data["kind"], data["metadata"]["name"]) == ("ReplicationController", "web")
         assert data["status"]["readyReplicas"] == 2
 
+    def test_several_kinds_one_table_after_another(self, store_url: str) -> None:
+        code, out, _ = cli("get", "rc,svc,ep", "--store", store_url)
+        assert code == 0
+        tables = [t.splitlines() for t in out.split("\n\n")]
+        assert [t[0].split()[:2] for t in tables] == [
+            ["NAME", "DESIRED"],
+            ["NAME", "TYPE"],
+            ["NAME", "ENDPOINTS"],
+        ]
+        assert tables[0][1].split()[0] == "web"
+        code, _, err = cli("get", "rc,nope", "--store", store_url)
+        assert code == 2 and "'nope'" in err
+        code, _, err = cli("get", "rc,svc", "-o", "json", "--store", store_url)
+        assert code == 2 and "several kinds" in err
+
     def test_rc_table(self, store_url: str) -> None:
         _, out, _ = cli("get", "replicationcontrollers", "--store", store_url)
         rows = [line.split() for line in out.splitlines()]
@@ -221,9 +236,35 @@ class TestGet:
     def test_services_all_namespaces(self, store_url: str) -> None:
         _, out, _ = cli("get", "svc", "-A", "--store", store_url)
         rows = [line.split() for line in out.splitlines()]
-        assert rows[0] == ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"]
-        assert rows[1][:5] == ["default", "db", "ClusterIP", "<none>", "5432/TCP"]
-        assert rows[2][:5] == ["default", "web", "ClusterIP", "10.0.0.10", "80/TCP"]
+        assert rows[0] == [
+            "NAMESPACE",
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE",
+        ]
+        assert rows[1][:6] == ["default", "db", "ClusterIP", "<none>", "<none>", "5432/TCP"]
+        assert rows[2][:6] == ["default", "web", "ClusterIP", "10.0.0.10", "<none>", "80/TCP"]
+
+    def test_a_load_balancer_shows_its_ingress_addresses(self) -> None:
+        from gitkube.api.objects import ObjectMeta, Service, ServicePort, ServiceSpec
+        from gitkube.cli.get_cmd import service_row
+
+        svc = Service(
+            metadata=ObjectMeta(name="shop"),
+            spec=ServiceSpec(type="LoadBalancer", ports=[ServicePort(port=80, node_port=0)]),
+        )
+        now = datetime.now(UTC)
+        assert service_row(svc, now, wide=False)[1:5] == [
+            "LoadBalancer",
+            "<none>",
+            "<pending>",
+            "80/TCP",
+        ]
+        svc.status.load_balancer.ingress = [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}]
+        assert service_row(svc, now, wide=False)[3] == "10.0.0.1,10.0.0.2"
 
     def test_endpoints(self, store_url: str) -> None:
         _, out, _ = cli("get", "ep", "--store", store_url)

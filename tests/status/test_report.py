@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from gitkube.api.keys import HEARTBEAT_PREFIX, PROXY_STATUS_PREFIX, SYNC_CONTROL_KEY, SYNC_STATE_KEY
-from gitkube.api.objects import Pod, ReplicationController
+from gitkube.api.objects import ConfigMap, Namespace, ObjectMeta, Pod, ReplicationController
 from gitkube.control import Cache
 from gitkube.store.factory import open_store
 from gitkube.store.objects import ObjectStore
 from gitkube.sync.report import build_status_report, human_duration
-from gitkube.sync.state import SyncControl, SyncState
+from gitkube.sync.state import ObjectSyncStatus, SyncControl, SyncState
 from tests.status.conftest import BAD_REVISION, REVISION, fill_cluster
 
 NOW = datetime(2026, 1, 1, 1, 0, 0, tzinfo=UTC)
@@ -96,6 +96,32 @@ class TestReportFromTheStore:
             "Progressing": 1,
             "Healthy": 1,
         }
+
+    @pytest.mark.parametrize("from_cache", [False, True])
+    async def test_a_declared_namespace_is_found_without_a_namespace(
+        self, objects: ObjectStore, from_cache: bool
+    ) -> None:
+        # a Namespace is cluster-scoped: its key has no namespace, and its
+        # record must not be looked up (or shown) as default/NAME
+        await objects.create(Namespace(metadata=ObjectMeta(name="shop")))
+        await objects.create(ConfigMap(metadata=ObjectMeta(name="cfg", namespace="shop")))
+        state = SyncState(
+            revision=REVISION,
+            phase="Synced",
+            objects=[
+                ObjectSyncStatus("Namespace", "", "shop", "shop.yaml"),
+                ObjectSyncStatus("ConfigMap", "shop", "cfg", "shop.yaml"),
+            ],
+        )
+        await objects.store.put(SYNC_STATE_KEY, state.to_json())
+        cache = Cache(objects.store) if from_cache else None
+        report = await build_status_report(objects, now=NOW, cache=cache)
+        found = {(o.kind, o.namespace, o.name): o.health for o in report.objects}
+        assert found == {
+            ("Namespace", "", "shop"): "Healthy",
+            ("ConfigMap", "shop", "cfg"): "Healthy",
+        }
+        assert report.health == "Healthy"
 
     async def test_nodes_history_and_deliveries(self, objects: ObjectStore) -> None:
         await fill_cluster(objects)
