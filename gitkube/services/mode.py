@@ -55,13 +55,16 @@ def make_proxy(
         proxier = NftablesProxier(
             objects, node_addresses=[node_address], cache=cache, cleanup=cleanup
         )
+        serving: object = proxier
         inner: Task = proxier.run
     else:
         from gitkube.services.proxy import ServiceProxy
 
-        inner = ServiceProxy(
+        userspace = ServiceProxy(
             objects, address=proxy_address, node_name=node_name, relay=relay, cache=cache
-        ).run
+        )
+        serving = userspace
+        inner = userspace.run
 
     async def run(stop: asyncio.Event) -> object:
         record = {"mode": mode, "reason": reason, "requested": requested, "time": time.time()}
@@ -71,4 +74,5 @@ def make_proxy(
             log.warning("could not record the proxy mode: %s", exc)
         return await inner(stop)
 
+    run.proxy = serving  # type: ignore[attr-defined]  # what runs: for tests and doctor
     return mode, reason, run

@@ -35,7 +35,7 @@ async def test_run_role_sync_agents_and_proxy_share_the_cache(
         assert len(op.agents) == 2
         for agent in op.agents:
             assert agent.cache is op.cache
-        proxy = getattr(tasks["proxy"], "__self__", None)
+        proxy = getattr(tasks["proxy"], "proxy", None)
         assert proxy is not None and proxy.cache is op.cache
         assert op.sync.cache is op.cache
         assert op.sync.fence is None

@@ -226,13 +226,15 @@ def test_manifests_example_is_valid() -> None:
     report = validate_paths([root])
     assert report.errors == [], [str(e) for e in report.errors]
     kinds = sorted((m.obj.KIND, m.obj.name) for m in report.manifests)
-    assert kinds == [("Pod", "hello"), ("ReplicationController", "web"), ("Service", "web")]
-    rc = next(m.obj for m in report.manifests if isinstance(m.obj, ReplicationController))
-    container = rc.spec.template.spec.containers[0]
-    assert rc.spec.replicas == 3
-    assert container.command == ["python3", "-m", "http.server", "$(PORT)"]
+    assert kinds == [("ConfigMap", "web-config"), ("Deployment", "web"), ("Service", "web")]
+    deployment = next(m.obj for m in report.manifests if isinstance(m.obj, Deployment))
+    container = deployment.spec.template.spec.containers[0]
+    assert deployment.spec.replicas == 3
     assert container.readiness_probe is not None and container.readiness_probe.http_get is not None
     assert container.readiness_probe.http_get.port == container.ports[0].name
+    ref = next(e for e in container.env if e.name == "GREETING")
+    assert ref.value_from is not None and ref.value_from.config_map_key_ref is not None
+    assert ref.value_from.config_map_key_ref.name == "web-config"
     service = next(m.obj for m in report.manifests if isinstance(m.obj, Service))
     assert (service.spec.ports[0].port, service.spec.ports[0].target_port) == (
         8080,
