@@ -335,11 +335,17 @@ def _kill_cgroups(prefix: str) -> None:
         if not found:
             break
         time.sleep(0.05)
-    dirs = sorted(
-        Path("/sys/fs/cgroup").glob(f"**/{prefix}*"), key=lambda p: len(p.parts), reverse=True
-    )
+    # os.walk skips directories that vanish while it walks (other engines'
+    # containers come and go under /sys/fs/cgroup); Path.glob raises instead
+    found_dirs: list[Path] = []
+    for root, subdirs, _ in os.walk("/sys/fs/cgroup", onerror=lambda _err: None):
+        for name in subdirs:
+            if name.startswith(prefix):
+                found_dirs.append(Path(root, name))
+    dirs = sorted(found_dirs, key=lambda p: len(p.parts), reverse=True)
     for d in dirs:
-        for sub in sorted(d.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+        subs = [Path(r) for r, _, _ in os.walk(d, onerror=lambda _err: None)]
+        for sub in sorted(subs, key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 sub.rmdir()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -205,8 +206,9 @@ def test_the_page_shows_the_tree_of_the_example(cluster: Cluster, browser: Any) 
 
     def example_shown(d: Any) -> bool:
         names = tree_names(d)
-        web_pods = {n for n in names if n.startswith("default/web-")}
-        return "default/web" in names and "default/hello" in names and len(web_pods) == 3
+        # web-<template hash>-<suffix>: the Deployment's pods (its ReplicaSet is web-<hash>)
+        web_pods = {n for n in names if re.fullmatch(r"default/web-[a-z0-9]+-[a-z0-9]+", n)}
+        return "default/web" in names and len(web_pods) == 3
 
     wait_for(browser, example_shown, "the example's objects in the tree")
 
@@ -215,16 +217,17 @@ def test_the_page_shows_the_tree_of_the_example(cluster: Cluster, browser: Any) 
             "return [...document.querySelectorAll('#tree .row')]"
             ".map(e => [e.querySelector('.kind').title, e.textContent])"
         )
-        return next((text for kind, text in rows if kind == "ReplicationController"), "")
+        return next((text for kind, text in rows if kind == "Deployment"), "")
 
     # Progressing (with why) until the probes pass, then Healthy, without a reload
-    rc = wait_for(browser, lambda d: "Healthy" in rc_row(d) and rc_row(d), "the RC Healthy")
-    assert "Synced" in rc and "3/3 ready" in rc and "manifests-example/web.yaml" in rc
+    rc = wait_for(browser, lambda d: "Healthy" in rc_row(d) and rc_row(d), "the Deployment Healthy")
+    assert "Synced" in rc and "manifests-example/web.yaml" in rc
     kinds = browser.execute_script(
         "return [...document.querySelectorAll('#tree .row .kind')].map(e => e.title)"
     )
-    # git's objects with their children: RC -> pods, Service -> Endpoints -> pods
-    assert {"ReplicationController", "Service", "Endpoints", "Pod"} <= set(kinds)
+    # git's objects with their children: Deployment -> ReplicaSet -> pods,
+    # Service -> Endpoints -> pods
+    assert {"Deployment", "ReplicaSet", "Service", "Endpoints", "Pod"} <= set(kinds)
     wait_for(
         browser,
         lambda d: (
