@@ -188,6 +188,12 @@ class HollowRuntime:
     async def list_sandboxes(self) -> list[Sandbox]:
         return list(self._sandboxes.values())
 
+    async def list_pods(self) -> tuple[list[Sandbox], list[RuntimeContainer]]:
+        return await self.list_sandboxes(), await self.list_containers()
+
+    def events(self) -> AsyncIterator[str] | None:
+        return None
+
     async def remove_sandbox(self, sandbox_id: str) -> None:
         self._sandboxes.pop(sandbox_id, None)
         for cid in [c.id for c in self._containers.values() if c.sandbox_id == sandbox_id]:

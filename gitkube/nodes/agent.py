@@ -9,9 +9,12 @@ others. A key is queued when
   the agent reads the pods of its node from the cache's node index and never
   lists the store);
 - what the runtime runs for it changes: a *relist* (kubelet's PLEG) lists the
-  runtime's sandboxes and containers every ``relist_seconds`` (found by their
-  labels, so a restarted agent adopts what its predecessor started) and
-  queues the pods whose containers changed;
+  runtime's sandboxes and containers (found by their labels, so a restarted
+  agent adopts what its predecessor started) and queues the pods whose
+  containers changed. A runtime with an event stream (Docker) has a relist
+  run as soon as it reports a change, and on a slow timer
+  (``evented_relist_seconds``) as a safety net, as kubelet's evented PLEG
+  does; otherwise (processes) the relist runs every ``relist_seconds``;
 - its node appears or disappears, a probe verdict changes, or a back-off
   ends (the reconcile's ``Result(requeue_after=…)``).
 
@@ -40,7 +43,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +92,9 @@ class AgentSettings:
 
     #: list the runtime this often (exited containers are noticed)
     relist_seconds: float = 1.0
+    #: ... and this often while the runtime's event stream is open (events
+    #: start a relist at once)
+    evented_relist_seconds: float = 10.0
     #: how long ``reconcile_once`` waits for its pods before returning
     pass_wait_seconds: float = 0.5
     #: pods reconciled at once
@@ -192,6 +198,10 @@ class Agent:
         self._relists_started = 0
         self._snapshot_from = 0
         self._relist_lock = asyncio.Lock()
+        #: set to relist now (the runtime reported a change)
+        self._relist_now = asyncio.Event()
+        #: the runtime's event stream is open
+        self.evented = False
         #: pod uid -> relists started when the agent last acted on it: the
         #: pod's next reconcile needs a relist started after that
         self._acted: dict[str, int] = {}
@@ -269,6 +279,7 @@ class Agent:
             asyncio.create_task(self.heartbeat.run(stop), name="heartbeat"),
             asyncio.create_task(controller.run(stop), name="agent-pods"),
             asyncio.create_task(self._relist_loop(stop), name="agent-relist"),
+            asyncio.create_task(self._events_loop(stop), name="agent-runtime-events"),
         ]
         tasks += [asyncio.create_task(extra(stop), name=name) for name, extra in self._extra]
         try:
@@ -342,10 +353,36 @@ class Agent:
 
     # ------------------------------------------------------------ the runtime
 
+    async def _events_loop(self, stop: asyncio.Event) -> None:
+        """Follow the runtime's event stream (if it has one): a change starts a relist."""
+        backoff = Backoff(base=0.5, cap=10.0)
+        while not stop.is_set():
+            stream = self.runtime.events()
+            if stream is None:
+                return
+            try:
+                async for _uid in _until(stream, stop):
+                    # "" when the stream opens: what happened before, a relist finds
+                    self.evented = True
+                    self._relist_now.set()
+                    backoff.reset()
+            except Exception as exc:
+                log.warning("agent %s: runtime events: %s", self.node_name, exc)
+            finally:
+                self.evented = False
+                self._relist_now.set()  # catch up by listing
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=backoff.next())
+
     async def _relist_loop(self, stop: asyncio.Event) -> None:
         backoff = Backoff(base=0.5, cap=10.0)
         while not stop.is_set():
-            delay = self.settings.relist_seconds
+            delay = (
+                self.settings.evented_relist_seconds
+                if self.evented
+                else self.settings.relist_seconds
+            )
+            self._relist_now.clear()
             try:
                 await self.relist()
                 # volume directories of pods gone while no worker saw them hold Secrets
@@ -354,8 +391,8 @@ class Agent:
             except Exception as exc:
                 delay = backoff.next()
                 log.warning("agent %s: cannot list the runtime: %s", self.node_name, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+                self._relist_now.clear()  # not before the back-off
+            await _first(stop, self._relist_now, timeout=delay)
 
     async def relist(self) -> list[str]:
         """List the runtime; queue (and return) the pods whose sandboxes or
@@ -366,9 +403,7 @@ class Agent:
     async def _relist_locked(self) -> list[str]:
         self._relists_started += 1
         started = self._relists_started
-        sandboxes, containers = await asyncio.gather(
-            self.runtime.list_sandboxes(), self.runtime.list_containers()
-        )
+        sandboxes, containers = await self.runtime.list_pods()
         self.relists += 1
         sandboxes_by_uid: dict[str, list[Sandbox]] = {}
         for sandbox in sandboxes:
@@ -394,7 +429,10 @@ class Agent:
         self._fingerprints = fingerprints
         self._pod_of_container = {rc.id: rc.pod_uid for rc in containers}
         self._snapshot_from = started
-        self.probes.sync(self._probe_specs(self._pods_here(), sandboxes_by_uid, containers_by_uid))
+        self.probes.sync(
+            self._probe_specs(self._pods_here(), sandboxes_by_uid, containers_by_uid),
+            generation=started,
+        )
         if changed:
             self._wake(*changed)
         return changed
@@ -508,6 +546,7 @@ class Agent:
                     failed, new = await self._start_containers(pod, sandbox, plan, report, sources)
                     waiting.update(failed)
                     plan.sandbox = sandbox
+                    self._probe_new(pod, sandbox, new)
                 if plan.kill or plan.remove or plan.remove_sandboxes:
                     # what the runtime runs now (exit codes of what was stopped)
                     containers = [
@@ -917,6 +956,16 @@ class Agent:
                         specs.append(ProbeSpec(kind, probe, spec, target, started_at))
         return specs
 
+    def _probe_new(self, pod: Pod, sandbox: Sandbox, new: list[RuntimeContainer]) -> None:
+        """Probe the containers just started at once, not from the next relist
+        (their ``initialDelaySeconds`` counts from their start)."""
+        uid = pod.metadata.uid
+        for rc in new:
+            self._pod_of_container[rc.id] = uid
+        specs = self._probe_specs({uid: pod}, {uid: [sandbox]}, {uid: new})
+        if specs:
+            self.probes.add(specs, generation=self._relists_started)
+
     def _on_probe_change(self, container_id: str, kind: ProbeKind, ok: bool) -> None:
         uid = self._pod_of_container.get(container_id)
         if uid:
@@ -943,6 +992,42 @@ class Agent:
         if rc is None:
             return cid[:12]
         return f"{_rc_pod_name(rc)}/{rc.name}#{rc.attempt}"
+
+
+async def _first(stop: asyncio.Event, wake: asyncio.Event, *, timeout: float) -> None:
+    """Wait until ``stop`` or ``wake`` is set, or ``timeout`` seconds."""
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def _until(stream: AsyncIterator[str], stop: asyncio.Event) -> AsyncIterator[str]:
+    """The items of ``stream`` until it ends or ``stop`` is set (then it is closed)."""
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        while not stop.is_set():
+            item = asyncio.ensure_future(anext(stream))
+            done, _ = await asyncio.wait({item, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if item not in done:
+                item.cancel()
+                with contextlib.suppress(BaseException):
+                    await item
+                return
+            try:
+                value = item.result()
+            except StopAsyncIteration:
+                return
+            yield value
+    finally:
+        stopped.cancel()
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
 
 
 async def _gather_all(coros: list[Awaitable[None]]) -> None:

@@ -4,7 +4,9 @@
 the runtime, the restart back-off, failed starts and failed liveness probes,
 and returns a ``PodPlan``: the sandbox to create or remove, the containers to
 start (with their attempt numbers), to kill and to remove, and the waiting
-reasons to show (CrashLoopBackOff, ImagePullBackOff, ...). Init containers
+reasons to show (CrashLoopBackOff, ImagePullBackOff, ...). A sandbox that
+is not shared (a single-container pod's container owning its network) is
+replaced, as a dead one is, when the pod comes to need a shared one. Init containers
 run first, one at a time, each to completion (a failed one is restarted per
 the restart policy, with back-off; with ``Never`` the pod fails); the app
 containers wait with reason PodInitializing until the last one succeeded.
@@ -41,7 +43,7 @@ from gitkube.nodes.podstatus import (
     attempts_by_name,
     init_done,
 )
-from gitkube.nodes.runtime.base import RuntimeContainer, Sandbox
+from gitkube.nodes.runtime.base import RuntimeContainer, Sandbox, shared_sandbox_needed
 
 #: exited attempts kept per container: the current one and the one before
 #: (``lastState``, ``gitkube logs --previous``)
@@ -206,7 +208,10 @@ def plan_pod(
     runtime container ids whose liveness probe failed; ``now``: unix time.
     """
     plan = PodPlan()
-    running_sandboxes = [s for s in sandboxes if s.running]
+    # a sandbox that is not shared (the container owns its network) does not
+    # fit a pod that now has several containers: it goes as a dead one would
+    fits = not shared_sandbox_needed(pod)
+    running_sandboxes = [s for s in sandboxes if s.running and (s.shared or fits)]
     plan.sandbox = running_sandboxes[0] if running_sandboxes else None
     plan.remove_sandboxes = [s.id for s in sandboxes if s is not plan.sandbox]
     sandbox_lost = bool(sandboxes) and plan.sandbox is None

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -272,15 +272,36 @@ class ProbeManager:
         self.on_change = on_change
         self._workers: dict[tuple[str, ProbeKind], asyncio.Task[None]] = {}
         self._states: dict[tuple[str, ProbeKind], ProbeState] = {}
+        #: probes started by ``add``: the generation they were added at
+        self._added: dict[tuple[str, ProbeKind], int] = {}
 
-    def sync(self, specs: list[ProbeSpec]) -> None:
-        """Run exactly the probes in ``specs``: start new workers, stop the others."""
+    def sync(self, specs: list[ProbeSpec], *, generation: int | None = None) -> None:
+        """Run exactly the probes in ``specs``: start new workers, stop the others.
+
+        ``generation``: the listing ``specs`` come from; probes ``add``-ed at
+        that generation or later are of containers it may predate, and stay."""
         wanted = {spec.key: spec for spec in specs}
         for key in list(self._workers):
-            if key not in wanted:
-                self._workers.pop(key).cancel()
-                self._states.pop(key, None)
-        for key, spec in wanted.items():
+            if key in wanted:
+                continue
+            added = self._added.get(key)
+            if generation is not None and added is not None and added >= generation:
+                continue
+            self._workers.pop(key).cancel()
+            self._states.pop(key, None)
+            self._added.pop(key, None)
+        self._start(wanted.values())
+
+    def add(self, specs: list[ProbeSpec], *, generation: int) -> None:
+        """Start probing these container attempts now (they just started),
+        before a listing at a later ``generation`` than this one shows them."""
+        for spec in specs:
+            self._added.setdefault(spec.key, generation)
+        self._start(specs)
+
+    def _start(self, specs: Iterable[ProbeSpec]) -> None:
+        for spec in specs:
+            key = spec.key
             if key not in self._workers:
                 self._states[key] = ProbeState(spec.probe, spec.kind)
                 self._workers[key] = asyncio.create_task(
@@ -306,6 +327,7 @@ class ProbeManager:
         workers = list(self._workers.values())
         self._workers.clear()
         self._states.clear()
+        self._added.clear()
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)

@@ -525,6 +525,77 @@ class TestProbes:
         writer.close()
         assert answer.startswith(b"HTTP/1.")
 
+    async def test_readiness_probe_starts_with_the_container(self, harness: Harness) -> None:
+        """The probe of a container the agent starts runs at once, not from
+        the next relist (none comes here: the agent is stopped, and a pass of
+        ``reconcile_once`` lists the runtime once, before it starts)."""
+        await harness.halt()
+        pod = make_pod("quick", readiness_probe=fast_probe(exec=ExecAction(command=["true"])))
+        await harness.create(pod)
+        agent = harness.agent
+        await agent.register()
+        await agent.reconcile_once()
+        await agent.settle(timeout=30)
+        relists = agent.relists
+        (cid,) = await harness.runtime_ids("quick")
+        assert agent.probes.has(cid, "readiness")
+        deadline = time.monotonic() + 10
+        while not agent.probes.ready(cid):
+            assert time.monotonic() < deadline, "the readiness probe did not pass"
+            await asyncio.sleep(0.02)
+        assert agent.relists == relists  # no relist was needed for it
+        await agent.probes.close()
+
+
+class TestSandboxes:
+    async def test_a_pod_that_changes_from_one_container_to_two(self, harness: Harness) -> None:
+        pod = await harness.create(make_pod("grow", ports=[ContainerPort(container_port=8080)]))
+        got = await harness.wait_pod("grow", running, what="Running with one container")
+        assert got.status.host_ports.keys() == {"main/8080/TCP"}
+        (sandbox,) = [s for s in await harness.runtime.list_sandboxes() if s.pod_name == "grow"]
+        # Docker runs a single-container pod without a pause container
+        assert sandbox.shared == (harness.kind != "docker")
+        grown = got.copy()
+        grown.spec.containers.append(
+            Container(name="side", image=IMAGE, command=["sh", "-c", SERVE])
+        )
+        await harness.objects.update(grown)
+        got = await harness.wait_pod(
+            "grow",
+            lambda p: running(p) and ready(p) and len(p.status.container_statuses) == 2,
+            what="Running with two containers",
+        )
+        assert got.status.host_ports.keys() == {"main/8080/TCP"}
+        sandboxes = [s for s in await harness.runtime.list_sandboxes() if s.pod_name == "grow"]
+        assert [(s.shared, s.running) for s in sandboxes] == [(True, True)]
+        live = [
+            rc
+            for rc in await harness.runtime.list_containers()
+            if rc.pod_uid == pod.metadata.uid and rc.state == "running"
+        ]
+        assert sorted(rc.name for rc in live) == ["main", "side"]  # no duplicate left
+        assert {rc.sandbox_id for rc in live} == {sandboxes[0].id}
+
+    async def test_an_exit_is_seen_from_docker_events_without_polling(
+        self, harness: Harness
+    ) -> None:
+        if harness.kind != "docker":
+            # processes have no event stream: their exits are found by the relist timer
+            assert harness.runtime.events() is None and not harness.agent.evented
+            return
+        await harness.halt()
+        # relists on a timer would come only after a minute
+        harness.agent.settings.relist_seconds = 60.0
+        harness.agent.settings.evented_relist_seconds = 60.0
+        await harness.start()
+        await harness.wait(lambda: harness.agent.evented, what="event stream open")
+        await harness.create(make_pod("brief", "sleep 0.5; exit 3", policy="Never"))
+        got = await harness.wait_pod(
+            "brief", lambda p: p.status.phase == "Failed", what="Failed after its exit"
+        )
+        (cs,) = got.status.container_statuses
+        assert cs.state.terminated is not None and cs.state.terminated.exit_code == 3
+
 
 # ---------------------------------------------------------------- adoption
 

@@ -58,7 +58,7 @@ def make_pod(*names: str, policy: str = "Always", phase: str = "Pending") -> Pod
     )
 
 
-def sandbox(*, running: bool = True, sid: str = "sb1") -> Sandbox:
+def sandbox(*, running: bool = True, sid: str = "sb1", shared: bool = True) -> Sandbox:
     return Sandbox(
         id=sid,
         pod_uid="uid-1",
@@ -67,6 +67,7 @@ def sandbox(*, running: bool = True, sid: str = "sb1") -> Sandbox:
         ip="172.17.0.5",
         host_ports={"app/80/TCP": 31000},
         running=running,
+        shared=shared,
     )
 
 
@@ -375,6 +376,30 @@ class TestPlanRestart:
         assert p.remove_sandboxes == ["sb1"]
         assert p.start == [] and not p.create_sandbox
         assert p.requeue_after == 0.0
+
+    def test_a_sandbox_that_is_not_shared_serves_one_container(self) -> None:
+        own = sandbox(sid="self:uid-1", shared=False)
+        p = plan(make_pod("a"), [own], [rc("a")])
+        assert p.is_empty() and p.sandbox is own
+        restart = plan(make_pod("a"), [own], [rc("a", state="exited", exit_code=1)])
+        assert [(s.attempt, s.restart) for s in restart.start] == [(1, True)]
+        assert not restart.create_sandbox and restart.sandbox is own
+
+    def test_a_pod_that_grows_a_container_leaves_a_sandbox_that_is_not_shared(self) -> None:
+        own = sandbox(sid="self:uid-1", shared=False)
+        p = plan(make_pod("a", "b"), [own], [rc("a")])
+        # as for a lost sandbox: its container stops, it goes, and the pod
+        # starts again in a shared sandbox
+        assert p.kill == ["a-0"]
+        assert p.remove_sandboxes == ["self:uid-1"]
+        assert p.start == [] and not p.create_sandbox
+        assert p.requeue_after == 0.0
+        again = plan(make_pod("a", "b"), [], [])
+        assert again.create_sandbox and [s.container.name for s in again.start] == ["a", "b"]
+
+    def test_a_shared_sandbox_fits_a_pod_that_drops_to_one_container(self) -> None:
+        p = plan(make_pod("a"), [sandbox()], [rc("a"), rc("b")])
+        assert p.remove == ["b-0"] and p.remove_sandboxes == [] and p.kill == []
 
     def test_half_started_container_replaced(self) -> None:
         p = plan(make_pod("a"), [sandbox()], [rc("a", 0, state="created")])

@@ -2,6 +2,10 @@
 
 - kubelet's labels and the node's name on the sandbox and the containers
 - the pod's containers join the sandbox's network namespace (localhost is shared)
+- a single-container pod has no pause container: its container owns the
+  network and the published ports (and a listing finds that sandbox again)
+- at most ``start_parallelism`` starts are in flight
+- the engine's event stream names the pods whose containers start and end
 - command/args/env/workingDir and cpu/memory limits map to the container config
 - a missing image is ErrImagePull, quickly, and nothing is left behind
 - the sandbox image is built locally when absent
@@ -15,6 +19,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import docker
 import pytest
@@ -67,7 +72,10 @@ def make_pod(*containers: Container, name: str = "web", namespace: str = "prod")
 async def test_labels_on_sandbox_and_containers(
     runtime: DockerRuntime, docker_client: docker.DockerClient, test_image: str
 ) -> None:
-    pod = make_pod(Container(name="main", image=test_image, command=["sleep", "30"]))
+    pod = make_pod(
+        Container(name="main", image=test_image, command=["sleep", "30"]),
+        Container(name="side", image=test_image, command=["sleep", "30"]),
+    )
     sandbox = await runtime.start_sandbox(pod, node_address="127.0.0.1")
     started = await runtime.start_container(pod, sandbox, pod.spec.containers[0], attempt=2)
     identity = {
@@ -88,6 +96,136 @@ async def test_labels_on_sandbox_and_containers(
     )
     assert info["HostConfig"]["NetworkMode"] == f"container:{sandbox.id}"
     assert info["Name"] == "/" + container_name(pod, "main", 2)
+
+
+async def test_a_single_container_pod_runs_without_a_pause_container(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, test_image: str
+) -> None:
+    container = Container(
+        name="web",
+        image=test_image,
+        command=["httpd", "-f", "-p", "8000", "-h", "/www"],
+        ports=[ContainerPort(container_port=8000)],
+    )
+    pod = make_pod(container)
+    sandbox = await runtime.start_sandbox(pod, node_address="127.0.0.1")
+    assert not sandbox.shared and sandbox.id == f"self:{pod.metadata.uid}"
+    started = await runtime.start_container(pod, sandbox, container, attempt=0)
+    # the start fills in the address and the port the engine chose
+    assert sandbox.ip and sandbox.host_ports.keys() == {"web/8000/TCP"}
+    host_port = sandbox.host_ports["web/8000/TCP"]
+    info = docker_client.api.inspect_container(started.id)
+    assert info["HostConfig"]["NetworkMode"] in ("default", "bridge")
+    assert info["Config"]["Hostname"] == "web"
+    assert info["HostConfig"]["PortBindings"]["8000/tcp"][0]["HostIp"] == "127.0.0.1"
+    assert info["Config"]["Labels"][LABEL_SANDBOX_ID] == sandbox.id
+    # one container on the engine for the pod: no pause
+    label = f"{LABEL_POD_UID}={pod.metadata.uid}"
+    assert len(docker_client.api.containers(all=True, filters={"label": label})) == 1
+    # the server answers on the published port (reached as the proxy reaches it)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", host_port)
+            writer.write(b"GET /index.html HTTP/1.0\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+            if b"gitkube test image" in answer:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "no answer on the published port"
+        await asyncio.sleep(0.1)
+    # a listing (an agent that restarts) finds the same sandbox again
+    sandboxes, containers = await runtime.list_pods()
+    (found,) = sandboxes
+    assert (found.id, found.shared, found.running) == (sandbox.id, False, True)
+    assert (found.ip, found.host_ports, found.bind_address) == (
+        sandbox.ip,
+        sandbox.host_ports,
+        "127.0.0.1",
+    )
+    assert [(c.id, c.sandbox_id) for c in containers] == [(started.id, sandbox.id)]
+    # an ended attempt leaves the sandbox in place (it is a name), without address
+    await runtime.stop_container(started.id, grace_seconds=0)
+    (found,) = await runtime.list_sandboxes()
+    assert (found.running, found.ip, found.host_ports) == (True, "", {})
+    # removing the sandbox removes the pod's containers
+    await runtime.remove_sandbox(sandbox.id)
+    assert await runtime.list_pods() == ([], [])
+
+
+async def test_a_pause_container_for_every_pod_when_asked(
+    docker_client: docker.DockerClient, test_image: str
+) -> None:
+    rt = DockerRuntime.connect(node_name=f"test-{uuid.uuid4().hex[:8]}", sandboxless=False)
+    try:
+        pod = make_pod(Container(name="main", image=test_image, command=["sleep", "30"]))
+        sandbox = await rt.start_sandbox(pod, node_address="127.0.0.1")
+        assert sandbox.shared
+        labels = docker_client.api.inspect_container(sandbox.id)["Config"]["Labels"]
+        assert labels[LABEL_SANDBOX] == "true"
+    finally:
+        for s in await rt.list_sandboxes():
+            await rt.remove_sandbox(s.id)
+        await rt.close()
+
+
+async def test_starts_in_flight_are_bounded(
+    docker_client: docker.DockerClient, test_image: str
+) -> None:
+    rt = DockerRuntime.connect(node_name=f"test-{uuid.uuid4().hex[:8]}", start_parallelism=2)
+    in_flight = peak = 0
+    real = rt._call
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal in_flight, peak
+        if getattr(fn, "__name__", "") != "create_and_start":
+            return await real(fn, *args, **kwargs)
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            return await real(fn, *args, **kwargs)
+        finally:
+            in_flight -= 1
+
+    rt._call = counting  # type: ignore[method-assign]
+    try:
+        pods = [
+            make_pod(Container(name="c", image=test_image, command=["sleep", "30"]), name=f"p{i}")
+            for i in range(6)
+        ]
+
+        async def start(pod: Pod) -> None:
+            sandbox = await rt.start_sandbox(pod, node_address="127.0.0.1")
+            await rt.start_container(pod, sandbox, pod.spec.containers[0], attempt=0)
+
+        await asyncio.gather(*(start(p) for p in pods))
+        assert peak == 2
+        assert len(await rt.list_containers()) == 6
+    finally:
+        for c in await rt.list_containers():
+            await rt.remove_container(c.id)
+        await rt.close()
+
+
+async def test_the_event_stream_names_pods_whose_containers_change(
+    runtime: DockerRuntime, test_image: str
+) -> None:
+    stream = runtime.events()
+    assert stream is not None
+    assert await anext(stream) == ""  # open: from here on, changes are reported
+    try:
+        pod = make_pod(Container(name="once", image=test_image, command=["true"]))
+        sandbox = await runtime.start_sandbox(pod, node_address="127.0.0.1")
+        started = await runtime.start_container(pod, sandbox, pod.spec.containers[0], attempt=0)
+        # start, then die (it exits at once), then destroy
+        assert await asyncio.wait_for(anext(stream), 10) == pod.metadata.uid
+        assert await asyncio.wait_for(anext(stream), 10) == pod.metadata.uid
+        await runtime.remove_container(started.id)
+        assert await asyncio.wait_for(anext(stream), 10) == pod.metadata.uid
+    finally:
+        await stream.aclose()
 
 
 async def test_containers_of_a_pod_share_the_sandbox_network(
@@ -142,6 +280,7 @@ async def test_spec_maps_to_the_container_config(
     pod = make_pod(container)
     sandbox = await runtime.start_sandbox(pod, node_address="127.0.0.1")
     started = await runtime.start_container(pod, sandbox, container, attempt=0)
+    assert not sandbox.shared  # the container publishes the port itself
     info = docker_client.api.inspect_container(started.id)
     assert info["Config"]["Entrypoint"] == ["sh", "-c"]
     assert info["Config"]["Cmd"] == ["echo world; sleep 30"]
@@ -151,8 +290,7 @@ async def test_spec_maps_to_the_container_config(
     assert info["HostConfig"]["NanoCpus"] == 500_000_000
     assert info["HostConfig"]["Memory"] == 64 * 2**20
     assert info["HostConfig"]["CpuShares"] == 256
-    bindings = docker_client.api.inspect_container(sandbox.id)["HostConfig"]["PortBindings"]
-    assert bindings["8080/tcp"][0]["HostIp"] == "127.0.0.1"
+    assert info["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostIp"] == "127.0.0.1"
 
 
 async def test_missing_image_is_err_image_pull_quickly(runtime: DockerRuntime) -> None:
@@ -174,7 +312,10 @@ async def test_sandbox_image_is_built_when_absent(
     rt = DockerRuntime.connect(node_name=f"test-{uuid.uuid4().hex[:8]}")
     rt.sandbox_image = image  # built like the default, under a throwaway name
     try:
-        pod = make_pod(Container(name="c", image=test_image, command=["true"]))
+        pod = make_pod(
+            Container(name="c", image=test_image, command=["true"]),
+            Container(name="d", image=test_image, command=["true"]),
+        )
         sandbox = await rt.start_sandbox(pod, node_address="127.0.0.1")
         assert docker_client.images.get(image)
         began = time.monotonic()

@@ -2,10 +2,15 @@
 
 A pod is a *sandbox* (its network: the published host ports, and for Docker
 a pause container whose network namespace the pod's containers join) plus
-one runtime container per container attempt. Runtimes label what they start
-with the pod's namespace, name and uid, the container name, the attempt
-number and the node name, so an agent that restarts finds them again by
-``list_sandboxes`` / ``list_containers`` and adopts them.
+one runtime container per container attempt. A pod of one container and no
+init containers needs no shared network: a runtime may then give it a
+sandbox that is not ``shared`` (Docker: no pause container; the container
+owns its network and ports, as compose runs it), and such a sandbox no
+longer fits once the pod has more containers (``shared_sandbox_needed``).
+Runtimes label what they start with the pod's namespace, name and uid, the
+container name, the attempt number and the node name, so an agent that
+restarts finds them again by ``list_sandboxes`` / ``list_containers`` and
+adopts them.
 
 Two implementations: ``DockerRuntime`` (docker SDK, blocking calls in worker
 threads) and ``ProcessRuntime`` (local process groups). One contract test
@@ -33,6 +38,22 @@ LABEL_SANDBOX = "io.gitkube.sandbox"
 LABEL_SANDBOX_ID = "io.gitkube.sandbox.id"
 
 
+def shared_sandbox_needed(pod: Pod) -> bool:
+    """Whether the pod needs a sandbox of its own before its containers
+    start: more than one container (init containers included) share it, or
+    the container's env names the pod's address (``status.podIP``), which a
+    container that owns its network has only once it runs."""
+    if len(pod.spec.containers) + len(pod.spec.init_containers) > 1:
+        return True
+    return any(
+        env.value_from is not None
+        and env.value_from.field_ref is not None
+        and env.value_from.field_ref.field_path.startswith("status.podIP")
+        for container in pod.spec.containers
+        for env in container.env
+    )
+
+
 def port_key(container: str, container_port: int, protocol: str = "TCP") -> str:
     """The key of a published port in ``Sandbox.host_ports`` and ``PodStatus.host_ports``."""
     return f"{container}/{container_port}/{protocol or 'TCP'}"
@@ -49,6 +70,13 @@ class Sandbox:
     #: port_key(...) -> host port published on the node
     host_ports: dict[str, int] = field(default_factory=dict)
     running: bool = True
+    #: the pod's containers join it (a sandbox of its own: a pause container,
+    #: allocated ports); False: the pod's one container owns the network
+    #: itself, and ``ip`` / ``host_ports`` are those of its running attempt
+    shared: bool = True
+    #: the node address the pod's ports are published on (when not shared: the
+    #: container publishes them as it starts)
+    bind_address: str = ""
 
 
 ContainerRunState = Literal["created", "running", "exited"]
@@ -110,6 +138,19 @@ class Runtime(Protocol):
 
     async def list_sandboxes(self) -> list[Sandbox]:
         """Sandboxes of this node (running or not)."""
+        ...
+
+    async def list_pods(self) -> tuple[list[Sandbox], list[RuntimeContainer]]:
+        """``list_sandboxes()`` and ``list_containers()`` together, from one
+        listing of the runtime where it can (the agent's relist)."""
+        ...
+
+    def events(self) -> AsyncIterator[str] | None:
+        """The uids of pods whose containers change (start, exit, removal),
+        as the runtime reports them, for as long as the caller iterates; None
+        when the runtime reports no events (the agent then relists on a timer
+        only). The stream ends (or raises ``RuntimeErrorBase``) when the
+        runtime stops reporting; the caller may ask again."""
         ...
 
     async def remove_sandbox(self, sandbox_id: str) -> None:

@@ -1,5 +1,17 @@
 """The Docker runtime: pods as a sandbox (pause) container plus the pod's
-containers joined to its network namespace, as kubelet's dockershim did.
+containers joined to its network namespace, as kubelet's dockershim did;
+a pod of one container (no init containers) has no pause container: its
+container owns the network and the published ports itself, as compose runs
+a service (``Sandbox.shared`` False; the sandbox is then only a name,
+``self:<pod uid>``, on the pod's containers). Such a sandbox does not fit
+the pod once it has more containers, and the agent replaces it.
+
+Starts (create + start, and the inspect that reads a new network's address
+and ports) are bounded: at most ``start_parallelism`` at once, a number
+sized by ``bench/engine.py`` (the engine serialises much of the work, and
+more in flight only makes every start slower). Container changes are
+reported from the engine's event stream (``events``), so the agent relists
+when something happens instead of polling often.
 
 Every blocking docker SDK call runs in this runtime's own thread pool (wide
 enough that 20 pods start concurrently: the default executor has only
@@ -61,6 +73,7 @@ from gitkube.nodes.runtime.base import (
     RuntimeContainer,
     Sandbox,
     port_key,
+    shared_sandbox_needed,
 )
 from gitkube.nodes.runtime.envvars import (
     container_argv,
@@ -71,6 +84,13 @@ from gitkube.nodes.runtime.envvars import (
 T = TypeVar("T")
 
 DEFAULT_SANDBOX_IMAGE = "gitkube/pause:latest"
+#: the sandbox id of a pod whose one container owns its network: prefix + pod uid
+SELF_SANDBOX_PREFIX = "self:"
+#: create+start calls in flight at once (bench/engine.py: 20 containers start
+#: fastest with 4-8 in flight on 2 CPUs; more only queue inside the engine)
+DEFAULT_START_PARALLELISM = 6
+#: the engine's container events that change what the agent sees
+_EVENT_ACTIONS = ("start", "die", "destroy", "oom")
 #: the pause command: PID 1 exits at once on SIGTERM/SIGINT (a bare `sleep`
 #: as PID 1 would ignore SIGTERM and make every stop wait for the grace period)
 PAUSE_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait"]
@@ -170,6 +190,8 @@ class DockerRuntime:
         max_workers: int = 32,
         docker_url: str | None = None,
         pods_dir: Path | None = None,
+        sandboxless: bool = True,
+        start_parallelism: int = DEFAULT_START_PARALLELISM,
     ) -> None:
         from gitkube.nodes.runtime.process import default_state_dir
 
@@ -188,6 +210,10 @@ class DockerRuntime:
         self._executor = ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix=f"docker-{node_name}"
         )
+        #: single-container pods run without a pause container
+        self.sandboxless = sandboxless
+        self.start_parallelism = max(1, start_parallelism)
+        self._start_slots: asyncio.Semaphore | None = None
         self._sandbox_image_ready = False
         self._sandbox_image_lock = asyncio.Lock()
         self._image_locks: dict[str, asyncio.Lock] = {}
@@ -195,6 +221,8 @@ class DockerRuntime:
         #: never change for a given state, so list_containers inspects each
         #: container once per state, not on every call
         self._inspected: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: containers the event stream reported changed since they were last inspected
+        self._changed: set[str] = set()
         self._closed = False
 
     @classmethod
@@ -234,6 +262,13 @@ class DockerRuntime:
             raise  # translated by the caller, which knows what failed
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise RuntimeErrorBase(f"the Docker engine did not answer: {exc}") from exc
+
+    async def _start_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``_call`` of a create/start, at most ``start_parallelism`` at once."""
+        if self._start_slots is None:
+            self._start_slots = asyncio.Semaphore(self.start_parallelism)
+        async with self._start_slots:
+            return await self._call(fn, *args, **kwargs)
 
     def _labels(self, pod: Pod) -> dict[str, str]:
         return {
@@ -360,25 +395,21 @@ class DockerRuntime:
     # ------------------------------------------------------------ sandboxes
 
     async def start_sandbox(self, pod: Pod, *, node_address: str) -> Sandbox:
+        if self.sandboxless and not shared_sandbox_needed(pod):
+            # nothing to create: the container, when it starts, owns the network
+            return Sandbox(
+                id=SELF_SANDBOX_PREFIX + pod.metadata.uid,
+                pod_uid=pod.metadata.uid,
+                pod_namespace=pod.metadata.namespace,
+                pod_name=pod.metadata.name,
+                ip="",
+                running=True,
+                shared=False,
+                bind_address=node_address,
+            )
         await self.ensure_sandbox_image()
-        labels = self._labels(pod) | {LABEL_SANDBOX: "true"}
-        keys = sorted(
-            port_key(c.name, p.container_port, p.protocol)
-            for c in pod.spec.containers
-            for p in c.ports
-        )
-        if keys:
-            labels[LABEL_PORT_KEYS] = ",".join(keys)
-        exposed: list[tuple[int, str]] = []
-        bindings: dict[str, tuple[str, int | None]] = {}
-        for container in pod.spec.containers:
-            for port in container.ports:
-                proto = (port.protocol or "TCP").lower()
-                key = f"{port.container_port}/{proto}"
-                if key in bindings:
-                    continue
-                exposed.append((port.container_port, proto))
-                bindings[key] = (port.host_ip or node_address, port.host_port or None)
+        labels = self._labels(pod) | {LABEL_SANDBOX: "true"} | _port_labels(pod)
+        exposed, bindings = _port_bindings(pod, node_address)
         name = container_name(pod, "POD", 0)
 
         def create_and_start() -> dict[str, Any]:
@@ -401,7 +432,7 @@ class DockerRuntime:
                 raise
 
         try:
-            info = await self._call(create_and_start)
+            info = await self._start_call(create_and_start)
         except docker.errors.APIError as exc:
             raise RuntimeErrorBase(
                 f"cannot start the sandbox of pod {pod.metadata.namespace}/{pod.metadata.name}: "
@@ -410,16 +441,6 @@ class DockerRuntime:
         return self._sandbox_from_inspect(info, pod)
 
     def _sandbox_from_inspect(self, info: dict[str, Any], pod: Pod) -> Sandbox:
-        published = info.get("NetworkSettings", {}).get("Ports") or {}
-        host_ports: dict[str, int] = {}
-        for container in pod.spec.containers:
-            for port in container.ports:
-                proto = port.protocol or "TCP"
-                entries = published.get(f"{port.container_port}/{proto.lower()}") or []
-                if entries:
-                    host_ports[port_key(container.name, port.container_port, proto)] = int(
-                        entries[0]["HostPort"]
-                    )
         labels = info.get("Config", {}).get("Labels") or {}
         return Sandbox(
             id=str(info["Id"]),
@@ -427,40 +448,17 @@ class DockerRuntime:
             pod_namespace=labels.get(LABEL_POD_NAMESPACE, pod.metadata.namespace),
             pod_name=labels.get(LABEL_POD_NAME, pod.metadata.name),
             ip=str(info.get("NetworkSettings", {}).get("IPAddress") or ""),
-            host_ports=host_ports,
+            host_ports=_inspected_host_ports(info, pod),
             running=bool(info.get("State", {}).get("Running")),
         )
 
     async def list_sandboxes(self) -> list[Sandbox]:
-        entries = await self._list({LABEL_SANDBOX: "true"})
-        sandboxes = []
-        for entry in entries:
-            labels = entry.get("Labels") or {}
-            ports: dict[str, int] = {}
-            published = {
-                f"{p['PrivatePort']}/{p['Type']}": int(p["PublicPort"])
-                for p in entry.get("Ports") or []
-                if p.get("PublicPort")
-            }
-            for key in _port_keys_label(labels):
-                _container, cport, proto = key.split("/")
-                host = published.get(f"{cport}/{proto.lower()}")
-                if host:
-                    ports[key] = host
-            networks = (entry.get("NetworkSettings") or {}).get("Networks") or {}
-            ip = next((str(n.get("IPAddress") or "") for n in networks.values()), "")
-            sandboxes.append(
-                Sandbox(
-                    id=str(entry["Id"]),
-                    pod_uid=labels.get(LABEL_POD_UID, ""),
-                    pod_namespace=labels.get(LABEL_POD_NAMESPACE, ""),
-                    pod_name=labels.get(LABEL_POD_NAME, ""),
-                    ip=ip,
-                    host_ports=ports,
-                    running=entry.get("State") == "running",
-                )
-            )
-        return sandboxes
+        return _sandboxes_of(await self._list({}))
+
+    async def list_pods(self) -> tuple[list[Sandbox], list[RuntimeContainer]]:
+        """Sandboxes and containers from one listing of the engine."""
+        entries = await self._list({})
+        return _sandboxes_of(entries), await self._containers_of(entries)
 
     async def remove_sandbox(self, sandbox_id: str) -> None:
         """Remove the sandbox and whatever containers of the pod are left in it."""
@@ -470,7 +468,8 @@ class DockerRuntime:
             await self.remove_container(container_id)
 
         await asyncio.gather(*(remove(str(m["Id"])) for m in members))
-        await self.remove_container(sandbox_id)
+        if not sandbox_id.startswith(SELF_SANDBOX_PREFIX):
+            await self.remove_container(sandbox_id)
 
     # ------------------------------------------------------------ containers
 
@@ -493,15 +492,23 @@ class DockerRuntime:
             LABEL_SANDBOX_ID: sandbox.id,
         }
         name = container_name(pod, container.name, attempt)
+        # a sandbox that is not shared: the container owns the network and ports
+        network: dict[str, Any] = {"network_mode": f"container:{sandbox.id}"}
+        exposed: dict[str, Any] = {}
+        if not sandbox.shared:
+            ports, bindings = _port_bindings(pod, sandbox.bind_address or "127.0.0.1")
+            network = {"port_bindings": bindings}
+            exposed = {"ports": ports, "hostname": _hostname(pod.metadata.name)}
+            labels |= _port_labels(pod) | {LABEL_BIND_ADDRESS: sandbox.bind_address}
 
         def create_and_start() -> tuple[str, dict[str, Any]]:
             host_config = self.api.create_host_config(
-                network_mode=f"container:{sandbox.id}",
                 binds=[
                     f"{m.host_path}:{m.container_path}:{'ro' if m.read_only else 'rw'}"
                     for m in mounts
                 ]
                 or None,
+                **network,
                 **resource_options(container),
             )
             container_id = self._create_replacing(
@@ -513,21 +520,28 @@ class DockerRuntime:
                 working_dir=container.working_dir or None,
                 labels=labels,
                 host_config=host_config,
+                **exposed,
             )
             try:
                 self.api.start(container_id)
             except docker.errors.APIError as exc:
                 return container_id, {"error": exc}
-            return container_id, {}
+            if sandbox.shared:
+                return container_id, {}
+            # its own network: the address and the ports the engine chose
+            try:
+                return container_id, {"inspect": self.api.inspect_container(container_id)}
+            except docker.errors.NotFound:
+                return container_id, {}  # ended and removed already: the relist tells
 
         # create first: when the image is present (the common case) that is
         # one request fewer than looking it up, and no lock across pods
         try:
             try:
-                container_id, outcome = await self._call(create_and_start)
+                container_id, outcome = await self._start_call(create_and_start)
             except docker.errors.ImageNotFound:
                 await self.ensure_image(container.image)
-                container_id, outcome = await self._call(create_and_start)
+                container_id, outcome = await self._start_call(create_and_start)
         except docker.errors.ImageNotFound as exc:
             raise ContainerStartError("ErrImagePull", _docker_message(exc)) from exc
         except docker.errors.APIError as exc:
@@ -536,6 +550,10 @@ class DockerRuntime:
             # kubelet keeps a container that failed to start (exited, 128);
             # it counts as an attempt the agent sees in list_containers
             raise ContainerStartError("RunContainerError", _docker_message(outcome["error"]))
+        info = outcome.get("inspect")
+        if info is not None:
+            sandbox.ip = str(info.get("NetworkSettings", {}).get("IPAddress") or "")
+            sandbox.host_ports = _inspected_host_ports(info, pod)
         return RuntimeContainer(
             id=container_id,
             pod_uid=pod.metadata.uid,
@@ -546,10 +564,14 @@ class DockerRuntime:
             state="running",
             image=container.image,
             started_at=time.time(),
+            sandbox_id=sandbox.id,
         )
 
     async def list_containers(self) -> list[RuntimeContainer]:
-        entries = [e for e in await self._list({}) if not _is_sandbox(e)]
+        return await self._containers_of(await self._list({}))
+
+    async def _containers_of(self, listed: list[dict[str, Any]]) -> list[RuntimeContainer]:
+        entries = [e for e in listed if not _is_sandbox(e)]
         live = {str(e["Id"]) for e in entries}
         for stale in set(self._inspected) - live:
             self._inspected.pop(stale, None)
@@ -557,7 +579,9 @@ class DockerRuntime:
         async def details(entry: dict[str, Any]) -> dict[str, Any]:
             cid, state = str(entry["Id"]), str(entry.get("State", ""))
             cached = self._inspected.get(cid)
-            if cached and cached[0] == state:
+            if cid in self._changed:
+                self._changed.discard(cid)
+            elif cached and cached[0] == state:
                 return cached[1]
             try:
                 info = await self._call(self.api.inspect_container, cid)
@@ -592,10 +616,7 @@ class DockerRuntime:
                     reason = "Error"
                 if st.get("Error"):
                     reason = "ContainerCannotRun" if exit_code else reason
-            try:
-                attempt = int(labels.get(LABEL_ATTEMPT, "0"))
-            except ValueError:
-                attempt = 0
+            attempt = _attempt(labels)
             result.append(
                 RuntimeContainer(
                     id=str(entry["Id"]),
@@ -754,6 +775,76 @@ class DockerRuntime:
             while not queue.empty():
                 queue.get_nowait()
 
+    def events(self) -> AsyncIterator[str] | None:
+        """The uids of this node's pods whose containers start, end or go,
+        from the engine's event stream; first ``""`` once the stream is open
+        (what happened before it is for a relist to find)."""
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, str] | BaseException | None] = asyncio.Queue()
+        filters = {
+            "type": ["container"],
+            "label": [f"{LABEL_NODE}={self.node_name}"],
+            "event": list(_EVENT_ACTIONS),
+        }
+        try:
+            # a client of its own without a read timeout: the stream is quiet
+            # for as long as nothing happens
+            client = await asyncio.to_thread(self._event_client)
+            stream = await asyncio.to_thread(client.events, decode=True, filters=filters)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise RuntimeErrorBase(f"cannot follow the engine's events: {exc}") from exc
+        stopped = threading.Event()
+
+        def pump() -> None:
+            try:
+                for event in stream:
+                    if stopped.is_set():
+                        break
+                    actor = (event or {}).get("Actor") or {}
+                    uid = (actor.get("Attributes") or {}).get(LABEL_POD_UID, "")
+                    if uid:
+                        item = (str(uid), str(actor.get("ID") or ""))
+                        loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as exc:  # handed to the reader
+                if not stopped.is_set():
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                if not stopped.is_set():
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        reader = threading.Thread(target=pump, name=f"events-{self.node_name}", daemon=True)
+        reader.start()
+        try:
+            yield ""
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise RuntimeErrorBase(f"the engine's event stream failed: {item}") from item
+                uid, container_id = item
+                if container_id:
+                    # the engine reports an exit before its listing shows it:
+                    # the next listing inspects this container afresh
+                    self._changed.add(container_id)
+                yield uid
+        finally:
+            stopped.set()
+            with contextlib.suppress(Exception):
+                stream.close()
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def _event_client(self) -> docker.APIClient:
+        if self.docker_url:
+            return docker.APIClient(base_url=self.docker_url, timeout=None)
+        return docker.APIClient(timeout=None, **docker.utils.kwargs_from_env())
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -780,6 +871,125 @@ LABEL_PORT_KEYS = "io.gitkube.sandbox.ports"
 def _port_keys_label(labels: dict[str, str]) -> list[str]:
     value = labels.get(LABEL_PORT_KEYS, "")
     return [k for k in value.split(",") if k.count("/") == 2]
+
+
+#: on a container that owns its network: the address its ports are published on
+LABEL_BIND_ADDRESS = "io.gitkube.sandbox.bind-address"
+
+
+def _port_labels(pod: Pod) -> dict[str, str]:
+    keys = sorted(
+        port_key(c.name, p.container_port, p.protocol) for c in pod.spec.containers for p in c.ports
+    )
+    return {LABEL_PORT_KEYS: ",".join(keys)} if keys else {}
+
+
+def _port_bindings(
+    pod: Pod, node_address: str
+) -> tuple[list[tuple[int, str]], dict[str, tuple[str, int | None]]]:
+    """The pod's container ports as Docker's exposed ports and port bindings
+    (``hostPort`` when given, otherwise one the engine picks, on ``hostIP``
+    or the node address)."""
+    exposed: list[tuple[int, str]] = []
+    bindings: dict[str, tuple[str, int | None]] = {}
+    for container in pod.spec.containers:
+        for port in container.ports:
+            proto = (port.protocol or "TCP").lower()
+            key = f"{port.container_port}/{proto}"
+            if key in bindings:
+                continue
+            exposed.append((port.container_port, proto))
+            bindings[key] = (port.host_ip or node_address, port.host_port or None)
+    return exposed, bindings
+
+
+def _inspected_host_ports(info: dict[str, Any], pod: Pod) -> dict[str, int]:
+    """port_key -> host port, from an inspect of the container that publishes them."""
+    published = (info.get("NetworkSettings") or {}).get("Ports") or {}
+    host_ports: dict[str, int] = {}
+    for container in pod.spec.containers:
+        for port in container.ports:
+            proto = port.protocol or "TCP"
+            entries = published.get(f"{port.container_port}/{proto.lower()}") or []
+            if entries:
+                host_ports[port_key(container.name, port.container_port, proto)] = int(
+                    entries[0]["HostPort"]
+                )
+    return host_ports
+
+
+def _listed_network(entry: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    """A listed container's address and published ports (by the port keys it carries)."""
+    labels = entry.get("Labels") or {}
+    published = {
+        f"{p['PrivatePort']}/{p['Type']}": int(p["PublicPort"])
+        for p in entry.get("Ports") or []
+        if p.get("PublicPort")
+    }
+    ports: dict[str, int] = {}
+    for key in _port_keys_label(labels):
+        _container, cport, proto = key.split("/")
+        host = published.get(f"{cport}/{proto.lower()}")
+        if host:
+            ports[key] = host
+    networks = (entry.get("NetworkSettings") or {}).get("Networks") or {}
+    ip = next((str(n.get("IPAddress") or "") for n in networks.values()), "")
+    return ip, ports
+
+
+def _sandboxes_of(entries: list[dict[str, Any]]) -> list[Sandbox]:
+    """The sandboxes in a listing: pause containers, and the sandboxes that
+    are only a name on a single-container pod's containers (running while
+    any attempt is left; the address and ports of the running attempt)."""
+    sandboxes = []
+    owned: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        labels = entry.get("Labels") or {}
+        if not _is_sandbox(entry):
+            sandbox_id = labels.get(LABEL_SANDBOX_ID, "")
+            if sandbox_id.startswith(SELF_SANDBOX_PREFIX):
+                owned.setdefault(sandbox_id, []).append(entry)
+            continue
+        ip, ports = _listed_network(entry)
+        sandboxes.append(
+            Sandbox(
+                id=str(entry["Id"]),
+                pod_uid=labels.get(LABEL_POD_UID, ""),
+                pod_namespace=labels.get(LABEL_POD_NAMESPACE, ""),
+                pod_name=labels.get(LABEL_POD_NAME, ""),
+                ip=ip,
+                host_ports=ports,
+                running=entry.get("State") == "running",
+            )
+        )
+    for sandbox_id, members in sorted(owned.items()):
+        labels = members[0].get("Labels") or {}
+        running = [m for m in members if m.get("State") == "running"]
+        ip, ports = "", {}
+        if running:
+            latest = max(running, key=lambda m: _attempt(m.get("Labels") or {}))
+            ip, ports = _listed_network(latest)
+        sandboxes.append(
+            Sandbox(
+                id=sandbox_id,
+                pod_uid=labels.get(LABEL_POD_UID, ""),
+                pod_namespace=labels.get(LABEL_POD_NAMESPACE, ""),
+                pod_name=labels.get(LABEL_POD_NAME, ""),
+                ip=ip,
+                host_ports=ports,
+                running=True,
+                shared=False,
+                bind_address=labels.get(LABEL_BIND_ADDRESS, ""),
+            )
+        )
+    return sandboxes
+
+
+def _attempt(labels: dict[str, str]) -> int:
+    try:
+        return int(labels.get(LABEL_ATTEMPT, "0"))
+    except ValueError:
+        return 0
 
 
 def _is_sandbox(entry: dict[str, Any]) -> bool:

@@ -252,6 +252,14 @@ class ProcessRuntime:
 
         return await asyncio.to_thread(scan)
 
+    async def list_pods(self) -> tuple[list[Sandbox], list[RuntimeContainer]]:
+        sandboxes, containers = await asyncio.gather(self.list_sandboxes(), self.list_containers())
+        return sandboxes, containers
+
+    def events(self) -> AsyncIterator[str] | None:
+        """None: processes are noticed by the relist (their exit files)."""
+        return None
+
     async def remove_sandbox(self, sandbox_id: str) -> None:
         _check_id(sandbox_id)
         for container in await self.list_containers():
