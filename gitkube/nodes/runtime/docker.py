@@ -550,10 +550,13 @@ class DockerRuntime:
             # kubelet keeps a container that failed to start (exited, 128);
             # it counts as an attempt the agent sees in list_containers
             raise ContainerStartError("RunContainerError", _docker_message(outcome["error"]))
+        started_at = time.time()
         info = outcome.get("inspect")
         if info is not None:
             sandbox.ip = str(info.get("NetworkSettings", {}).get("IPAddress") or "")
             sandbox.host_ports = _inspected_host_ports(info, pod)
+            state = self._remember_inspect(container_id, info)
+            started_at = parse_docker_time(state.get("StartedAt")) or started_at
         return RuntimeContainer(
             id=container_id,
             pod_uid=pod.metadata.uid,
@@ -563,9 +566,18 @@ class DockerRuntime:
             attempt=attempt,
             state="running",
             image=container.image,
-            started_at=time.time(),
+            started_at=started_at,
             sandbox_id=sandbox.id,
         )
+
+    def _remember_inspect(
+        self, container_id: str, info: dict[str, Any], state: str = ""
+    ) -> dict[str, Any]:
+        """Keep what an inspect says of the container's state, until its listed state changes."""
+        fields = dict(info.get("State") or {})
+        fields[_CREATED] = info.get("Created")
+        self._inspected[container_id] = (str(fields.get("Status", state)), fields)
+        return fields
 
     async def list_containers(self) -> list[RuntimeContainer]:
         return await self._containers_of(await self._list({}))
@@ -589,10 +601,7 @@ class DockerRuntime:
                 return {}
             except docker.errors.APIError as exc:
                 raise RuntimeErrorBase(_docker_message(exc)) from exc
-            fields = dict(info.get("State") or {})
-            fields[_CREATED] = info.get("Created")
-            self._inspected[cid] = (str(fields.get("Status", state)), fields)
-            return fields
+            return self._remember_inspect(cid, info, state)
 
         states = await asyncio.gather(*(details(e) for e in entries))
         result = []
@@ -806,7 +815,10 @@ class DockerRuntime:
                     actor = (event or {}).get("Actor") or {}
                     uid = (actor.get("Attributes") or {}).get(LABEL_POD_UID, "")
                     if uid:
-                        item = (str(uid), str(actor.get("ID") or ""))
+                        # an exit: the engine reports it before its listing shows
+                        # it, so the next listing inspects the container afresh
+                        ended = (event or {}).get("Action") in ("die", "oom")
+                        item = (str(uid), str(actor.get("ID") or "") if ended else "")
                         loop.call_soon_threadsafe(queue.put_nowait, item)
             except BaseException as exc:  # handed to the reader
                 if not stopped.is_set():
@@ -827,11 +839,9 @@ class DockerRuntime:
                     return
                 if isinstance(item, BaseException):
                     raise RuntimeErrorBase(f"the engine's event stream failed: {item}") from item
-                uid, container_id = item
-                if container_id:
-                    # the engine reports an exit before its listing shows it:
-                    # the next listing inspects this container afresh
-                    self._changed.add(container_id)
+                uid, ended = item
+                if ended:
+                    self._changed.add(ended)
                 yield uid
         finally:
             stopped.set()
