@@ -19,7 +19,7 @@ shared machine falls on all of them):
 2. `docker-compose up -d` of a compose file with the same N services
    (Debian's docker-compose 1.29), timed until it returns.
 3. The engine limit (``bench/engine.py``): the same N containers created
-   and started through the Docker SDK with 4, 8 and 16 calls in flight, no
+   and started through the Docker SDK with 4, 6 and 8 calls in flight, no
    gitkube; the fastest of them.
 
 Ratios gitkube/compose (goal <= 0.6x for 20 pods) and gitkube/engine limit
@@ -253,7 +253,7 @@ def report_docker(pods: int, rounds: list[dict[str, Any]], variants: list[str]) 
     engine_t = statistics.median(r["engine"][0] for r in rounds)
     in_flight = statistics.mode(r["engine"][1] for r in rounds)
     print(f"  docker-compose up -d                       {compose_t:6.2f}s")
-    print(f"  engine limit (SDK, best of 4/8/16 in flight) {engine_t:6.2f}s  (mostly {in_flight})")
+    print(f"  engine limit (SDK, best of 4/6/8 in flight) {engine_t:6.2f}s  (mostly {in_flight})")
     for variant in variants:
         results: list[GitkubeRound] = [r[variant] for r in rounds]
         total = statistics.median(g.total for g in results)

@@ -8,7 +8,7 @@
     same image, command and published port, a healthcheck with the same 1 s
     period as the probe), and beside the engine's own limit (``bench/engine.py``:
     the same containers, port published, created and started through the
-    Docker SDK with 4, 8 and 16 calls in flight, the fastest). Compose is
+    Docker SDK with 4, 6 and 8 calls in flight, the fastest). Compose is
     timed to all containers running (when `up -d` returns) and to all
     healthy. Ratios are per round, against the peers measured beside it.
     Goals (20 pods): push -> all Running at most 0.6x `docker-compose up -d`
@@ -562,7 +562,7 @@ async def run_pods_of(pods: int, args: argparse.Namespace, workdir: Path, nodes:
     print(f"  gitkube: git push -> all pods Ready       {g['ready']:6.2f}s")
     print(f"  docker-compose up -d (all running)        {c['running']:6.2f}s")
     print(f"  docker-compose up -d -> all healthy       {c['ready']:6.2f}s")
-    print(f"  engine limit (SDK, best of 4/8/16)        {e:6.2f}s")
+    print(f"  engine limit (SDK, best of 4/6/8)        {e:6.2f}s")
     print(
         f"  ratio gitkube Running / compose up -d:    {vs_compose:6.2f}x"
         + (

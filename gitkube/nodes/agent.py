@@ -196,6 +196,9 @@ class Agent:
         self._containers: dict[str, list[RuntimeContainer]] = {}
         self._fingerprints: dict[str, tuple[Any, ...]] = {}
         self._pod_of_container: dict[str, str] = {}
+        #: containers started here: id -> (pod uid, relists started then), for a
+        #: relist that began before they started (and so does not list them)
+        self._started_here: dict[str, tuple[str, int]] = {}
         #: relists started so far, and the one the snapshot above came from
         self._relists_started = 0
         self._snapshot_from = 0
@@ -433,6 +436,11 @@ class Agent:
         self._sandboxes, self._containers = sandboxes_by_uid, containers_by_uid
         self._fingerprints = fingerprints
         self._pod_of_container = {rc.id: rc.pod_uid for rc in containers}
+        for cid, (uid, at) in list(self._started_here.items()):
+            if at >= started:
+                self._pod_of_container.setdefault(cid, uid)  # newer than this listing
+            else:
+                del self._started_here[cid]  # listed since, or gone
         self._snapshot_from = started
         self.probes.sync(
             self._probe_specs(self._pods_here(), sandboxes_by_uid, containers_by_uid),
@@ -969,6 +977,7 @@ class Agent:
             return
         for rc in new:
             self._pod_of_container[rc.id] = uid
+            self._started_here[rc.id] = (uid, self._relists_started)
         specs = self._probe_specs({uid: pod}, {uid: [sandbox]}, {uid: new})
         if specs:
             self.probes.add(specs, generation=self._relists_started)

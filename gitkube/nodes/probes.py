@@ -272,6 +272,8 @@ class ProbeManager:
         self.on_change = on_change
         self._workers: dict[tuple[str, ProbeKind], asyncio.Task[None]] = {}
         self._states: dict[tuple[str, ProbeKind], ProbeState] = {}
+        #: where each probe reaches its container
+        self._targets: dict[tuple[str, ProbeKind], ProbeTarget] = {}
         #: probes started by ``add``: the generation they were added at
         self._added: dict[tuple[str, ProbeKind], int] = {}
 
@@ -290,6 +292,7 @@ class ProbeManager:
             self._workers.pop(key).cancel()
             self._states.pop(key, None)
             self._added.pop(key, None)
+            self._targets.pop(key, None)
         self._start(wanted.values())
 
     def add(self, specs: list[ProbeSpec], *, generation: int) -> None:
@@ -302,11 +305,18 @@ class ProbeManager:
     def _start(self, specs: Iterable[ProbeSpec]) -> None:
         for spec in specs:
             key = spec.key
-            if key not in self._workers:
+            if key in self._workers:
+                if self._targets.get(key) == spec.target:
+                    continue
+                # the container is reached elsewhere now (its address or ports
+                # became known): probe there, keeping the verdict so far
+                self._workers.pop(key).cancel()
+            else:
                 self._states[key] = ProbeState(spec.probe, spec.kind)
-                self._workers[key] = asyncio.create_task(
-                    self._work(spec, self._states[key]), name=f"probe-{spec.kind}-{key[0][:12]}"
-                )
+            self._targets[key] = spec.target
+            self._workers[key] = asyncio.create_task(
+                self._work(spec, self._states[key]), name=f"probe-{spec.kind}-{key[0][:12]}"
+            )
 
     def ready(self, container_id: str) -> bool:
         """The readiness verdict of a container attempt (False until it first passes)."""
@@ -328,6 +338,7 @@ class ProbeManager:
         self._workers.clear()
         self._states.clear()
         self._added.clear()
+        self._targets.clear()
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)

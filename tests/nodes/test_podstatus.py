@@ -18,6 +18,9 @@ from __future__ import annotations
 from gitkube.api.objects import (
     Container,
     ContainerPort,
+    EnvVar,
+    EnvVarSource,
+    ObjectFieldSelector,
     ObjectMeta,
     Pod,
     PodCondition,
@@ -37,7 +40,7 @@ from gitkube.nodes.podstatus import (
     compute_pod_status,
     split_container_id,
 )
-from gitkube.nodes.runtime.base import RuntimeContainer, Sandbox
+from gitkube.nodes.runtime.base import RuntimeContainer, Sandbox, shared_sandbox_needed
 
 NOW = "2025-01-01T00:00:00Z"
 T0 = 1_700_000_000.0
@@ -396,6 +399,29 @@ class TestPlanRestart:
         assert p.requeue_after == 0.0
         again = plan(make_pod("a", "b"), [], [])
         assert again.create_sandbox and [s.container.name for s in again.start] == ["a", "b"]
+
+    def test_which_pods_need_a_shared_sandbox(self) -> None:
+        assert not shared_sandbox_needed(make_pod("a"))
+        assert shared_sandbox_needed(make_pod("a", "b"))
+        with_init = make_pod("a")
+        with_init.spec.init_containers = [Container(name="init", image="busybox")]
+        assert shared_sandbox_needed(with_init)
+        # the pod's address in env: known before the container starts only with a sandbox
+        own_ip = make_pod("a")
+        own_ip.spec.containers[0].env = [
+            EnvVar(
+                name="POD_IP",
+                value_from=EnvVarSource(field_ref=ObjectFieldSelector(field_path="status.podIP")),
+            )
+        ]
+        assert shared_sandbox_needed(own_ip)
+        own_ip.spec.containers[0].env = [
+            EnvVar(
+                name="NODE",
+                value_from=EnvVarSource(field_ref=ObjectFieldSelector(field_path="spec.nodeName")),
+            )
+        ]
+        assert not shared_sandbox_needed(own_ip)
 
     def test_a_shared_sandbox_fits_a_pod_that_drops_to_one_container(self) -> None:
         p = plan(make_pod("a"), [sandbox()], [rc("a"), rc("b")])

@@ -260,3 +260,31 @@ class TestManager:
             assert not manager.has("c1", "liveness")
         finally:
             await manager.close()
+
+    async def test_a_probe_follows_its_container_to_a_new_address(
+        self, http_server: HttpServer
+    ) -> None:
+        """A probe added before the container's ports were known (nowhere to
+        reach) goes where a later listing says, keeping its verdict so far."""
+        manager = ProbeManager(NoExecRuntime())  # type: ignore[arg-type]
+        probe = Probe(http_get=HTTPGetAction(port=8080), period_seconds=0.05)  # type: ignore[arg-type]
+        nowhere = ProbeTarget(container_id="c1", node_address="127.0.0.1", pod_ip="")
+        manager.add(
+            [ProbeSpec("readiness", probe, web_container(), nowhere, time.time())], generation=3
+        )
+        try:
+            await asyncio.sleep(0.2)
+            assert not manager.ready("c1")
+            # a listing of the generation it was added at (begun before it) keeps it
+            manager.sync([], generation=3)
+            assert manager.has("c1", "readiness")
+            spec = ProbeSpec(
+                "readiness", probe, web_container(), target_for(http_server.port), time.time()
+            )
+            manager.sync([spec], generation=4)
+            await wait_for(lambda: manager.ready("c1"))
+            # a later listing without the container stops it
+            manager.sync([], generation=5)
+            assert not manager.has("c1", "readiness")
+        finally:
+            await manager.close()

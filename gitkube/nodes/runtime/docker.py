@@ -97,6 +97,8 @@ PAUSE_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wa
 
 #: the container's creation time, kept with its inspected state
 _CREATED = "gitkube.Created"
+#: its address and published ports (NetworkSettings.Ports), kept likewise
+_NETWORK = "gitkube.Network"
 _STATE_MAP: dict[str, ContainerRunState] = {
     "created": "created",
     "running": "running",
@@ -453,12 +455,14 @@ class DockerRuntime:
         )
 
     async def list_sandboxes(self) -> list[Sandbox]:
-        return _sandboxes_of(await self._list({}))
+        sandboxes, _containers = await self.list_pods()
+        return sandboxes
 
     async def list_pods(self) -> tuple[list[Sandbox], list[RuntimeContainer]]:
         """Sandboxes and containers from one listing of the engine."""
         entries = await self._list({})
-        return _sandboxes_of(entries), await self._containers_of(entries)
+        containers = await self._containers_of(entries)  # inspects what changed
+        return _sandboxes_of(entries, self._inspected), containers
 
     async def remove_sandbox(self, sandbox_id: str) -> None:
         """Remove the sandbox and whatever containers of the pod are left in it."""
@@ -576,6 +580,8 @@ class DockerRuntime:
         """Keep what an inspect says of the container's state, until its listed state changes."""
         fields = dict(info.get("State") or {})
         fields[_CREATED] = info.get("Created")
+        network = info.get("NetworkSettings") or {}
+        fields[_NETWORK] = (str(network.get("IPAddress") or ""), network.get("Ports") or {})
         self._inspected[container_id] = (str(fields.get("Status", state)), fields)
         return fields
 
@@ -928,6 +934,17 @@ def _inspected_host_ports(info: dict[str, Any], pod: Pod) -> dict[str, int]:
     return host_ports
 
 
+def _published_ports(labels: dict[str, str], published: dict[str, Any]) -> dict[str, int]:
+    """port_key -> host port, from an inspect's NetworkSettings.Ports."""
+    ports: dict[str, int] = {}
+    for key in _port_keys_label(labels):
+        _container, cport, proto = key.split("/")
+        entries = published.get(f"{cport}/{proto.lower()}") or []
+        if entries:
+            ports[key] = int(entries[0]["HostPort"])
+    return ports
+
+
 def _listed_network(entry: dict[str, Any]) -> tuple[str, dict[str, int]]:
     """A listed container's address and published ports (by the port keys it carries)."""
     labels = entry.get("Labels") or {}
@@ -947,10 +964,13 @@ def _listed_network(entry: dict[str, Any]) -> tuple[str, dict[str, int]]:
     return ip, ports
 
 
-def _sandboxes_of(entries: list[dict[str, Any]]) -> list[Sandbox]:
+def _sandboxes_of(
+    entries: list[dict[str, Any]], inspected: dict[str, tuple[str, dict[str, Any]]]
+) -> list[Sandbox]:
     """The sandboxes in a listing: pause containers, and the sandboxes that
     are only a name on a single-container pod's containers (running while
-    any attempt is left; the address and ports of the running attempt)."""
+    any attempt is left; the address and ports of the running attempt, from
+    its inspect when there is one: the engine's listing lags a start)."""
     sandboxes = []
     owned: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
@@ -974,11 +994,20 @@ def _sandboxes_of(entries: list[dict[str, Any]]) -> list[Sandbox]:
         )
     for sandbox_id, members in sorted(owned.items()):
         labels = members[0].get("Labels") or {}
-        running = [m for m in members if m.get("State") == "running"]
+
+        def state(entry: dict[str, Any]) -> str:
+            known = inspected.get(str(entry["Id"]))
+            return known[0] if known else str(entry.get("State") or "")
+
+        running = [m for m in members if state(m) == "running"]
         ip, ports = "", {}
         if running:
             latest = max(running, key=lambda m: _attempt(m.get("Labels") or {}))
             ip, ports = _listed_network(latest)
+            known = inspected.get(str(latest["Id"]))
+            if known and _NETWORK in known[1]:
+                ip, published = known[1][_NETWORK]
+                ports = _published_ports(labels, published)
         sandboxes.append(
             Sandbox(
                 id=sandbox_id,
