@@ -399,6 +399,17 @@ async def test_logs_all_and_tail(flavor: Flavor) -> None:
     assert await read_logs(flavor.runtime, started.id, tail=0) == ""
 
 
+async def test_tail_of_a_log_being_written_is_that_many_lines(flavor: Flavor) -> None:
+    """The last N lines as they were when asked (kubectl logs --tail), not
+    with lines that arrive while they are read."""
+    script = "i=0; while true; do i=$((i+1)); echo tick $i; done"
+    _, _, (started,) = await start_pod(flavor, sh(flavor, "busy", script))
+    for _ in range(30):
+        text = await read_logs(flavor.runtime, started.id, tail=2)
+        lines = text.splitlines()
+        assert len(lines) == 2 and all(line.startswith("tick ") for line in lines), text
+
+
 async def test_logs_follow_until_the_container_ends(flavor: Flavor) -> None:
     script = "echo early; sleep 1; echo late; sleep 0.3"
     _, _, (started,) = await start_pod(flavor, sh(flavor, "slow", script))

@@ -606,11 +606,17 @@ class ProcessRuntime:
         except FileNotFoundError as exc:
             raise RuntimeErrorBase(f"no container {container_id} on node {self.node_name}") from exc
         try:
+            #: without follow, the log as it was when asked: its last ``tail``
+            #: lines then, not with lines written while they are read
+            end: int | None = None
             if tail is not None:
-                start = await asyncio.to_thread(_tail_offset, handle, max(0, tail))
+                start, end = await asyncio.to_thread(_tail_span, handle, max(0, tail))
                 handle.seek(start)
+            if follow:
+                end = None
             while True:
-                chunk = await asyncio.to_thread(handle.read, 65536)
+                size = 65536 if end is None else min(65536, end - handle.tell())
+                chunk = await asyncio.to_thread(handle.read, size) if size > 0 else b""
                 if chunk:
                     yield chunk
                     continue
@@ -712,10 +718,15 @@ def _check_id(value: str) -> None:
 
 def _tail_offset(handle: Any, lines: int) -> int:
     """The offset where the last ``lines`` lines of the file start."""
+    return _tail_span(handle, lines)[0]
+
+
+def _tail_span(handle: Any, lines: int) -> tuple[int, int]:
+    """Where the last ``lines`` lines of the file start, and its end then."""
     handle.seek(0, os.SEEK_END)
-    end = handle.tell()
+    end = int(handle.tell())
     if lines == 0:
-        return int(end)
+        return end, end
     pos = end
     count = 0
     block = 8192
@@ -736,5 +747,5 @@ def _tail_offset(handle: Any, lines: int) -> int:
                 break
             count += 1
             if count == lines:
-                return pos + index + 1
-    return 0
+                return pos + index + 1, end
+    return 0, end
