@@ -48,7 +48,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
+import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -208,6 +211,12 @@ async def bench_gitkube(
                 raise RuntimeError(f"gitkube: {len(objects.running_at)}/{pods} Running after 300 s")
             await asyncio.sleep(0.02)
         startups = [t - bound for t in objects.running_at.values()]
+        if os.environ.get("GKBENCH_REQUESTS"):
+            kinds = collections.Counter(
+                re.sub(r"/containers/[0-9a-f]{64}/", "/containers/ID/", path.split("?")[0])
+                for path in sent
+            )
+            print(f"  [{variant}] engine requests: {dict(kinds)}", flush=True)
         return GitkubeRound(max(startups), startups, api_calls=len(sent))
     finally:
         stop.set()

@@ -599,7 +599,10 @@ class DockerRuntime:
             cached = self._inspected.get(cid)
             if cid in self._changed:
                 self._changed.discard(cid)
-            elif cached and cached[0] == state:
+            elif cached and (
+                cached[0] == state or (state == "created" and cached[0] in ("running", "exited"))
+            ):
+                # (a container never goes back to "created": the listing lags a start)
                 return cached[1]
             try:
                 info = await self._call(self.api.inspect_container, cid)
