@@ -3,7 +3,7 @@ runtime, against `docker-compose up -d` of the same containers and against
 the engine's own limit, in the same run; and the process runtime's figures.
 
     python bench/agent.py [--pods 20,100] [--rounds 3] [--runtime docker,process]
-                          [--variants all] [--image gitkube-test/busybox:latest]
+                          [--variants all] [--probe] [--image gitkube-test/busybox:latest]
 
 Each round, for each pod count, on the local Docker engine with the local
 busybox image (the phases take turns at going first, so that drift on a
@@ -36,7 +36,10 @@ gitkube configuration run in every round:
 - ``+bounded``: at most ``start_parallelism`` create/start calls in flight;
 - ``+events``: relists driven by the engine's event stream (one second
   polling otherwise);
-- ``all``: everything, as gitkube runs by default.
+- ``all``: everything, as gitkube runs by default: also readiness probes
+  that run from the container's start rather than from the next relist
+  (``--probe`` gives every pod an exec readiness probe and times bind ->
+  Ready, where that shows).
 
 The process runtime (``--runtime process``): the same pods as local
 processes, push -> all Running and p50/p99 startup (no peer).
@@ -66,7 +69,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.engine import engine_limit  # noqa: E402
-from gitkube.api.objects import Container, ObjectMeta, Pod, PodSpec  # noqa: E402
+from gitkube.api.objects import (  # noqa: E402
+    Container,
+    ExecAction,
+    ObjectMeta,
+    Pod,
+    PodSpec,
+    Probe,
+)
 from gitkube.nodes.agent import Agent, AgentSettings  # noqa: E402
 from gitkube.nodes.registration import NodeSettings  # noqa: E402
 from gitkube.nodes.runtime.base import Runtime  # noqa: E402
@@ -81,6 +91,8 @@ COMMAND = ["sleep", "3600"]
 GOAL_COMPOSE = 0.6
 GOAL_ENGINE = 1.3
 SLO_P99 = 5.0
+#: with --probe: a readiness probe that passes as soon as it runs
+PROBE = Probe(exec=ExecAction(command=["true"]), period_seconds=1)
 
 #: variant -> (DockerRuntime options, AgentSettings options, probes at start)
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -119,11 +131,14 @@ class RecordingStore(ObjectStore):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.running_at: dict[str, float] = {}
+        self.ready_at: dict[str, float] = {}
 
     async def update(self, obj: Any) -> Any:
         updated = await super().update(obj)
         if isinstance(obj, Pod) and obj.status.phase == "Running":
             self.running_at.setdefault(obj.name, time.perf_counter())
+            if obj.is_ready():
+                self.ready_at.setdefault(obj.name, time.perf_counter())
         return updated
 
 
@@ -131,6 +146,8 @@ class RecordingStore(ObjectStore):
 class GitkubeRound:
     total: float
     startups: list[float]
+    #: bind -> Ready per pod (with --probe)
+    readies: list[float] = field(default_factory=list)
     api_calls: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -149,7 +166,14 @@ async def wipe(runtime: Runtime) -> None:
 
 
 async def bench_gitkube(
-    pods: int, image: str, workdir: Path, tag: str, *, kind: str, variant: str
+    pods: int,
+    image: str,
+    workdir: Path,
+    tag: str,
+    *,
+    kind: str,
+    variant: str,
+    probe: bool = False,
 ) -> GitkubeRound:
     store = await open_store(f"sqlite:///{workdir}/state-{tag}.db")
     objects = RecordingStore(store)
@@ -196,7 +220,14 @@ async def bench_gitkube(
                     spec=PodSpec(
                         node_name=NODE,
                         termination_grace_period_seconds=0,
-                        containers=[Container(name="main", image=image, command=COMMAND)],
+                        containers=[
+                            Container(
+                                name="main",
+                                image=image,
+                                command=COMMAND,
+                                readiness_probe=PROBE if probe else None,
+                            )
+                        ],
                     ),
                 )
             )
@@ -206,7 +237,7 @@ async def bench_gitkube(
         sent.clear()
         await objects.apply([c for c, _ in ops], [p for _, p in ops])
         bound = time.perf_counter()
-        while len(objects.running_at) < pods:
+        while len(objects.running_at) < pods or (probe and len(objects.ready_at) < pods):
             if time.perf_counter() - bound > 300:
                 raise RuntimeError(f"gitkube: {len(objects.running_at)}/{pods} Running after 300 s")
             await asyncio.sleep(0.02)
@@ -217,7 +248,8 @@ async def bench_gitkube(
                 for path in sent
             )
             print(f"  [{variant}] engine requests: {dict(kinds)}", flush=True)
-        return GitkubeRound(max(startups), startups, api_calls=len(sent))
+        readies = [t - bound for t in objects.ready_at.values()] if probe else []
+        return GitkubeRound(max(startups), startups, readies, api_calls=len(sent))
     finally:
         stop.set()
         await task
@@ -275,6 +307,12 @@ def report_docker(pods: int, rounds: list[dict[str, Any]], variants: list[str]) 
             f"startup p50 {pct(startups, 50):5.2f}s p99 {pct(startups, 99):5.2f}s  "
             f"{calls:4.1f} engine requests/pod"
         )
+        readies = [s for g in results for s in g.readies]
+        if readies:
+            print(
+                f"  {'':22s}bound -> Ready (exec readiness probe) "
+                f"p50 {pct(readies, 50):5.2f}s p99 {pct(readies, 99):5.2f}s"
+            )
         print(
             f"  {'':22s}ratio to compose {vs_compose:5.2f}x"
             + (f" (goal <= {GOAL_COMPOSE}x)" if pods <= 20 else "")
@@ -310,6 +348,11 @@ def main() -> int:
         help=f"gitkube configurations for Docker: {', '.join(VARIANTS)} (comma-separated)",
     )
     parser.add_argument("--image", default="gitkube-test/busybox:latest")
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="give each pod an exec readiness probe (true, every 1 s); time bound -> Ready",
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.pods.split(",")]
     runtimes = args.runtime.split(",")
@@ -355,6 +398,7 @@ def main() -> int:
                                     f"{tag}-{phase}",
                                     kind="docker",
                                     variant=phase,
+                                    probe=args.probe,
                                 )
                             )
                     docker_rounds[pods].append(result)

@@ -740,8 +740,6 @@ class DockerRuntime:
             if data:
                 yield bytes(data)
             return
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=256)
         try:
             stream = await self._call(
                 self.api.logs,
@@ -755,43 +753,11 @@ class DockerRuntime:
             raise RuntimeErrorBase(f"no container {container_id[:12]}") from exc
         except docker.errors.APIError as exc:
             raise RuntimeErrorBase(_docker_message(exc)) from exc
-        stopped = threading.Event()
-
-        def put(item: bytes | BaseException | None) -> None:
-            fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
-            with contextlib.suppress(Exception):
-                fut.result()
-
-        def pump() -> None:
-            try:
-                for chunk in stream:
-                    if stopped.is_set():
-                        break
-                    put(bytes(chunk))
-            except BaseException as exc:  # handed to the reader
-                if not stopped.is_set():
-                    put(exc)
-            finally:
-                if not stopped.is_set():
-                    put(None)
-
-        # a plain thread, not the pool: a follow may last as long as the container
-        reader = threading.Thread(target=pump, name=f"logs-{container_id[:12]}", daemon=True)
-        reader.start()
         try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise RuntimeErrorBase(f"log stream failed: {item}") from item
-                yield item
-        finally:
-            stopped.set()
-            with contextlib.suppress(Exception):
-                stream.close()
-            while not queue.empty():
-                queue.get_nowait()
+            async for chunk in _follow(stream, f"logs-{container_id[:12]}"):
+                yield bytes(chunk)
+        except _StreamFailed as exc:
+            raise RuntimeErrorBase(f"log stream failed: {exc.cause}") from exc.cause
 
     def events(self) -> AsyncIterator[str] | None:
         """The uids of this node's pods whose containers start, end or go,
@@ -800,8 +766,6 @@ class DockerRuntime:
         return self._events()
 
     async def _events(self) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, str] | BaseException | None] = asyncio.Queue()
         filters = {
             "type": ["container"],
             "label": [f"{LABEL_NODE}={self.node_name}"],
@@ -814,46 +778,21 @@ class DockerRuntime:
             stream = await asyncio.to_thread(client.events, decode=True, filters=filters)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise RuntimeErrorBase(f"cannot follow the engine's events: {exc}") from exc
-        stopped = threading.Event()
-
-        def pump() -> None:
-            try:
-                for event in stream:
-                    if stopped.is_set():
-                        break
-                    actor = (event or {}).get("Actor") or {}
-                    uid = (actor.get("Attributes") or {}).get(LABEL_POD_UID, "")
-                    if uid:
-                        # an exit: the engine reports it before its listing shows
-                        # it, so the next listing inspects the container afresh
-                        ended = (event or {}).get("Action") in ("die", "oom")
-                        item = (str(uid), str(actor.get("ID") or "") if ended else "")
-                        loop.call_soon_threadsafe(queue.put_nowait, item)
-            except BaseException as exc:  # handed to the reader
-                if not stopped.is_set():
-                    with contextlib.suppress(RuntimeError):
-                        loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                if not stopped.is_set():
-                    with contextlib.suppress(RuntimeError):
-                        loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        reader = threading.Thread(target=pump, name=f"events-{self.node_name}", daemon=True)
-        reader.start()
         try:
             yield ""
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise RuntimeErrorBase(f"the engine's event stream failed: {item}") from item
-                uid, ended = item
-                if ended:
-                    self._changed.add(ended)
-                yield uid
+            async for event in _follow(stream, f"events-{self.node_name}"):
+                actor = (event or {}).get("Actor") or {}
+                uid = (actor.get("Attributes") or {}).get(LABEL_POD_UID, "")
+                if not uid:
+                    continue
+                if (event or {}).get("Action") in ("die", "oom"):
+                    # the engine reports an exit before its listing shows it:
+                    # the next listing inspects the container afresh
+                    self._changed.add(str(actor.get("ID") or ""))
+                yield str(uid)
+        except _StreamFailed as exc:
+            raise RuntimeErrorBase(f"the engine's event stream failed: {exc.cause}") from exc.cause
         finally:
-            stopped.set()
             with contextlib.suppress(Exception):
                 stream.close()
             with contextlib.suppress(Exception):
@@ -880,6 +819,57 @@ class DockerRuntime:
         except docker.errors.APIError as exc:
             raise RuntimeErrorBase(f"cannot list containers: {_docker_message(exc)}") from exc
         return [dict(e) for e in entries]
+
+
+class _StreamFailed(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+async def _follow(stream: Any, name: str) -> AsyncIterator[Any]:
+    """The items of a blocking stream of the SDK (a log or the events), read
+    by a thread of its own (not the pool: a stream may last as long as the
+    engine runs); ``_StreamFailed`` when reading fails. Leaving the
+    iteration closes the stream, which ends the thread."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
+    stopped = threading.Event()
+    end = object()
+
+    def put(item: Any) -> None:
+        fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+        with contextlib.suppress(Exception):
+            fut.result()
+
+    def pump() -> None:
+        try:
+            for item in stream:
+                if stopped.is_set():
+                    break
+                put(item)
+        except BaseException as exc:  # handed to the reader
+            if not stopped.is_set():
+                put(_StreamFailed(exc))
+        finally:
+            if not stopped.is_set():
+                put(end)
+
+    threading.Thread(target=pump, name=name, daemon=True).start()
+    try:
+        while True:
+            item = await queue.get()
+            if item is end:
+                return
+            if isinstance(item, _StreamFailed):
+                raise item
+            yield item
+    finally:
+        stopped.set()
+        with contextlib.suppress(Exception):
+            stream.close()
+        while not queue.empty():
+            queue.get_nowait()
 
 
 #: on a sandbox: the port keys it publishes, so a listing (which has no
