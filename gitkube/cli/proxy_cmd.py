@@ -80,17 +80,17 @@ def proxy_command(
         typer.Option(
             "--workers",
             "-w",
-            help="Proxy processes sharing the ports (SO_REUSEPORT, Linux); 0 means 1 with the "
-            "native relay, else one per CPU, at most 4. Services with ClientIP affinity are "
-            "served by worker 0 alone.",
+            help="Userspace mode: proxy processes sharing the ports (SO_REUSEPORT, Linux); 0 "
+            "means 1 with the native relay, else one per CPU, at most 4. Services with ClientIP "
+            "affinity are served by worker 0 alone.",
         ),
     ] = 0,
     relay: Annotated[
         str,
         typer.Option(
             "--relay",
-            help="Data path: native (C threads, no Python per request), asyncio, or auto "
-            "(native if it can be built here).",
+            help="Userspace mode's relay: native (C threads, no Python per request), asyncio, "
+            "or auto (native if it can be built here).",
         ),
     ] = "auto",
     relay_threads: Annotated[
