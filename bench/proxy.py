@@ -47,16 +47,26 @@ keep-alive connections:
    tail at saturation is its own or the three endpoints' (wrk cannot spread
    over three ports).
 
-Measured on 2026-12-03 (2 shared CPUs, load 3-6): wrk through the kernel
-path had p50 0.4 ms but p99 10-90 ms against HAProxy's 6-8 ms, with its 50
-connections spread 17/17/16 (round robin; 22/15/13 with the earlier
-``numgen random``); the three endpoints waited on the run queue 6 s of CPU
-in a 3 s run (HAProxy's path: 4.7 s), and wrk 3.9 s (2.8 s). From one
-client thread, closed loop, direct to the three endpoints had p99 5-8 ms and
-the kernel path 6-9 ms, HAProxy 2.6-5.4 ms: the tail at saturation is the
-three endpoint processes', which the kernel path drives at 1.5x HAProxy's
-rate, and the DNAT adds nothing to it. At 10,000 requests/s the kernel
-path's p99 was 0.25-0.7x HAProxy's.
+Why the kernel path's p99 at saturation is above HAProxy's, measured on
+2026-12-03 (2 shared CPUs, load 4-8 from other work):
+
+- spreading: ``numgen random`` put wrk's 50 connections on the three
+  endpoints as unevenly as 11/16/23; round robin (``numgen inc``, now) puts
+  17/17/16, as HAProxy does. Same endpoints, 12 paired rounds of wrk:
+  round robin had 9% more throughput and its p99 was lower in 9 of 12
+  (random/round robin per-round median 1.11x). Still 1.5x HAProxy's;
+- where the time goes (``/proc/PID/schedstat``, a 3 s wrk run): the three
+  endpoints waited on the run queue 6 s in all through the kernel path
+  (HAProxy's path 4.7 s) and wrk 3.9 s (2.8 s): nothing is pinned; at
+  saturation five busy threads (wrk's two, three endpoints) share two CPUs,
+  and whoever waits holds up its connections;
+- the same without any proxy: from one client thread (phase 3), direct to
+  the three endpoints had a p99 1.2-1.3x HAProxy's too; the kernel path
+  1.2x direct to the three (its DNAT and masquerade cost per packet:
+  0.87-0.95x their throughput). HAProxy, slower, drives the endpoints at
+  about 0.6x the kernel path's rate, which is what keeps its tail shorter;
+- at equal load (10,000 requests/s) the kernel path's p99 was 0.46-0.56x
+  HAProxy's over all rounds (per-round median 0.23-0.51x).
 
 CPU per 10,000 requests: of the proxy (psutil ``cpu_times`` summed over
 its process, its threads and all its children; the nftables proxier does
