@@ -1,5 +1,14 @@
 """`gitkube proxy`: run the service proxy alone (agents and `gitkube run` host it too).
 
+``--proxy-mode`` chooses the data path as for agents and ``gitkube run``
+(``gitkube.services.mode``, the same ``make_proxy``): ``userspace`` listens
+on every Service port at ``--address``; ``nftables`` programs the kernel
+(table ``ip gitkube``, cluster IPs on ``gitkube0``, nodePorts on
+``--address``), left in place on stop unless ``--cleanup``; ``auto`` (the
+default) is nftables when running as root and ``nft`` works, else userspace.
+What follows is about the userspace mode (in nftables mode one process
+programs the kernel: ``--workers`` and the relay options do not apply).
+
 The bytes are copied by the native relay (C threads, one per CPU; see
 ``gitkube.services.native``) when it can be built here, else by the asyncio
 relay on uvloop (``--relay`` chooses). With the native relay one process
@@ -19,7 +28,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -32,9 +41,29 @@ def proxy_command(
     address: Annotated[
         str,
         typer.Option(
-            "--address", "-a", help="Address to listen on for Service ports and nodePorts."
+            "--address",
+            "-a",
+            help="Address to listen on for Service ports and nodePorts (nftables mode: the "
+            "node address nodePorts are served on).",
         ),
     ] = "127.0.0.1",
+    proxy_mode: Annotated[
+        str,
+        typer.Option(
+            "--proxy-mode",
+            envvar="GITKUBE_PROXY_MODE",
+            help="userspace, nftables (kernel, cluster IPs; root) or auto (nftables when root "
+            "and nft works, else userspace).",
+        ),
+    ] = "auto",
+    cleanup: Annotated[
+        bool,
+        typer.Option(
+            "--cleanup",
+            envvar="GITKUBE_CLEANUP",
+            help="nftables mode: remove the gitkube table and interface on stop.",
+        ),
+    ] = False,
     node: Annotated[
         str,
         typer.Option("--node", help="Node name under which problems are reported."),
@@ -51,17 +80,17 @@ def proxy_command(
         typer.Option(
             "--workers",
             "-w",
-            help="Proxy processes sharing the ports (SO_REUSEPORT, Linux); 0 means 1 with the "
-            "native relay, else one per CPU, at most 4. Services with ClientIP affinity are "
-            "served by worker 0 alone.",
+            help="Userspace mode: proxy processes sharing the ports (SO_REUSEPORT, Linux); 0 "
+            "means 1 with the native relay, else one per CPU, at most 4. Services with ClientIP "
+            "affinity are served by worker 0 alone.",
         ),
     ] = 0,
     relay: Annotated[
         str,
         typer.Option(
             "--relay",
-            help="Data path: native (C threads, no Python per request), asyncio, or auto "
-            "(native if it can be built here).",
+            help="Userspace mode's relay: native (C threads, no Python per request), asyncio, "
+            "or auto (native if it can be built here).",
         ),
     ] = "auto",
     relay_threads: Annotated[
@@ -74,11 +103,18 @@ def proxy_command(
     parent_fd: Annotated[int, typer.Option("--parent-fd", hidden=True)] = -1,
     ready_fd: Annotated[int, typer.Option("--ready-fd", hidden=True)] = -1,
 ) -> None:
-    """Listen on every Service port and forward connections to ready endpoints."""
+    """Serve every Service: in the kernel (nftables) or by relaying (userspace)."""
+    from gitkube.config import PROXY_MODES
+    from gitkube.errors import ConfigError
     from gitkube.services import native
+    from gitkube.services.nftables import choose_proxy_mode
     from gitkube.services.proxy import RELAY_MODES, install_uvloop
     from gitkube.services.workers import default_workers, shared_ports_supported
 
+    if proxy_mode not in PROXY_MODES:
+        raise typer.BadParameter(f"--proxy-mode must be one of {', '.join(PROXY_MODES)}")
+    if proxy_mode == "nftables" and workers > 1:
+        raise typer.BadParameter("--workers applies to the userspace mode only")
     if connect_timeout <= 0 or resync <= 0:
         raise typer.BadParameter("--connect-timeout and --resync must be positive")
     if workers < 0:
@@ -89,6 +125,34 @@ def proxy_command(
         raise typer.BadParameter(f"--relay must be one of {', '.join(RELAY_MODES)}")
     if workers > 1 and not shared_ports_supported():
         raise typer.BadParameter("--workers above 1 needs Linux (SO_REUSEPORT)")
+    try:
+        chosen = choose_proxy_mode(proxy_mode)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    if worker_index >= 0 and chosen[0] != "userspace":  # workers exist in userspace mode only
+        fail(f"worker {worker_index}: the supervisor chose userspace, this worker {chosen[0]}")
+    url = resolve_store(store)
+    node = node or socket.gethostname()
+    _check_address(address)
+    if not logging.getLogger().handlers:
+        prefix = f"[worker {worker_index}] " if worker_index >= 0 else ""
+        logging.basicConfig(
+            level=logging.INFO, format=f"%(asctime)s %(levelname)s {prefix}%(message)s"
+        )
+    if chosen[0] == "nftables":
+        if workers > 1:
+            logging.getLogger(__name__).warning("proxy: nftables mode, --workers ignored")
+        run_async(
+            lambda: _serve(
+                url,
+                address=address,
+                node=node,
+                proxy_mode=proxy_mode,
+                chosen=chosen,
+                cleanup=cleanup,
+            )
+        )
+        return
     if relay != "asyncio" and worker_index < 0:
         try:
             native.build()  # once, before any worker starts; cached afterwards
@@ -100,19 +164,11 @@ def proxy_command(
     count = workers or (1 if relay != "asyncio" else default_workers())
     if worker_index >= count:
         raise typer.BadParameter("--worker-index must be below --workers")
-    url = resolve_store(store)
-    node = node or socket.gethostname()
-    _check_address(address)
-    if not logging.getLogger().handlers:
-        prefix = f"[worker {worker_index}] " if worker_index >= 0 else ""
-        logging.basicConfig(
-            level=logging.INFO, format=f"%(asctime)s %(levelname)s {prefix}%(message)s"
-        )
     if count > 1 and worker_index < 0:
         _supervise(
             count,
             [
-                "--store", url, "--address", address, "--node", node,
+                "--store", url, "--address", address, "--node", node, "--proxy-mode", proxy_mode,
                 "--connect-timeout", str(connect_timeout), "--resync", str(resync),
                 "--relay", relay, "--relay-threads", str(relay_threads),
             ],
@@ -124,14 +180,18 @@ def proxy_command(
             url,
             address=address,
             node=node,
-            connect_timeout=connect_timeout,
-            resync=resync,
-            worker=max(worker_index, 0),
-            workers=count,
+            proxy_mode=proxy_mode,
+            chosen=chosen,
+            userspace={
+                "connect_timeout": connect_timeout,
+                "resync_seconds": resync,
+                "worker": max(worker_index, 0),
+                "workers": count,
+                "relay_threads": relay_threads,
+            },
             parent_fd=parent_fd,
             ready_fd=ready_fd,
             relay=relay,
-            relay_threads=relay_threads,
         )
     )
 
@@ -164,16 +224,15 @@ async def _serve(
     *,
     address: str,
     node: str,
-    connect_timeout: float,
-    resync: float,
-    worker: int = 0,
-    workers: int = 1,
+    proxy_mode: str,
+    chosen: tuple[str, str],
+    cleanup: bool = False,
+    userspace: dict[str, Any] | None = None,
     parent_fd: int = -1,
     ready_fd: int = -1,
     relay: str = "auto",
-    relay_threads: int = 0,
 ) -> None:
-    from gitkube.services.proxy import ServiceProxy
+    from gitkube.services.mode import make_proxy
     from gitkube.services.workers import set_parent_death_signal, watch_parent
     from gitkube.store.factory import open_store
     from gitkube.store.objects import ObjectStore
@@ -187,29 +246,38 @@ async def _serve(
         watch_parent(loop, parent_fd, stop)  # also covers a parent gone before this
     store = await open_store(url)
     try:
-        proxy = ServiceProxy(
+        mode, reason, run = make_proxy(
             ObjectStore(store),
-            address=address,
+            requested=proxy_mode,
+            chosen=chosen,
             node_name=node,
-            connect_timeout=connect_timeout,
-            resync_seconds=resync,
-            worker=worker,
-            workers=workers,
+            node_address=address,
+            proxy_address=address,
             relay=relay,
-            relay_threads=relay_threads,
+            cleanup=cleanup,
+            userspace=userspace,
         )
-        logging.getLogger(__name__).info(
-            "proxy on %s for node %s (store %s, worker %d of %d, data path %s)",
-            address,
-            node,
-            store.url,
-            worker,
-            workers,
-            proxy.data_path,
-        )
+        if mode == "nftables":
+            logging.getLogger(__name__).info(
+                "proxy for node %s: nftables (%s), nodePorts on %s, store %s",
+                node,
+                reason,
+                address,
+                store.url,
+            )
+        else:
+            logging.getLogger(__name__).info(
+                "proxy on %s for node %s (store %s, worker %d of %d, data path %s)",
+                address,
+                node,
+                store.url,
+                (userspace or {}).get("worker", 0),
+                (userspace or {}).get("workers", 1),
+                run.proxy.data_path,  # type: ignore[attr-defined]
+            )
         if ready_fd >= 0:  # tell the supervisor this worker serves
             os.write(ready_fd, b"r")
             os.close(ready_fd)
-        await proxy.run(stop)
+        await run(stop)
     finally:
         await store.close()

@@ -10,7 +10,9 @@
   else userspace.
 
 The choice and its reason are logged and recorded in the store under
-``PROXY_MODE_PREFIX + node`` for ``gitkube doctor``.
+``PROXY_MODE_PREFIX + node`` for ``gitkube doctor``. ``make_proxy`` is the
+one way a proxy is built: for agents and ``gitkube run`` (through
+``gitkube.agent_factory.build_proxy``) and for ``gitkube proxy``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from gitkube.api.keys import SYSTEM
@@ -46,10 +48,14 @@ def make_proxy(
     relay: str,
     cleanup: bool = False,
     cache: Cache | None = None,
+    chosen: tuple[str, str] | None = None,
+    userspace: Mapping[str, Any] | None = None,
 ) -> tuple[str, str, Task]:
     """``(mode, reason, run)``; a ``ConfigError`` when ``nftables`` is asked
-    for and cannot be had."""
-    mode, reason = choose_proxy_mode(requested)
+    for and cannot be had. ``chosen``: ``choose_proxy_mode(requested)`` when
+    the caller has already made the choice; ``userspace``: more keyword
+    arguments of ``ServiceProxy`` (``gitkube proxy``'s workers, timeouts)."""
+    mode, reason = chosen if chosen is not None else choose_proxy_mode(requested)
     log.info("service proxy for %s: %s (%s)", node_name, mode, reason)
     if mode == "nftables":
         proxier = NftablesProxier(
@@ -60,11 +66,16 @@ def make_proxy(
     else:
         from gitkube.services.proxy import ServiceProxy
 
-        userspace = ServiceProxy(
-            objects, address=proxy_address, node_name=node_name, relay=relay, cache=cache
+        relaying = ServiceProxy(
+            objects,
+            address=proxy_address,
+            node_name=node_name,
+            relay=relay,
+            cache=cache,
+            **(userspace or {}),
         )
-        serving = userspace
-        inner = userspace.run
+        serving = relaying
+        inner = relaying.run
 
     async def run(stop: asyncio.Event) -> object:
         record = {"mode": mode, "reason": reason, "requested": requested, "time": time.time()}

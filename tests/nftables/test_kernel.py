@@ -1,8 +1,9 @@
 """The nftables proxier programming a real kernel, inside a network namespace
 each test creates (no default route) and deletes.
 
-- apply: a cluster IP reaches both ready endpoints, spread evenly; the
-  cluster IP is held on the gitkube0 dummy interface (routable with no route)
+- apply: a cluster IP reaches both ready endpoints, spread evenly (round
+  robin: 200 connections, 100 each); the cluster IP is held on the gitkube0
+  dummy interface (routable with no route)
 - NodePort on the node address; hairpin (a client whose source is the
   endpoint reaches it through the Service)
 - no ready endpoints: the connection is refused at once
@@ -125,7 +126,8 @@ async def test_apply_spread_nodeport_hairpin(objects: ObjectStore, ns: Netns) ->
 
     seen = await asyncio.to_thread(ns.connect, VIP, 80, 200)
     assert seen.get("a", 0) + seen.get("b", 0) == 200, seen
-    assert 60 <= seen["a"] <= 140, seen  # even spreading (p < 1e-6 to fail by chance)
+    # even spreading: round robin, connection by connection
+    assert seen["a"] == seen["b"] == 100, seen
 
     by_node_port = await asyncio.to_thread(ns.connect, NODE, 30080, 20)
     assert by_node_port.get("a", 0) + by_node_port.get("b", 0) == 20, by_node_port

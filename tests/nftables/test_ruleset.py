@@ -1,7 +1,7 @@
 """The nftables ruleset core (pure), with plain objects.
 
 - a Service port with ready endpoints: a service-ips element to its chain,
-  which spreads with numgen random mod N over one chain per endpoint (DNAT)
+  which spreads with numgen inc mod N (round robin) over one chain per endpoint (DNAT)
 - one endpoint: a plain goto; no ready endpoints: no-endpoint element -> reject
 - NodePort: a nodeport element through an ext- chain that marks for masquerade
 - ClientIP affinity: a set with a timeout per endpoint, looked up and updated
@@ -104,7 +104,7 @@ def test_spreads_evenly_over_ready_endpoints() -> None:
     assert rules is not None and len(rules) == 2
     # a client of this host has the cluster IP as its source: masqueraded
     assert rules[0] == "ip saddr 10.96.0.10 jump mark-for-masquerade"
-    assert rules[1].startswith("numgen random mod 2 vmap { 0 : goto ep-")
+    assert rules[1].startswith("numgen inc mod 2 vmap { 0 : goto ep-")
     eps = [c for c in rs.chains if c.startswith("ep-")]
     assert len(eps) == 2
     dnats = sorted((rs.chains[c] or ())[-1] for c in eps)
@@ -144,7 +144,7 @@ def test_client_ip_affinity_uses_sets_with_timeouts() -> None:
     assert all(d.endswith("flags dynamic,timeout; timeout 60s;") for d in rs.sets.values())
     rules = rs.chains[svc_chain(rs)] or ()
     assert [r.split()[2] for r in rules[1:3]] == [f"@{name}" for name in rs.sets]
-    assert rules[3].startswith("numgen random mod 2")
+    assert rules[3].startswith("numgen inc mod 2")
     for ep in (c for c in rs.chains if c.startswith("ep-")):
         assert any(r.startswith("update @aff-") for r in rs.chains[ep] or ())
 

@@ -207,7 +207,7 @@ class ProxyProcess:
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "gitkube", "proxy", "--store", url, "--node", "n1",
-                "--workers", str(workers), "--resync", "0.3",
+                "--proxy-mode", "userspace", "--workers", str(workers), "--resync", "0.3",
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -464,6 +464,8 @@ def test_default_is_one_process_whose_native_threads_relay(
         ["--workers", "2", "--worker-index", "2"],
         ["--relay", "fast"],
         ["--relay-threads", "-1"],
+        ["--proxy-mode", "kernel"],
+        ["--proxy-mode", "nftables", "--workers", "2"],
     ],
 )
 def test_bad_worker_options_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
@@ -478,8 +480,9 @@ def test_bad_worker_options_are_usage_errors(tmp_path: Path, args: list[str]) ->
 
 
 def test_workers_failing_at_start_fail_the_command() -> None:
+    argv = ["proxy", "--store", "bogus://x", "--proxy-mode", "userspace", "--workers", "2"]
     result = subprocess.run(
-        [sys.executable, "-m", "gitkube", "proxy", "--store", "bogus://x", "--workers", "2"],
+        [sys.executable, "-m", "gitkube", *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,
