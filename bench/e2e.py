@@ -10,7 +10,10 @@
     the same containers, port published, created and started through the
     Docker SDK with 4, 6 and 8 calls in flight, the fastest). Compose is
     timed to all containers running (when `up -d` returns) and to all
-    healthy. Ratios are per round, against the peers measured beside it.
+    healthy (with more than 20 services compose's healthchecks, execs every
+    second, keep the engine from ever reporting them all healthy here, so
+    larger runs leave them out and time `up -d` only). Ratios are per
+    round, against the peers measured beside it.
     Goals (20 pods): push -> all Running at most 0.6x `docker-compose up -d`
     and 1.3x the engine limit; push -> Ready at most 1.0x compose healthy.
 (b) from `git push` to Synced in the store, for a change of 100 objects (100
@@ -274,6 +277,13 @@ async def bench_gitkube_pods(
     return {"running": running_at or ready_at, "ready": ready_at, "bound": bound_at or ready_at}
 
 
+#: compose's healthchecks are execs in the containers: beyond this many
+#: services, every second, they keep the engine from ever reporting all of
+#: them healthy on a small machine (100: not all healthy in 180 s), so larger
+#: runs time `up -d` only, without healthchecks
+HEALTHCHECKED_SERVICES = 20
+
+
 def compose_file(pods: int, image: str, workdir: Path) -> Path:
     lines = ['version: "2.4"', "services:"]
     command = json.dumps(["sh", "-c", SERVE.replace("$", "$$")])
@@ -284,6 +294,10 @@ def compose_file(pods: int, image: str, workdir: Path) -> Path:
             f"    command: {command}",
             "    ports: ['127.0.0.1::8000']",
             "    stop_grace_period: 0s",
+        ]
+        if pods > HEALTHCHECKED_SERVICES:
+            continue
+        lines += [
             "    healthcheck:",
             '      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8000/"]',
             "      interval: 1s",
@@ -306,6 +320,8 @@ def bench_compose(pods: int, image: str, workdir: Path) -> dict[str, float]:
         started = time.perf_counter()
         compose(path, "up", "-d")
         running_at = time.perf_counter() - started
+        if pods > HEALTHCHECKED_SERVICES:
+            return {"running": running_at, "ready": float("nan")}
         label = f"label=com.docker.compose.project={COMPOSE_PROJECT}"
         while True:
             healthy = sh("docker", "ps", "-q", "--filter", label, "--filter", "health=healthy")
@@ -553,7 +569,9 @@ async def run_pods_of(pods: int, args: argparse.Namespace, workdir: Path, nodes:
             f"round {round_no + 1}, {pods} pods: gitkube push->bound {gk[-1]['bound']:.2f}s "
             f"->running {gk[-1]['running']:.2f}s "
             f"push->ready {gk[-1]['ready']:.2f}s; docker-compose up -d {dc[-1]['running']:.2f}s "
-            f"->healthy {dc[-1]['ready']:.2f}s; engine limit {engine[-1]:.2f}s",
+            f"->healthy {dc[-1]['ready']:.2f}s; engine limit {engine[-1]:.2f}s".replace(
+                "->healthy nans; ", ""
+            ),
             flush=True,
         )
     g = {k: statistics.median(r[k] for r in gk) for k in ("bound", "running", "ready")}
@@ -568,7 +586,8 @@ async def run_pods_of(pods: int, args: argparse.Namespace, workdir: Path, nodes:
     print(f"  gitkube: git push -> all pods Running     {g['running']:6.2f}s")
     print(f"  gitkube: git push -> all pods Ready       {g['ready']:6.2f}s")
     print(f"  docker-compose up -d (all running)        {c['running']:6.2f}s")
-    print(f"  docker-compose up -d -> all healthy       {c['ready']:6.2f}s")
+    if pods <= HEALTHCHECKED_SERVICES:
+        print(f"  docker-compose up -d -> all healthy       {c['ready']:6.2f}s")
     print(f"  engine limit (SDK, best of 4/6/8)        {e:6.2f}s")
     print(
         f"  ratio gitkube Running / compose up -d:    {vs_compose:6.2f}x"
@@ -586,6 +605,8 @@ async def run_pods_of(pods: int, args: argparse.Namespace, workdir: Path, nodes:
             else ""
         )
     )
+    if pods > HEALTHCHECKED_SERVICES:
+        return  # compose ran without healthchecks
     print(
         f"  ratio gitkube Ready / compose healthy:    {ratio_ready:6.2f}x"
         + (
