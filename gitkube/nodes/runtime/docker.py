@@ -86,9 +86,10 @@ T = TypeVar("T")
 DEFAULT_SANDBOX_IMAGE = "gitkube/pause:latest"
 #: the sandbox id of a pod whose one container owns its network: prefix + pod uid
 SELF_SANDBOX_PREFIX = "self:"
-#: create+start calls in flight at once (bench/engine.py: 20 containers start
-#: fastest with 4-8 in flight on 2 CPUs; more only queue inside the engine)
-DEFAULT_START_PARALLELISM = 6
+#: create+start calls in flight at once (bench/engine.py on 2 CPUs: 1 in
+#: flight is 2.6x slower than 6-12, which are alike; beyond, calls only queue
+#: inside the engine; gitkube's starts also inspect, so the middle: 8)
+DEFAULT_START_PARALLELISM = 8
 #: the engine's container events that change what the agent sees
 _EVENT_ACTIONS = ("start", "die", "destroy", "oom")
 #: the pause command: PID 1 exits at once on SIGTERM/SIGINT (a bare `sleep`
