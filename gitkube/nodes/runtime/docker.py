@@ -916,16 +916,7 @@ def _port_bindings(
 def _inspected_host_ports(info: dict[str, Any], pod: Pod) -> dict[str, int]:
     """port_key -> host port, from an inspect of the container that publishes them."""
     published = (info.get("NetworkSettings") or {}).get("Ports") or {}
-    host_ports: dict[str, int] = {}
-    for container in pod.spec.containers:
-        for port in container.ports:
-            proto = port.protocol or "TCP"
-            entries = published.get(f"{port.container_port}/{proto.lower()}") or []
-            if entries:
-                host_ports[port_key(container.name, port.container_port, proto)] = int(
-                    entries[0]["HostPort"]
-                )
-    return host_ports
+    return _published_ports(_port_labels(pod), published)
 
 
 def _published_ports(labels: dict[str, str], published: dict[str, Any]) -> dict[str, int]:
