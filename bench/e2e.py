@@ -48,6 +48,7 @@ import io
 import json
 import logging
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -64,7 +65,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
-from bench.engine import engine_limit  # noqa: E402
+from bench.engine import CPUS, Round, engine_limit, machine_cpu_seconds  # noqa: E402
 from gitkube.api.keys import SYNC_STATE_KEY  # noqa: E402
 from gitkube.api.objects import Deployment, Pod, ReplicationController  # noqa: E402
 from gitkube.api.rollout import REVISION, rollout_state  # noqa: E402
@@ -242,9 +243,11 @@ async def bench_gitkube_pods(
                 await asyncio.sleep(0.02)
             repo.write("web.yaml", web_rc(pods, image))
             sha = repo.commit(f"{pods} web pods")
+            own_cpu, machine_cpu = process_cpu_seconds(), machine_cpu_seconds()
             started = time.perf_counter()
             await running.push(repo, sha)
             running_at = bound_at = 0.0
+            cpu: dict[str, float] = {}
             # the operator's own cache (fed by the store watch): reading the
             # store itself every few ms would cost the operator's process CPU
             cache = op.cache
@@ -257,6 +260,10 @@ async def bench_gitkube_pods(
                         bound_at = time.perf_counter() - started
                     if sum(p.status.phase == "Running" for p in listed) >= pods:
                         running_at = time.perf_counter() - started
+                        cpu = {
+                            "cpu_gitkube": process_cpu_seconds() - own_cpu,
+                            "cpu_machine": machine_cpu_seconds() - machine_cpu,
+                        }
                 if rc is not None and rc.status.ready_replicas >= pods:
                     ready_at = time.perf_counter() - started
                     break
@@ -274,7 +281,21 @@ async def bench_gitkube_pods(
                 await asyncio.sleep(0.2)
     finally:
         await asyncio.to_thread(remove_node_containers, node)
-    return {"running": running_at or ready_at, "ready": ready_at, "bound": bound_at or ready_at}
+    return {
+        "running": running_at or ready_at,
+        "ready": ready_at,
+        "bound": bound_at or ready_at,
+        **cpu,
+    }
+
+
+def process_cpu_seconds() -> float:
+    """CPU time of this process (the operator runs in it) and of its children (git)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 #: compose's healthchecks are execs in the containers: beyond this many
@@ -549,7 +570,7 @@ async def run_pods(args: argparse.Namespace, workdir: Path, nodes: list[str]) ->
 async def run_pods_of(pods: int, args: argparse.Namespace, workdir: Path, nodes: list[str]) -> None:
     gk: list[dict[str, float]] = []
     dc: list[dict[str, float]] = []
-    engine: list[float] = []
+    engine: list[Round] = []
     command = ["sh", "-c", SERVE]
     for round_no in range(args.rounds):
         # the three take turns at going first
@@ -589,6 +610,29 @@ async def run_pods_of(pods: int, args: argparse.Namespace, workdir: Path, nodes:
     if pods <= HEALTHCHECKED_SERVICES:
         print(f"  docker-compose up -d -> all healthy       {c['ready']:6.2f}s")
     print(f"  engine limit (SDK, best of 4/6/8)        {e:6.2f}s")
+    floor = statistics.median(r.cpu for r in engine) / CPUS
+    print(
+        f"  the engine's CPU floor for them           {floor:6.2f}s  (the machine's CPU time "
+        f"in the engine-limit round / {CPUS} CPUs)"
+    )
+    compose_engine = statistics.median(b["running"] / x for b, x in zip(dc, engine, strict=True))
+    print(
+        f"  compose up -d / engine limit:             {compose_engine:6.2f}x"
+        + (
+            f" (so {GOAL_RUNNING_COMPOSE}x compose is "
+            f"{GOAL_RUNNING_COMPOSE * compose_engine:.2f}x the engine limit, "
+            f"{GOAL_RUNNING_COMPOSE * c['running'] / floor:.2f}x its CPU floor)"
+            if goals
+            else ""
+        )
+    )
+    if all("cpu_gitkube" in r for r in gk):
+        own = statistics.median(r["cpu_gitkube"] for r in gk)
+        machine = statistics.median(r["cpu_machine"] for r in gk)
+        print(
+            f"  push -> all Running: gitkube's process {own:.2f} CPU-s of the machine's "
+            f"{machine:.2f} ({own / machine:.0%})"
+        )
     print(
         f"  ratio gitkube Running / compose up -d:    {vs_compose:6.2f}x"
         + (

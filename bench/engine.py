@@ -3,6 +3,7 @@ the Docker SDK with K calls in flight, no gitkube, no compose.
 
     python bench/engine.py [--pods 20] [--in-flight 1,2,4,6,8,16] [--rounds 3]
                            [--port 0] [--image gitkube-test/busybox:latest]
+                           [--publish-cost]
 
 Each container is what one single-container pod is (the same image and
 command; with ``--port P``, container port P published on a free port of
@@ -14,6 +15,16 @@ median per K and the best K: that is the limit ``bench/agent.py`` and
 ``bench/e2e.py`` hold gitkube to (and how the Docker runtime's
 ``start_parallelism`` was sized).
 
+Each figure comes with the machine's CPU time over the round (all
+processes, from /proc/stat) per container: what the engine, containerd,
+runc and the kernel spend to start one. Divided by the number of CPUs it is
+a floor no client of the engine gets under, however it orders its calls.
+
+``--publish-cost`` runs every round twice, with ``--port`` published and
+without (paired, taking turns at going first), and prints what publishing
+costs: of the engine's work per container, the only part a client could do
+another way (iptables rules and a docker-proxy per port, in the engine).
+
 ``engine_limit()`` is the same measurement for the other benchmarks, in
 their own runs.
 """
@@ -21,6 +32,7 @@ their own runs.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -30,8 +42,22 @@ from typing import Any
 
 import docker
 
+CPUS = os.cpu_count() or 1
 LABEL = "io.gitkube.bench.engine"
 DEFAULT_COMMAND = ["sleep", "3600"]
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy (not idle, not waiting on I/O)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class Round(float):
+    """Seconds of one round, with the machine's CPU seconds spent in it."""
+
+    cpu: float = 0.0
 
 
 def _remove(api: docker.APIClient, run: str) -> None:
@@ -48,7 +74,7 @@ def engine_round(
     command: list[str] | None = None,
     port: int = 0,
     api: docker.APIClient | None = None,
-) -> float:
+) -> Round:
     """Seconds to create and start ``pods`` containers with ``in_flight`` calls at once."""
     own = api is None
     api = api or docker.APIClient(
@@ -73,10 +99,13 @@ def engine_round(
         api.start(cid)
 
     try:
+        cpu = machine_cpu_seconds()
         started = time.perf_counter()
         with ThreadPoolExecutor(in_flight) as pool:
             list(pool.map(one, range(pods)))
-        return time.perf_counter() - started
+        took = Round(time.perf_counter() - started)
+        took.cpu = machine_cpu_seconds() - cpu
+        return took
     finally:
         _remove(api, run)
         if own:
@@ -110,28 +139,55 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=0, help="container port to publish")
     parser.add_argument("--image", default="gitkube-test/busybox:latest")
+    parser.add_argument(
+        "--publish-cost",
+        action="store_true",
+        help="each round with --port published and without, paired (default port 8000)",
+    )
     args = parser.parse_args()
     levels = [int(k) for k in args.in_flight.split(",")]
-    times: dict[int, list[float]] = {k: [] for k in levels}
+    ports = [args.port or 8000, 0] if args.publish_cost else [args.port]
+    runs = [(k, port) for k in levels for port in ports]
+    times: dict[tuple[int, int], list[Round]] = {run: [] for run in runs}
+
+    def label(run: tuple[int, int]) -> str:
+        k, port = run
+        return f"{k} in flight" + (("" if port else " unpublished") if args.publish_cost else "")
+
     for round_no in range(args.rounds):
-        # the levels take turns at going first, so drift falls on all of them
-        order = levels[round_no % len(levels) :] + levels[: round_no % len(levels)]
-        for k in order:
-            times[k].append(engine_round(args.pods, k, image=args.image, port=args.port))
+        # the runs take turns at going first, so drift falls on all of them
+        order = runs[round_no % len(runs) :] + runs[: round_no % len(runs)]
+        for k, port in order:
+            times[(k, port)].append(engine_round(args.pods, k, image=args.image, port=port))
         print(
             f"round {round_no + 1}: "
-            + ", ".join(f"{k} in flight {times[k][-1]:.2f}s" for k in levels),
+            + ", ".join(f"{label(run)} {times[run][-1]:.2f}s" for run in runs),
             flush=True,
         )
-    print(f"\n{args.pods} containers created and started, median of {args.rounds} rounds:")
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    for k in levels:
+    print(
+        f"\n{args.pods} containers created and started, median of {args.rounds} rounds "
+        f"(CPU: the whole machine's, {CPUS} CPUs):"
+    )
+    medians = {run: statistics.median(v) for run, v in times.items()}
+    cpu = {run: statistics.median(r.cpu for r in v) for run, v in times.items()}
+    for run in runs:
         print(
-            f"  {k:3d} in flight: {medians[k]:6.2f}s  "
-            f"({medians[k] / args.pods * 1000:5.0f} ms/container)"
+            f"  {label(run):26s} {medians[run]:6.2f}s  "
+            f"({medians[run] / args.pods * 1000:5.0f} ms/container; "
+            f"CPU {cpu[run] / args.pods * 1000:4.0f} ms/container, "
+            f"floor {cpu[run] / CPUS:5.2f}s)"
         )
-    best = min(medians, key=lambda k: medians[k])
-    print(f"  fastest: {best} in flight, {medians[best]:.2f}s")
+    best = min(medians, key=lambda run: medians[run])
+    print(f"  fastest: {label(best)}, {medians[best]:.2f}s")
+    if args.publish_cost:
+        for k in levels:
+            published, bare = times[(k, ports[0])], times[(k, 0)]
+            wall = statistics.median(a / b for a, b in zip(published, bare, strict=True))
+            work = statistics.median(a.cpu / b.cpu for a, b in zip(published, bare, strict=True))
+            print(
+                f"  publishing port {ports[0]}, {k} in flight: {wall:.2f}x the time and "
+                f"{work:.2f}x the CPU of the same containers unpublished (median of pairs)"
+            )
     return 0
 
 
