@@ -44,7 +44,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gitkube.api.objects import ConfigMap, Container, Node, Pod, Probe, Secret
@@ -146,6 +146,16 @@ class AgentPass:
         )
 
 
+def _fingerprint(
+    sandboxes: list[Sandbox], containers: list[RuntimeContainer]
+) -> tuple[list[tuple[str, bool]], list[tuple[Any, ...]]]:
+    """What a pod's sandboxes and containers are, as far as acting on them goes."""
+    return (
+        sorted((s.id, s.running) for s in sandboxes),
+        sorted((c.id, c.state, c.exit_code, c.finished_at) for c in containers),
+    )
+
+
 def _pod_name(pod: Pod) -> str:
     return f"{pod.namespace}/{pod.name}"
 
@@ -210,6 +220,9 @@ class Agent:
         #: pod uid -> relists started when the agent last acted on it: the
         #: pod's next reconcile needs a relist started after that
         self._acted: dict[str, int] = {}
+        #: uid -> the status this agent last wrote for the pod: the cache's
+        #: event for that write is no news to the pod's worker
+        self._status_written: dict[str, Any] = {}
         #: pod uid -> seconds after which to reconcile it again (a back-off ends)
         self._requeue: dict[str, float] = {}
         #: last seen pod by uid (its grace period, once it is gone from the store)
@@ -321,12 +334,28 @@ class Agent:
     # ------------------------------------------------------------ keys
 
     def _pod_keys(self, event: CacheEvent) -> set[str]:
-        """A pod that is (or was) bound here: its uid."""
+        """A pod that is (or was) bound here: its uid. Not for the agent's own
+        status write (kubelet's pod workers are not woken by the status its
+        status manager wrote): the worker that wrote it knew it."""
+        old, new = event.old, event.new
+        if isinstance(old, Pod) and isinstance(new, Pod) and self._own_status_write(old, new):
+            return set()
         return {
             pod.metadata.uid
             for pod in (event.old, event.new)
             if isinstance(pod, Pod) and pod.spec.node_name == self.node_name and pod.metadata.uid
         }
+
+    def _own_status_write(self, old: Pod, new: Pod) -> bool:
+        """Whether ``old`` -> ``new`` is this agent's status write and nothing else."""
+        written = self._status_written.get(new.metadata.uid)
+        return (
+            written is not None
+            and new.status == written
+            and new.spec == old.spec
+            and replace(new.metadata, resource_version="")
+            == replace(old.metadata, resource_version="")
+        )
 
     def _node_keys(self, event: CacheEvent) -> list[str]:
         """This node appearing or disappearing concerns every pod here."""
@@ -419,15 +448,10 @@ class Agent:
         containers_by_uid: dict[str, list[RuntimeContainer]] = {}
         for rc in containers:
             containers_by_uid.setdefault(rc.pod_uid, []).append(rc)
-        fingerprints: dict[str, tuple[Any, ...]] = {}
-        for uid in set(sandboxes_by_uid) | set(containers_by_uid):
-            fingerprints[uid] = (
-                sorted((s.id, s.running) for s in sandboxes_by_uid.get(uid, [])),
-                sorted(
-                    (c.id, c.state, c.exit_code, c.finished_at)
-                    for c in containers_by_uid.get(uid, [])
-                ),
-            )
+        fingerprints = {
+            uid: _fingerprint(sandboxes_by_uid.get(uid, []), containers_by_uid.get(uid, []))
+            for uid in set(sandboxes_by_uid) | set(containers_by_uid)
+        }
         changed = sorted(
             uid
             for uid in set(fingerprints) | set(self._fingerprints)
@@ -545,7 +569,7 @@ class Agent:
             now=time.time(),
         )
         waiting = dict(plan.waiting)
-        acted = False
+        acted = settled = False
         try:
             if not plan.is_empty():
                 acted = True
@@ -567,6 +591,15 @@ class Agent:
                     ]
                 else:
                     containers = containers + new
+                    # what a listing will show when nothing else happens: that
+                    # listing is no news to wake this pod for (an exit is)
+                    known = {s.id: s for s in sandboxes}
+                    if sandbox is not None:
+                        known[sandbox.id] = sandbox
+                    self._fingerprints[uid] = _fingerprint(list(known.values()), containers)
+                    # every start returned running: with the engine's events
+                    # followed, an exit is heard of without looking again
+                    settled = self.evented and len(new) == len(plan.start)
             if plan.requeue_after is not None:
                 self._requeue_in(plan.requeue_after, uid)
         except Exception as exc:
@@ -575,7 +608,8 @@ class Agent:
             return
         finally:
             if acted:
-                self._acted_on(uid)  # see the outcome in a fresh relist soon
+                # see the outcome in a fresh relist soon (unless it is settled)
+                self._acted_on(uid, verify=not settled)
         sandbox = plan.sandbox
         await self._write_status(pod, sandbox, containers, waiting, report)
 
@@ -872,6 +906,7 @@ class Agent:
         self._known.pop(uid, None)
         self._acted.pop(uid, None)
         self._requeue.pop(uid, None)
+        self._status_written.pop(uid, None)
 
     # ------------------------------------------------------------ status
 
@@ -923,6 +958,8 @@ class Agent:
                 return
             updated = current.copy()
             updated.status = status
+            # before the write: the cache may hear of it before this resumes
+            self._status_written[pod.metadata.uid] = updated.status
             try:
                 await self.objects.update(updated)
             except Conflict:
@@ -998,10 +1035,12 @@ class Agent:
         if uid not in self._requeue or seconds < self._requeue[uid]:
             self._requeue[uid] = seconds
 
-    def _acted_on(self, uid: str) -> None:
-        """The agent changed what runs of ``uid``: reconcile it again, on a fresh relist."""
+    def _acted_on(self, uid: str, *, verify: bool = True) -> None:
+        """The agent changed what runs of ``uid``: its next reconcile waits for
+        a fresh relist; with ``verify``, that is at once."""
         self._acted[uid] = self._relists_started
-        self._requeue_in(0.0, uid)
+        if verify:
+            self._requeue_in(0.0, uid)
 
     @staticmethod
     def _describe(rc: RuntimeContainer | None, cid: str) -> str:

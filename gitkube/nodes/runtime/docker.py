@@ -226,6 +226,10 @@ class DockerRuntime:
         self._inspected: dict[str, tuple[str, dict[str, Any]]] = {}
         #: containers the event stream reported changed since they were last inspected
         self._changed: set[str] = set()
+        #: containers created by start_container whose start has not returned
+        #: yet: a relist meanwhile takes their state from the listing, not an
+        #: inspect (start_container inspects them itself, or fails)
+        self._starting: set[str] = set()
         self._closed = False
 
     @classmethod
@@ -506,6 +510,8 @@ class DockerRuntime:
             exposed = {"ports": ports, "hostname": _hostname(pod.metadata.name)}
             labels |= _port_labels(pod) | {LABEL_BIND_ADDRESS: sandbox.bind_address}
 
+        created: list[str] = []
+
         def create_and_start() -> tuple[str, dict[str, Any]]:
             host_config = self.api.create_host_config(
                 binds=[
@@ -527,6 +533,8 @@ class DockerRuntime:
                 host_config=host_config,
                 **exposed,
             )
+            created.append(container_id)
+            self._starting.add(container_id)
             try:
                 self.api.start(container_id)
             except docker.errors.APIError as exc:
@@ -551,6 +559,8 @@ class DockerRuntime:
             raise ContainerStartError("ErrImagePull", _docker_message(exc)) from exc
         except docker.errors.APIError as exc:
             raise ContainerStartError("CreateContainerError", _docker_message(exc)) from exc
+        finally:
+            self._starting.difference_update(created)
         if "error" in outcome:
             # kubelet keeps a container that failed to start (exited, 128);
             # it counts as an attempt the agent sees in list_containers
@@ -600,6 +610,11 @@ class DockerRuntime:
             cached = self._inspected.get(cid)
             if cid in self._changed:
                 self._changed.discard(cid)
+            elif cid in self._starting and state in ("created", "running"):
+                # being started here: start_container inspects it itself, the
+                # agent acts on a listing after that, and meanwhile the listing
+                # says what there is to say (an exit goes through _changed)
+                return {"Status": state}
             elif cached and (
                 cached[0] == state or (state == "created" and cached[0] in ("running", "exited"))
             ):
@@ -786,10 +801,13 @@ class DockerRuntime:
                 uid = (actor.get("Attributes") or {}).get(LABEL_POD_UID, "")
                 if not uid:
                     continue
-                if (event or {}).get("Action") in ("die", "oom"):
+                action, cid = (event or {}).get("Action"), str(actor.get("ID") or "")
+                if action in ("die", "oom"):
                     # the engine reports an exit before its listing shows it:
                     # the next listing inspects the container afresh
-                    self._changed.add(str(actor.get("ID") or ""))
+                    self._changed.add(cid)
+                elif action == "start" and self._started_here(cid):
+                    continue  # start_container reports it: no relist for it
                 yield str(uid)
         except _StreamFailed as exc:
             raise RuntimeErrorBase(f"the engine's event stream failed: {exc.cause}") from exc.cause
@@ -798,6 +816,14 @@ class DockerRuntime:
                 stream.close()
             with contextlib.suppress(Exception):
                 client.close()
+
+    def _started_here(self, container_id: str) -> bool:
+        """Whether start_container started this container (and is starting or
+        has inspected it, running)."""
+        if container_id in self._starting:
+            return True
+        cached = self._inspected.get(container_id)
+        return cached is not None and cached[0] == "running"
 
     def _event_client(self) -> docker.APIClient:
         if self.docker_url:
