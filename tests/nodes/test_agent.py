@@ -597,6 +597,43 @@ class TestSandboxes:
         assert cs.state.terminated is not None and cs.state.terminated.exit_code == 3
 
 
+    async def test_starts_make_no_relist_when_the_engine_events_are_followed(
+        self, harness: Harness
+    ) -> None:
+        """Starting pods costs create, start and one inspect each: the engine's
+        start events for them, the agent's own status writes and the outcome
+        of the starts start no listing of the runtime. Without an event
+        stream (processes) each start is checked by a relist at once."""
+        await harness.halt()
+        harness.agent.settings.relist_seconds = 60.0
+        harness.agent.settings.evented_relist_seconds = 60.0
+        await harness.start()
+        evented = harness.kind == "docker"
+        if evented:
+            await harness.wait(lambda: harness.agent.evented, what="event stream open")
+        await harness.wait(lambda: harness.agent.relists >= 1, what="the first relist")
+        relists = harness.agent.relists
+        names = [f"quiet{i}" for i in range(3)]
+        for name in names:
+            await harness.create(make_pod(name, ports=[ContainerPort(container_port=8080)]))
+        for name in names:
+            got = await harness.wait_pod(name, running, what="Running")
+            assert got.status.host_ports.keys() == {"main/8080/TCP"}
+        await harness.agent.settle(timeout=10)
+        if not evented:
+            assert harness.agent.relists > relists
+            return
+        assert harness.agent.relists == relists
+        # and an exit is still seen at once (from the engine's die event)
+        (cid,) = await harness.runtime_ids("quiet0")
+        await harness.runtime.stop_container(cid, grace_seconds=0)
+        await harness.wait_pod(
+            "quiet0",
+            lambda p: p.status.container_statuses[0].restart_count >= 1 and running(p),
+            what="restarted after its container was stopped",
+        )
+
+
 # ---------------------------------------------------------------- adoption
 
 
