@@ -220,8 +220,8 @@ class Agent:
         #: pod uid -> relists started when the agent last acted on it: the
         #: pod's next reconcile needs a relist started after that
         self._acted: dict[str, int] = {}
-        #: uid -> the status this agent last wrote for the pod: the cache's
-        #: event for that write is no news to the pod's worker
+        #: uid -> the status this agent last found right for the pod: the
+        #: cache's event for its write of it is no news to the pod's worker
         self._status_written: dict[str, Any] = {}
         #: pod uid -> seconds after which to reconcile it again (a back-off ends)
         self._requeue: dict[str, float] = {}
@@ -954,12 +954,14 @@ class Agent:
                 runtime_name=self.runtime.name,
                 now=now_iso(),
             )
+            # the status last found right (written or not; before the write:
+            # the cache may hear of it before this resumes): an event that
+            # brings exactly it is no news, one that brings another is
+            self._status_written[pod.metadata.uid] = status
             if to_dict(status) == to_dict(current.status):
                 return
             updated = current.copy()
             updated.status = status
-            # before the write: the cache may hear of it before this resumes
-            self._status_written[pod.metadata.uid] = updated.status
             try:
                 await self.objects.update(updated)
             except Conflict:
