@@ -212,20 +212,38 @@ async def test_starts_in_flight_are_bounded(
 async def test_the_event_stream_names_pods_whose_containers_change(
     runtime: DockerRuntime, test_image: str
 ) -> None:
+    """Exits and removals are reported, and starts by anyone else; the start
+    of a container this runtime started is not (start_container reports it)."""
     stream = runtime.events()
     assert stream is not None
     assert await anext(stream) == ""  # open: from here on, changes are reported
+    outside = ""
     try:
-        pod = make_pod(Container(name="once", image=test_image, command=["true"]))
-        sandbox = await runtime.start_sandbox(pod, node_address="127.0.0.1")
-        started = await runtime.start_container(pod, sandbox, pod.spec.containers[0], attempt=0)
-        # start, then die (it exits at once), then destroy
-        assert await asyncio.wait_for(anext(stream), 10) == pod.metadata.uid
-        assert await asyncio.wait_for(anext(stream), 10) == pod.metadata.uid
+        own = make_pod(Container(name="own", image=test_image, command=["sleep", "3600"]))
+        sandbox = await runtime.start_sandbox(own, node_address="127.0.0.1")
+        started = await runtime.start_container(own, sandbox, own.spec.containers[0], attempt=0)
+        # a container of this node that something else starts, after it: the
+        # stream's next pod is this one, so the own start went unreported
+        other = make_pod(Container(name="other", image=test_image, command=["true"]))
+
+        def start_outside() -> str:
+            cid = runtime.api.create_container(
+                test_image, command=["sleep", "3600"], labels=runtime._labels(other)
+            )["Id"]
+            runtime.api.start(cid)
+            return str(cid)
+
+        outside = await asyncio.to_thread(start_outside)
+        assert await asyncio.wait_for(anext(stream), 10) == other.metadata.uid
+        # its own container's exit and removal are reported
+        await runtime.stop_container(started.id, grace_seconds=0)
+        assert await asyncio.wait_for(anext(stream), 10) == own.metadata.uid
         await runtime.remove_container(started.id)
-        assert await asyncio.wait_for(anext(stream), 10) == pod.metadata.uid
+        assert await asyncio.wait_for(anext(stream), 10) == own.metadata.uid
     finally:
         await stream.aclose()
+        if outside:
+            await asyncio.to_thread(runtime.api.remove_container, outside, force=True)
 
 
 async def test_containers_of_a_pod_share_the_sandbox_network(
