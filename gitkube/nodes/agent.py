@@ -222,7 +222,7 @@ class Agent:
         self._acted: dict[str, int] = {}
         #: uid -> the status this agent last found right for the pod: the
         #: cache's event for its write of it is no news to the pod's worker
-        self._status_written: dict[str, Any] = {}
+        self._status_found: dict[str, Any] = {}
         #: pod uid -> seconds after which to reconcile it again (a back-off ends)
         self._requeue: dict[str, float] = {}
         #: last seen pod by uid (its grace period, once it is gone from the store)
@@ -342,16 +342,16 @@ class Agent:
             return set()
         return {
             pod.metadata.uid
-            for pod in (event.old, event.new)
+            for pod in (old, new)
             if isinstance(pod, Pod) and pod.spec.node_name == self.node_name and pod.metadata.uid
         }
 
     def _own_status_write(self, old: Pod, new: Pod) -> bool:
         """Whether ``old`` -> ``new`` is this agent's status write and nothing else."""
-        written = self._status_written.get(new.metadata.uid)
+        found = self._status_found.get(new.metadata.uid)
         return (
-            written is not None
-            and new.status == written
+            found is not None
+            and new.status == found
             and new.spec == old.spec
             and replace(new.metadata, resource_version="")
             == replace(old.metadata, resource_version="")
@@ -906,7 +906,7 @@ class Agent:
         self._known.pop(uid, None)
         self._acted.pop(uid, None)
         self._requeue.pop(uid, None)
-        self._status_written.pop(uid, None)
+        self._status_found.pop(uid, None)
 
     # ------------------------------------------------------------ status
 
@@ -957,7 +957,7 @@ class Agent:
             # the status last found right (written or not; before the write:
             # the cache may hear of it before this resumes): an event that
             # brings exactly it is no news, one that brings another is
-            self._status_written[pod.metadata.uid] = status
+            self._status_found[pod.metadata.uid] = status
             if to_dict(status) == to_dict(current.status):
                 return
             updated = current.copy()

@@ -806,7 +806,7 @@ class DockerRuntime:
                     # the engine reports an exit before its listing shows it:
                     # the next listing inspects the container afresh
                     self._changed.add(cid)
-                elif action == "start" and self._started_here(cid):
+                elif action == "start" and self._own_start(cid):
                     continue  # start_container reports it: no relist for it
                 yield str(uid)
         except _StreamFailed as exc:
@@ -817,7 +817,7 @@ class DockerRuntime:
             with contextlib.suppress(Exception):
                 client.close()
 
-    def _started_here(self, container_id: str) -> bool:
+    def _own_start(self, container_id: str) -> bool:
         """Whether start_container started this container (and is starting or
         has inspected it, running)."""
         if container_id in self._starting:
