@@ -220,6 +220,13 @@ class Agent:
         #: pod uid -> relists started when the agent last acted on it: the
         #: pod's next reconcile needs a relist started after that
         self._acted: dict[str, int] = {}
+        #: pods whose last action only started containers, all running, with
+        #: the engine's events followed and no listing done meanwhile: what
+        #: runs of them is known (kept in _sandboxes/_containers, its
+        #: fingerprint in _fingerprints), so their next reconcile needs no
+        #: relist. Until a listing says otherwise, or one begun after the
+        #: action (it may know of an exit) is done
+        self._settled: set[str] = set()
         #: uid -> the status this agent last found right for the pod: the
         #: cache's event for its write of it is no news to the pod's worker
         self._status_found: dict[str, Any] = {}
@@ -457,6 +464,12 @@ class Agent:
             for uid in set(fingerprints) | set(self._fingerprints)
             if fingerprints.get(uid) != self._fingerprints.get(uid)
         )
+        # a listing begun before the action on a settled pod is older than
+        # what the agent knows: it ends that only when it shows something else
+        # (an exit, or a start not yet listed: the pod's reconcile relists)
+        self._settled -= {
+            uid for uid in self._settled if started > self._acted.get(uid, 0) or uid in changed
+        }
         self._sandboxes, self._containers = sandboxes_by_uid, containers_by_uid
         self._fingerprints = fingerprints
         self._pod_of_container = {rc.id: rc.pod_uid for rc in containers}
@@ -475,7 +488,10 @@ class Agent:
         return changed
 
     async def _fresh(self, uid: str) -> None:
-        """Make sure the runtime was listed (after the agent last acted on ``uid``)."""
+        """Make sure the runtime was listed (after the agent last acted on
+        ``uid``), unless what the action left is known (settled)."""
+        if uid in self._settled:
+            return
         while self._snapshot_from <= (acted := self._acted.get(uid, 0)):
             async with self._relist_lock:
                 if self._snapshot_from <= acted:
@@ -570,6 +586,7 @@ class Agent:
         )
         waiting = dict(plan.waiting)
         acted = settled = False
+        begun = self._relists_started
         try:
             if not plan.is_empty():
                 acted = True
@@ -599,7 +616,16 @@ class Agent:
                     self._fingerprints[uid] = _fingerprint(list(known.values()), containers)
                     # every start returned running: with the engine's events
                     # followed, an exit is heard of without looking again
-                    settled = self.evented and len(new) == len(plan.start)
+                    # and no listing done since the action began (it may
+                    # have seen an exit, which the fingerprint above hides)
+                    settled = (
+                        self.evented
+                        and len(new) == len(plan.start)
+                        and self._snapshot_from <= begun
+                    )
+                    if settled:
+                        self._sandboxes[uid] = list(known.values())
+                        self._containers[uid] = containers
             if plan.requeue_after is not None:
                 self._requeue_in(plan.requeue_after, uid)
         except Exception as exc:
@@ -610,6 +636,8 @@ class Agent:
             if acted:
                 # see the outcome in a fresh relist soon (unless it is settled)
                 self._acted_on(uid, verify=not settled)
+                if settled:
+                    self._settled.add(uid)
         sandbox = plan.sandbox
         await self._write_status(pod, sandbox, containers, waiting, report)
 
@@ -905,6 +933,7 @@ class Agent:
                 self.backoff.forget(tracked)
         self._known.pop(uid, None)
         self._acted.pop(uid, None)
+        self._settled.discard(uid)
         self._requeue.pop(uid, None)
         self._status_found.pop(uid, None)
 
@@ -1041,6 +1070,7 @@ class Agent:
         """The agent changed what runs of ``uid``: its next reconcile waits for
         a fresh relist; with ``verify``, that is at once."""
         self._acted[uid] = self._relists_started
+        self._settled.discard(uid)
         if verify:
             self._requeue_in(0.0, uid)
 

@@ -596,13 +596,14 @@ class TestSandboxes:
         (cs,) = got.status.container_statuses
         assert cs.state.terminated is not None and cs.state.terminated.exit_code == 3
 
-    async def test_starts_make_no_relist_when_the_engine_events_are_followed(
+    async def test_starts_and_readiness_make_no_relist_when_the_engine_events_are_followed(
         self, harness: Harness
     ) -> None:
         """Starting pods costs create, start and one inspect each: the engine's
-        start events for them, the agent's own status writes and the outcome
-        of the starts start no listing of the runtime. Without an event
-        stream (processes) each start is checked by a relist at once."""
+        start events for them, the agent's own status writes, the outcome of
+        the starts and their readiness probes passing start no listing of the
+        runtime (the agent knows what it started). Without an event stream
+        (processes) each start is checked by a relist at once."""
         await harness.halt()
         harness.agent.settings.relist_seconds = 60.0
         harness.agent.settings.evented_relist_seconds = 60.0
@@ -618,9 +619,15 @@ class TestSandboxes:
         relists = harness.agent.relists
         names = [f"quiet{i}" for i in range(3)]
         for name in names:
-            await harness.create(make_pod(name, ports=[ContainerPort(container_port=8080)]))
+            await harness.create(
+                make_pod(
+                    name,
+                    ports=[ContainerPort(container_port=8080)],
+                    readiness_probe=fast_probe(exec=ExecAction(command=["true"])),
+                )
+            )
         for name in names:
-            got = await harness.wait_pod(name, running, what="Running")
+            got = await harness.wait_pod(name, ready, what="Running and Ready")
             assert got.status.host_ports.keys() == {"main/8080/TCP"}
         await harness.agent.settle(timeout=10)
         if not evented:
