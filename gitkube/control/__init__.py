@@ -93,6 +93,7 @@ from gitkube.control.applier import (
     delete,
     replan,
     update,
+    update_status,
 )
 from gitkube.control.cache import (
     LABEL,
@@ -148,4 +149,5 @@ __all__ = [
     "replan",
     "split_ref",
     "update",
+    "update_status",
 ]

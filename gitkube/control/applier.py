@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar
 
 from gitkube.api.objects import ApiObject
 from gitkube.control.cache import Cache
@@ -89,6 +89,13 @@ def update(obj: ApiObject, previous: ApiObject | None = None) -> Write:
     """Replace the stored object with ``obj``, guarded on ``obj.metadata.resourceVersion``
     (``previous``, when given, carries uid, creation time and generation over)."""
     return Write("update", obj, previous)
+
+
+def update_status(current: ApiObject, status: Any) -> Write:
+    """Write ``status`` onto ``current`` (as read), nothing else: ``current``
+    is not copied beyond its metadata, and stays as it was."""
+    changed = replace(current, metadata=replace(current.metadata), status=status)  # type: ignore[call-arg]
+    return Write("update", changed, current)
 
 
 def delete(obj: ApiObject) -> Write:

@@ -989,10 +989,8 @@ class Agent:
             self._status_found[pod.metadata.uid] = status
             if to_dict(status) == to_dict(current.status):
                 return
-            updated = current.copy()
-            updated.status = status
             try:
-                await self.objects.update(updated)
+                updated = await self.objects.update_status(current, status)
             except Conflict:
                 current = await self.objects.get(Pod, pod.namespace, pod.name)
                 continue

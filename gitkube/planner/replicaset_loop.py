@@ -47,6 +47,7 @@ from gitkube.control import (
     replan,
     split_ref,
     update,
+    update_status,
 )
 from gitkube.errors import Conflict, GitkubeError
 from gitkube.planner.replication import (
@@ -261,11 +262,9 @@ class ReplicaSetController:
             revision = max(revision, await self._create(key, plan))
         finally:
             if plan.status_changed:
-                rs = plan.rs.copy()
-                rs.status = plan.status
-                done = await self.applier.apply([update(rs, plan.rs)], atomic=True)
+                done = await self.applier.apply([update_status(plan.rs, plan.status)], atomic=True)
                 revision = max(revision, done.revision)
-                self.done.statuses.append(rs.key)
+                self.done.statuses.append(plan.rs.key)
         if plan.has_pod_changes():
             log.info(
                 "replicasets: %s: created %d, deleted %d pods",

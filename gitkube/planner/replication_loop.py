@@ -50,6 +50,7 @@ from gitkube.control import (
     replan,
     split_ref,
     update,
+    update_status,
 )
 from gitkube.errors import Conflict
 from gitkube.planner.replication import (
@@ -308,10 +309,8 @@ class ReplicationManager:
             await self._create(plan, result, note)
         finally:
             if plan.status_changed:
-                rc = plan.rc.copy()
-                rc.status = plan.status
-                note(await self.applier.apply([update(rc, plan.rc)], atomic=True))
-                result.statuses.append(rc.key)
+                note(await self.applier.apply([update_status(plan.rc, plan.status)], atomic=True))
+                result.statuses.append(plan.rc.key)
         return revision
 
     async def _create(

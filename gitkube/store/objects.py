@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -46,6 +46,17 @@ def decode(cls: type[O], kv: KeyValue) -> O:
 def _spec_of(obj: ApiObject) -> Any:
     data = obj.to_dict()
     return {k: v for k, v in data.items() if k not in ("metadata", "status")}
+
+
+def _same_spec(obj: ApiObject, previous: ApiObject) -> bool:
+    """Whether ``obj`` has the spec (everything but metadata and status) of ``previous``."""
+    if type(obj) is type(previous) and all(
+        getattr(obj, f.name) == getattr(previous, f.name)
+        for f in fields(obj)
+        if f.name not in ("metadata", "status")
+    ):
+        return True  # equal fields: equal as written, without writing them out
+    return bool(_spec_of(obj) == _spec_of(previous))
 
 
 @dataclass(frozen=True)
@@ -108,7 +119,7 @@ class ObjectStore:
             meta.uid = meta.uid or prev.uid
             meta.creation_timestamp = meta.creation_timestamp or prev.creation_timestamp
             generation = prev.generation or 1
-            if _spec_of(obj) != _spec_of(previous):
+            if not _same_spec(obj, previous):
                 generation += 1
             meta.generation = generation
         revision = int(obj.metadata.resource_version or 0)
@@ -136,6 +147,26 @@ class ObjectStore:
             raise Conflict(f"{obj.KIND} {obj.namespace}/{obj.name} was modified; re-read it")
         obj.metadata.resource_version = str(result.revision)
         return obj
+
+    async def update_status(self, current: O, status: Any) -> O:
+        """Write ``status`` onto ``current`` as it was read, and nothing else
+        (Kubernetes' status subresource: no generation bump). Guarded on
+        ``current``'s resource version, so ``current`` is what is stored (no
+        read first); ``Conflict`` when the stored object has moved on.
+        ``current`` is not changed: the object written is returned."""
+        if not current.metadata.resource_version:
+            raise ValueError(
+                f"{current.KIND} {current.namespace}/{current.name}: no resourceVersion"
+            )
+        updated = replace(current, metadata=replace(current.metadata), status=status)  # type: ignore[call-arg]
+        compare = Compare(updated.key, int(current.metadata.resource_version))
+        result = await self.store.txn([compare], [Put(updated.key, encode(updated))])
+        if not result.succeeded:
+            raise Conflict(
+                f"{updated.KIND} {updated.namespace}/{updated.name} was modified; re-read it"
+            )
+        updated.metadata.resource_version = str(result.revision)
+        return updated
 
     async def delete(self, obj: ApiObject, *, guarded: bool = True) -> bool:
         """Delete ``obj``; guarded on its resource version when it has one."""

@@ -5,6 +5,8 @@
 - get and list (all namespaces or one; cluster-scoped nodes);
 - update: compare-and-swap on resourceVersion (stale -> Conflict, deleted ->
   Conflict), unconditional without one; generation counts spec changes only;
+- update_status: the status alone, onto the object as read (no read first,
+  no generation bump, the object given unchanged), stale -> Conflict;
 - delete: guarded on resourceVersion; deleting what is gone is False;
 - watch: PUT and DELETE object events for chosen resources, the deleted
   object carried by its DELETE event.
@@ -127,6 +129,32 @@ async def test_generation_counts_spec_changes_only(objects: ObjectStore) -> None
     assert pod.metadata.generation == 2
     stored = await objects.get(Pod, "default", "web-1")
     assert stored is not None and stored.metadata.generation == 2
+
+
+async def test_update_status_writes_the_status_onto_the_object_as_read(
+    objects: ObjectStore,
+) -> None:
+    from gitkube.api.objects import PodStatus
+
+    read = await objects.create(make_pod("web-1"))
+    as_read = read.copy()
+    written = await objects.update_status(read, PodStatus(phase="Running", pod_ip="10.0.0.5"))
+    assert read == as_read, "the object given was changed"
+    assert written.metadata.resource_version != read.metadata.resource_version
+    stored = await objects.get(Pod, "default", "web-1")
+    assert stored is not None
+    assert stored.status.phase == "Running" and stored.status.pod_ip == "10.0.0.5"
+    assert stored.metadata.resource_version == written.metadata.resource_version
+    assert stored.metadata.generation == 1
+    assert stored.metadata.uid == read.metadata.uid
+    assert stored.spec == read.spec and stored.metadata.labels == {"app": "web"}
+    # the object as read before is stale now: nothing is written
+    with pytest.raises(Conflict, match="modified"):
+        await objects.update_status(read, PodStatus(phase="Failed"))
+    again = await objects.get(Pod, "default", "web-1")
+    assert again is not None and again.status.phase == "Running"
+    with pytest.raises(ValueError, match="resourceVersion"):
+        await objects.update_status(make_pod("web-1"), PodStatus(phase="Failed"))
 
 
 # ---------------------------------------------------------------- delete
