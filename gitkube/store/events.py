@@ -11,6 +11,12 @@ lease per event.
 
 Events are best effort: a write that fails is logged at debug level and
 dropped; they never hold up the loop that records them.
+
+What is queued is written in one transaction (up to ``BATCH`` events), with
+no read first: a new name is created (guarded on its absence), a name this
+recorder wrote before is updated from what it wrote (guarded on that
+revision). Only when that transaction loses (another writer, an expired
+event) is each event read and written alone.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from gitkube.api.objects import ApiObject, Event, EventSource, ObjectMeta, ObjectReference
@@ -39,6 +45,10 @@ NORMAL, WARNING = "Normal", "Warning"
 DEFAULT_TTL_SECONDS = 3600
 #: events waiting to be written; beyond it the oldest are dropped
 MAX_PENDING = 1000
+#: events written in one transaction (the store takes 128 operations a branch)
+BATCH = 64
+#: events this recorder remembers having written (their next write reads nothing)
+MAX_WRITTEN = 1000
 
 
 def _iso(unix: float) -> str:
@@ -78,6 +88,8 @@ class EventRecorder:
         self._task: asyncio.Task[None] | None = None
         self._lease = 0
         self._lease_at = 0.0
+        #: name -> the Event as this recorder last wrote it (resourceVersion set)
+        self._written: OrderedDict[str, Event] = OrderedDict()
 
     # ------------------------------------------------------------ recording
 
@@ -128,12 +140,20 @@ class EventRecorder:
     async def flush(self) -> None:
         """Write every queued event now."""
         while self._pending:
-            name, item = self._pending.popitem(last=False)
-            count = self._counts.pop(name, 1)
+            batch: list[tuple[str, _Pending, int]] = []
+            while self._pending and len(batch) < BATCH:
+                name, item = self._pending.popitem(last=False)
+                batch.append((name, item, self._counts.pop(name, 1)))
             try:
-                await self._write(name, item, count)
+                if await self._write_unread(batch):
+                    continue
             except (GitkubeError, OSError) as exc:
-                log.debug("event %s %s not recorded: %s", item.reason, item.ref.name, exc)
+                log.debug("%d events not written at once: %s", len(batch), exc)
+            for name, item, count in batch:
+                try:
+                    await self._write(name, item, count)
+                except (GitkubeError, OSError) as exc:
+                    log.debug("event %s %s not recorded: %s", item.reason, item.ref.name, exc)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -152,30 +172,76 @@ class EventRecorder:
             self._lease_at = now
         return self._lease
 
+    def _new_event(self, name: str, item: _Pending, count: int) -> Event:
+        event = Event(
+            metadata=ObjectMeta(name=name, namespace=item.ref.namespace or "default"),
+            involved_object=item.ref,
+            reason=item.reason,
+            message=item.message,
+            source=EventSource(component=self.component, host=self.host),
+            first_timestamp=_iso(item.at),
+            last_timestamp=_iso(item.at),
+            count=count,
+            type=item.type,
+            reporting_component=self.component,
+            reporting_instance=self.host,
+        )
+        return self.objects.prepare_create(event)
+
+    @staticmethod
+    def _again(event: Event, item: _Pending, count: int) -> Event:
+        """``event`` (as stored) happened ``count`` more times, the last at ``item.at``."""
+        return replace(
+            event,
+            metadata=replace(event.metadata),
+            count=event.count + count,
+            last_timestamp=_iso(item.at),
+            involved_object=item.ref,
+        )
+
+    def _remember(self, event: Event, revision: int) -> None:
+        event.metadata.resource_version = str(revision)
+        self._written[event.metadata.name] = event
+        self._written.move_to_end(event.metadata.name)
+        while len(self._written) > MAX_WRITTEN:
+            self._written.popitem(last=False)
+
+    async def _write_unread(self, batch: list[tuple[str, _Pending, int]]) -> bool:
+        """Write ``batch`` in one transaction from what this recorder knows;
+        False (nothing written) when a guard lost."""
+        events: list[Event] = []
+        for name, item, count in batch:
+            known = self._written.pop(name, None)
+            events.append(
+                self._new_event(name, item, count)
+                if known is None
+                else self._again(known, item, count)
+            )
+        lease = await self._lease_now()
+        try:
+            result = await self.objects.store.txn(
+                [Compare(e.key, int(e.metadata.resource_version or 0)) for e in events],
+                [Put(e.key, encode(e), lease=lease) for e in events],
+            )
+        except NotFound:
+            self._lease = 0  # the lease lapsed (a store restart): take a new one
+            return False
+        if not result.succeeded:
+            return False
+        for event in events:
+            self._remember(event, result.revision)
+        return True
+
     async def _write(self, name: str, item: _Pending, count: int) -> None:
+        """Read the event, then write it (after the batch lost a guard)."""
         namespace = item.ref.namespace or "default"
         for _ in range(3):
             current = await self.objects.get(Event, namespace, name)
-            if current is None:
-                event = Event(
-                    metadata=ObjectMeta(name=name, namespace=namespace),
-                    involved_object=item.ref,
-                    reason=item.reason,
-                    message=item.message,
-                    source=EventSource(component=self.component, host=self.host),
-                    first_timestamp=_iso(item.at),
-                    last_timestamp=_iso(item.at),
-                    count=count,
-                    type=item.type,
-                    reporting_component=self.component,
-                    reporting_instance=self.host,
-                )
-                event = self.objects.prepare_create(event)
-            else:
-                event = current
-                event.count += count
-                event.last_timestamp = _iso(item.at)
-                event.involved_object = item.ref
+            event = (
+                self._new_event(name, item, count)
+                if current is None
+                else self._again(current, item, count)
+            )
             lease = await self._lease_now()
             compare_revision = int(event.metadata.resource_version or 0)
             try:
@@ -187,5 +253,6 @@ class EventRecorder:
                 self._lease = 0  # the lease lapsed (a store restart): take a new one
                 continue
             if result.succeeded:
+                self._remember(event, result.revision)
                 return
         raise Conflict(f"event {namespace}/{name} kept changing")

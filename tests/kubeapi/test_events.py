@@ -62,6 +62,34 @@ async def test_repeated_events_are_counted_in_one_object(objects: ObjectStore) -
     await recorder.close()
 
 
+async def test_queued_events_are_one_transaction_and_other_writers_are_counted(
+    objects: ObjectStore,
+) -> None:
+    """What is queued is written at once, with no read first; when another
+    writer (here a second agent process of the same name) wrote the same
+    event meanwhile, the guarded write loses, and the event is read and
+    counted, not overwritten."""
+    first = EventRecorder(objects, "kubelet", host="n1")
+    second = EventRecorder(objects, "kubelet", host="n1")
+    targets = [pod(f"web-{i}") for i in range(70)]  # more than one batch
+    for target in targets:
+        first.record(target, "Normal", "Started", "Started container web")
+    await first.flush()
+    events, _ = await objects.list(Event)
+    assert len(events) == 70 and all(e.count == 1 for e in events)
+    revisions = {e.metadata.resource_version for e in events}
+    assert len(revisions) == 2, f"70 events in {len(revisions)} transactions"
+    second.record(targets[0], "Normal", "Started", "Started container web")
+    await second.flush()
+    first.record(targets[0], "Normal", "Started", "Started container web")
+    first.record(targets[1], "Normal", "Started", "Started container web")
+    await first.flush()
+    counts = {e.involved_object.name: e.count for e in (await objects.list(Event))[0]}
+    assert counts["web-0"] == 3 and counts["web-1"] == 2 and counts["web-2"] == 1
+    await first.close()
+    await second.close()
+
+
 async def test_events_expire_with_their_lease(objects: ObjectStore) -> None:
     recorder = EventRecorder(objects, "default-scheduler", ttl_seconds=1, lease_window_seconds=0)
     recorder.record(pod(), "Normal", "Scheduled", "Successfully assigned default/web-1 to n1")
