@@ -626,6 +626,16 @@ async def run_pods_of(pods: int, args: argparse.Namespace, workdir: Path, nodes:
             else ""
         )
     )
+    if goals:
+        # what no client of this engine beats for these containers: the bare
+        # SDK loop (best of three parallelisms) is held to the same goal
+        bare = [x / b["running"] for b, x in zip(dc, engine, strict=True)]
+        met = sum(x <= GOAL_RUNNING_COMPOSE for x in bare)
+        print(
+            f"  engine limit / compose up -d:             {statistics.median(bare):6.2f}x "
+            f"(rounds {', '.join(f'{x:.2f}' for x in bare)}: the bare SDK loop itself "
+            f"meets <= {GOAL_RUNNING_COMPOSE}x in {met} of {len(bare)})"
+        )
     if all("cpu_gitkube" in r for r in gk):
         own = statistics.median(r["cpu_gitkube"] for r in gk)
         machine = statistics.median(r["cpu_machine"] for r in gk)
@@ -633,8 +643,9 @@ async def run_pods_of(pods: int, args: argparse.Namespace, workdir: Path, nodes:
             f"  push -> all Running: gitkube's process {own:.2f} CPU-s of the machine's "
             f"{machine:.2f} ({own / machine:.0%})"
         )
+    rounds = ", ".join(f"{a['running'] / b['running']:.2f}" for a, b in zip(gk, dc, strict=True))
     print(
-        f"  ratio gitkube Running / compose up -d:    {vs_compose:6.2f}x"
+        f"  ratio gitkube Running / compose up -d:    {vs_compose:6.2f}x (rounds {rounds})"
         + (
             f" (goal <= {GOAL_RUNNING_COMPOSE}x: {verdict(vs_compose <= GOAL_RUNNING_COMPOSE)})"
             if goals

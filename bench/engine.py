@@ -119,7 +119,7 @@ def engine_limit(
     command: list[str] | None = None,
     port: int = 0,
     in_flight: tuple[int, ...] = (4, 6, 8),
-) -> tuple[float, int]:
+) -> tuple[Round, int]:
     """The fastest of one round per ``in_flight`` value: (seconds, calls in flight)."""
     api = docker.APIClient(timeout=120, max_pool_size=32, **docker.utils.kwargs_from_env())
     try:
