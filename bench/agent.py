@@ -135,11 +135,19 @@ class RecordingStore(ObjectStore):
 
     async def update(self, obj: Any) -> Any:
         updated = await super().update(obj)
+        self._note(updated)
+        return updated
+
+    async def update_status(self, current: Any, status: Any) -> Any:
+        updated = await super().update_status(current, status)
+        self._note(updated)
+        return updated
+
+    def _note(self, obj: Any) -> None:
         if isinstance(obj, Pod) and obj.status.phase == "Running":
             self.running_at.setdefault(obj.name, time.perf_counter())
             if obj.is_ready():
                 self.ready_at.setdefault(obj.name, time.perf_counter())
-        return updated
 
 
 @dataclass
@@ -193,7 +201,7 @@ async def bench_gitkube(
             sent.append(request.path_url)
             return real_send(request, **kwargs)
 
-        docker_rt.api.send = counting  # type: ignore[method-assign]
+        docker_rt.api.send = counting
         runtime = docker_rt
     else:
         runtime = ProcessRuntime(node_name=NODE, state_dir=workdir / f"proc-{tag}")
