@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from gitkube.api.objects import ApiObject
@@ -35,7 +35,7 @@ from gitkube.control.cache import Cache
 from gitkube.control.contract import Retry
 from gitkube.errors import Conflict, LeadershipLost
 from gitkube.store.base import Compare, Delete, Get, Op, Put
-from gitkube.store.objects import ObjectStore
+from gitkube.store.objects import ObjectStore, with_status
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,7 @@ def update(obj: ApiObject, previous: ApiObject | None = None) -> Write:
 def update_status(current: ApiObject, status: Any) -> Write:
     """Write ``status`` onto ``current`` (as read), nothing else: ``current``
     is not copied beyond its metadata, and stays as it was."""
-    changed = replace(current, metadata=replace(current.metadata), status=status)  # type: ignore[call-arg]
-    return Write("update", changed, current)
+    return Write("update", with_status(current, status), current)
 
 
 def delete(obj: ApiObject) -> Write:

@@ -635,9 +635,7 @@ class Agent:
         finally:
             if acted:
                 # see the outcome in a fresh relist soon (unless it is settled)
-                self._acted_on(uid, verify=not settled)
-                if settled:
-                    self._settled.add(uid)
+                self._acted_on(uid, settled=settled)
         sandbox = plan.sandbox
         await self._write_status(pod, sandbox, containers, waiting, report)
 
@@ -1064,12 +1062,15 @@ class Agent:
         if uid not in self._requeue or seconds < self._requeue[uid]:
             self._requeue[uid] = seconds
 
-    def _acted_on(self, uid: str, *, verify: bool = True) -> None:
+    def _acted_on(self, uid: str, *, settled: bool = False) -> None:
         """The agent changed what runs of ``uid``: its next reconcile waits for
-        a fresh relist; with ``verify``, that is at once."""
+        a fresh relist, at once; unless ``settled`` (what runs is known: see
+        ``_settled``), then no relist is needed until a listing says otherwise."""
         self._acted[uid] = self._relists_started
-        self._settled.discard(uid)
-        if verify:
+        if settled:
+            self._settled.add(uid)
+        else:
+            self._settled.discard(uid)
             self._requeue_in(0.0, uid)
 
     @staticmethod

@@ -48,6 +48,12 @@ def _spec_of(obj: ApiObject) -> Any:
     return {k: v for k, v in data.items() if k not in ("metadata", "status")}
 
 
+def with_status(obj: O, status: Any) -> O:
+    """``obj`` with ``status``: a new object with its own metadata, the rest
+    shared with ``obj`` (which stays as it was; do not change the result's spec)."""
+    return replace(obj, metadata=replace(obj.metadata), status=status)  # type: ignore[call-arg]
+
+
 def _same_spec(obj: ApiObject, previous: ApiObject) -> bool:
     """Whether ``obj`` has the spec (everything but metadata and status) of ``previous``."""
     if type(obj) is type(previous) and all(
@@ -158,7 +164,7 @@ class ObjectStore:
             raise ValueError(
                 f"{current.KIND} {current.namespace}/{current.name}: no resourceVersion"
             )
-        updated = replace(current, metadata=replace(current.metadata), status=status)  # type: ignore[call-arg]
+        updated = with_status(current, status)
         compare = Compare(updated.key, int(current.metadata.resource_version))
         result = await self.store.txn([compare], [Put(updated.key, encode(updated))])
         if not result.succeeded:
