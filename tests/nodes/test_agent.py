@@ -607,14 +607,22 @@ class TestSandboxes:
         await harness.halt()
         harness.agent.settings.relist_seconds = 60.0
         harness.agent.settings.evented_relist_seconds = 60.0
+        agent = harness.agent
+        before = agent.relists  # of its first run
         await harness.start()
         evented = harness.kind == "docker"
         if evented:
             await harness.wait(lambda: harness.agent.evented, what="event stream open")
-        # the relist the stream's opening asks for has run, and none is pending
+        # the relist the stream's opening asks for has run, none is pending and
+        # none is in flight (the relist loop clears its trigger, then takes the
+        # lock, with no wait between: a free lock and a clear trigger is quiet)
         await harness.wait(
-            lambda: harness.agent.relists >= 1 and not harness.agent._relist_now.is_set(),
-            what="the first relist",
+            lambda: (
+                agent.relists > before
+                and not agent._relist_now.is_set()
+                and not agent._relist_lock.locked()
+            ),
+            what="the relists of the start done",
         )
         relists = harness.agent.relists
         names = [f"quiet{i}" for i in range(3)]
