@@ -180,6 +180,16 @@ class Manifest:
     line: int
     data: dict[str, Any]
     obj: ApiObject
+    #: the lines of the fields the checks across files name (``_CROSS_FIELDS``)
+    field_lines: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, field_: str) -> int:
+        """The line of ``field_`` (one of ``_CROSS_FIELDS``), else the object's first."""
+        return self.field_lines.get(field_, self.line)
+
+
+#: what the checks across files point at: kept per manifest (a line each), not the YAML
+_CROSS_FIELDS: tuple[FieldPath, ...] = (("metadata", "namespace"), ("spec", "clusterIP"))
 
 
 @dataclass
@@ -1081,10 +1091,29 @@ def load_manifests(
             ]
             if not doc_errors:
                 manifests.append(
-                    Manifest(path, doc.index, doc.line, doc.data, _build_object(doc.data, skipped))
+                    Manifest(
+                        path,
+                        doc.index,
+                        doc.line,
+                        doc.data,
+                        _build_object(doc.data, skipped),
+                        _field_lines(doc),
+                    )
                 )
     errors.sort(key=lambda e: (e.document, e.line))
     return manifests, errors, ignored
+
+
+def _field_lines(doc: Document) -> dict[str, int]:
+    """The lines of the ``_CROSS_FIELDS`` the document has."""
+    lines = {}
+    for fpath in _CROSS_FIELDS:
+        value: Any = doc.data
+        for part in fpath:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            lines[format_path(fpath)] = doc.line_of(fpath)
+    return lines
 
 
 def is_list_kind(api_version: Any, kind: Any) -> bool:
@@ -1200,14 +1229,14 @@ def _duplicate_cluster_ips(manifests: list[Manifest]) -> list[ManifestError]:
         errors.append(
             ManifestError(
                 manifest.path,
-                manifest.line,
+                manifest.line_of("spec.clusterIP"),
                 manifest.document,
                 "Service",
                 obj.name,
                 "spec.clusterIP",
                 f"clusterIP {ip} of Service {obj.namespace}/{obj.name} is also declared by "
                 f"Service {earlier.obj.namespace}/{earlier.obj.name} at "
-                f"{earlier.path}:{earlier.line}",
+                f"{earlier.path}:{earlier.line_of('spec.clusterIP')}",
             )
         )
     return errors
@@ -1226,7 +1255,7 @@ def find_undeclared_namespaces(manifests: list[Manifest]) -> list[ManifestError]
         errors.append(
             ManifestError(
                 manifest.path,
-                manifest.line,
+                manifest.line_of("metadata.namespace"),
                 manifest.document,
                 obj.KIND,
                 obj.name,

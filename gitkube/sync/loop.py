@@ -199,7 +199,7 @@ def _slim(manifest: Manifest) -> Manifest:
     slim = type(obj)(metadata=meta)
     if isinstance(obj, Service) and isinstance(slim, Service):
         slim.spec.cluster_ip = obj.spec.cluster_ip  # for the duplicate clusterIP check
-    return Manifest(manifest.path, manifest.document, manifest.line, {}, slim)
+    return Manifest(manifest.path, manifest.document, manifest.line, {}, slim, manifest.field_lines)
 
 
 def _refusal_error(refusal: Refusal) -> SyncError:

@@ -90,8 +90,10 @@ async def test_an_undeclared_namespace_fails_the_revision_naming_both(
         "ConfigMap 'settings' is in namespace 'shop', which is not declared in git: "
         "add a Namespace 'shop' (or use the default namespace)"
     ]
-    assert (result.errors[0].file, result.errors[0].field) == (
+    # the line of the namespace field (the third), not the object's first
+    assert (result.errors[0].file, result.errors[0].line, result.errors[0].field) == (
         "shop/config.yaml",
+        3,
         "metadata.namespace",
     )
     assert await objects.get(Namespace, "", "other") is None

@@ -15,8 +15,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from gitkube.api.validation import validate_paths
 from tests.validate.helpers import VALID_POD, errors, load
 
 RC = """\
@@ -435,6 +438,19 @@ def test_a_cluster_ip_address_is_accepted() -> None:
     manifests, found, ignored = load(SERVICE + "  clusterIP: 10.0.0.10\n")
     assert found == [] and ignored == []
     assert manifests[0].obj.spec.cluster_ip == "10.0.0.10"
+
+
+def test_a_cluster_ip_two_services_declare_is_an_error_at_the_later_field(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a.yaml").write_text(SERVICE + "  clusterIP: 10.0.0.10\n")
+    other = SERVICE.replace("name: web", "name: api") + "  clusterIP: 10.0.0.10\n"
+    (tmp_path / "b.yaml").write_text("# the api\n" + other)
+    report = validate_paths([tmp_path])
+    assert [str(e) for e in report.errors] == [
+        f"{tmp_path}/b.yaml:11: Service/api: spec.clusterIP: clusterIP 10.0.0.10 of Service "
+        f"default/api is also declared by Service default/web at {tmp_path}/a.yaml:10"
+    ]
 
 
 # ---------------------------------------------------------------- endpoints and nodes

@@ -433,7 +433,7 @@ def test_a_namespace_must_be_default_or_declared(tmp_path: Path) -> None:
     (tmp_path / "app.yaml").write_text(DEPLOYMENT + "---\n" + SECRET)
     report = validate_paths([tmp_path])
     assert [str(e) for e in report.errors] == [
-        f"{tmp_path}/app.yaml:1: Deployment/web: metadata.namespace: Deployment 'web' is in "
+        f"{tmp_path}/app.yaml:5: Deployment/web: metadata.namespace: Deployment 'web' is in "
         "namespace 'shop', which is not declared in git: add a Namespace 'shop' (or use the "
         "default namespace)"
     ]
