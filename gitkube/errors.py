@@ -74,6 +74,10 @@ class Compacted(StoreError):
         self.compact_revision = compact_revision
 
 
+class FutureRevision(StoreError):
+    """A read at a revision the store has not reached."""
+
+
 class TxnTooLarge(StoreError):
     """A transaction exceeds the store's operation limit; write fewer objects per transaction."""
 

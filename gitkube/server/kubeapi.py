@@ -43,7 +43,7 @@ from gitkube.api.keys import SYSTEM, object_key, parse_key, resource_prefix
 from gitkube.api.labels import SelectorError, expressions_match, parse_selector
 from gitkube.api.objects import KINDS, RESOURCES, ApiObject, Node, Pod
 from gitkube.api.redact import is_secret, redact_object
-from gitkube.errors import Compacted, GitkubeError
+from gitkube.errors import Compacted, FutureRevision, GitkubeError
 from gitkube.server.watchhub import HubEvent, TooOld, WatchHub
 from gitkube.store.base import KeyValue
 from gitkube.store.objects import ObjectStore, decode
@@ -543,7 +543,22 @@ class KubeApi:
                 revision_of_list, start_key = decode_continue(token)
         except (ValueError, BadRequest) as exc:
             return status_response(400, "BadRequest", str(exc))
-        kvs, revision = await self.store.range(resource_prefix(res.plural, namespace))
+        try:
+            # a continued list reads where its first page did, as Kubernetes
+            # does: one consistent list across pages, or 410 Expired once that
+            # history is compacted (kubectl's pager then lists again, whole)
+            kvs, revision = await self.store.range(
+                resource_prefix(res.plural, namespace), revision=revision_of_list
+            )
+        except Compacted:
+            return status_response(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list "
+                "result. You can start a new list without the continue parameter.",
+            )
+        except FutureRevision:
+            return status_response(400, "BadRequest", f"invalid continue token {token[:40]!r}")
         matched = []
         for kv in kvs:
             if start_key and kv.key <= start_key:

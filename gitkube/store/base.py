@@ -108,8 +108,11 @@ class Store(Protocol):
 
     async def get(self, key: str) -> KeyValue | None: ...
 
-    async def range(self, prefix: str) -> tuple[list[KeyValue], int]:
-        """Every key under ``prefix`` in key order, and the revision read at."""
+    async def range(self, prefix: str, *, revision: int = 0) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix`` in key order, and the revision read at:
+        the current one, or ``revision`` (what the keys were then, as etcd
+        reads at a revision: ``Compacted`` once that history is gone,
+        ``FutureRevision`` past the current revision)."""
         ...
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:

@@ -39,6 +39,7 @@ from aetcd import rpc
 
 from gitkube.errors import (
     Compacted,
+    FutureRevision,
     NotFound,
     StoreError,
     StoreUnavailable,
@@ -101,6 +102,8 @@ def _translate(exc: rpc.AioRpcError, where: str) -> StoreError:
         return NotFound(message)
     if "required revision has been compacted" in details:
         return Compacted(message)
+    if "required revision is a future revision" in details:
+        return FutureRevision(message)
     if "too many operations in txn request" in details:
         return TxnTooLarge(
             f"{message}: the server's --max-txn-ops is lower than the transaction; "
@@ -223,13 +226,14 @@ class EtcdStore:
 
         return await self._call(f"get {key}", request)
 
-    async def range(self, prefix: str) -> tuple[list[KeyValue], int]:
+    async def range(self, prefix: str, *, revision: int = 0) -> tuple[list[KeyValue], int]:
         start = prefix.encode() or b"\0"
         end = prefix_end(prefix.encode()) or b"\0"
+        at = revision
 
         async def request(c: aetcd.Client) -> tuple[list[KeyValue], int]:
             kvs: list[KeyValue] = []
-            key, revision = start, 0
+            key, revision = start, at
             while True:
                 response = await c.kvstub.Range(
                     rpc.RangeRequest(key=key, range_end=end, limit=RANGE_PAGE, revision=revision),
@@ -241,7 +245,7 @@ class EtcdStore:
                     return kvs, int(revision)
                 key = response.kvs[-1].key + b"\0"
 
-        for _ in range(3):
+        for _ in range(0 if at else 3):
             try:
                 return await self._call(f"range {prefix}", request)
             except Compacted:

@@ -35,7 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gitkube.errors import Compacted, NotFound, StoreError, StoreUnavailable
+from gitkube.errors import Compacted, FutureRevision, NotFound, StoreError, StoreUnavailable
 from gitkube.store._common import DEFAULT_MAX_TXN_OPS, check_txn, make_kv, prefix_end
 from gitkube.store.base import (
     Compare,
@@ -421,8 +421,65 @@ class SQLiteStore:
         ).fetchone()
         return _kv(row) if row else None
 
-    async def range(self, prefix: str) -> tuple[list[KeyValue], int]:
+    async def range(self, prefix: str, *, revision: int = 0) -> tuple[list[KeyValue], int]:
+        if revision:
+            return await self._call(self._read, lambda conn: self._range_at(conn, prefix, revision))
         return await self._call(self._read, lambda conn: self._range(conn, prefix))
+
+    def _range_at(
+        self, conn: sqlite3.Connection, prefix: str, revision: int
+    ) -> tuple[list[KeyValue], int]:
+        """The keys under ``prefix`` as they were at ``revision``: those not
+        changed since, as they are; the others from the log. A key's first
+        change after ``revision`` says what it was: a delete keeps what it
+        deleted; a put that starts a new life (version 1) finds it absent;
+        another put replaced the key's last put at or before ``revision``,
+        which the log holds unless it was compacted away (then ``Compacted``,
+        as etcd answers a read there)."""
+        current = self._meta(conn, "revision")
+        if revision > current:
+            raise FutureRevision(
+                f"revision {revision} of {self.url} is a future revision (it is at {current})"
+            )
+        compacted = self._meta(conn, "compact_revision")
+        gone = Compacted(
+            f"revision {revision} of {self.url} has been compacted "
+            f"(history starts at {compacted}); list again",
+            compact_revision=compacted,
+        )
+        if revision < compacted:
+            raise gone
+        start, end = _key_range(prefix)
+        where, keys = ("key >= ? AND key < ?", (start, end)) if end else ("key >= ?", (start,))
+        rows = conn.execute(
+            f"SELECT {_KV_COLUMNS} FROM kv WHERE {where} AND mod_revision <= ?", (*keys, revision)
+        ).fetchall()
+        found = {row[0]: _kv(row) for row in rows}
+        # SQLite takes the bare columns from the row min() or max() picks
+        changes = conn.execute(
+            "SELECT key, type, value, create_revision, version, lease, prev_mod_revision, "
+            f"min(revision) FROM log WHERE revision > ? AND {where} GROUP BY key",
+            (revision, *keys),
+        ).fetchall()
+        replaced = set()
+        for key, kind, value, create_rev, version, lease, prev_mod, _ in changes:
+            if kind == _DELETE:
+                found[key] = make_kv(key.decode(), value, create_rev, prev_mod, version, lease)
+            elif version > 1:
+                replaced.add(key)
+        if replaced:
+            last_puts = conn.execute(
+                "SELECT key, value, create_revision, version, lease, max(revision) FROM log "
+                f"WHERE revision <= ? AND type = ? AND {where} GROUP BY key",
+                (revision, _PUT, *keys),
+            ).fetchall()
+            for key, value, create_rev, version, lease, mod in last_puts:
+                if key in replaced:
+                    replaced.discard(key)
+                    found[key] = make_kv(key.decode(), value, create_rev, mod, version, lease)
+            if replaced:
+                raise gone
+        return [found[k] for k in sorted(found)], revision
 
     def _range(self, conn: sqlite3.Connection, prefix: str) -> tuple[list[KeyValue], int]:
         start, end = _key_range(prefix)

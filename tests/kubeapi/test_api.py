@@ -2,7 +2,8 @@
 
 - discovery (version, core and apps groups, short names, OpenAPI v2/v3);
 - list and get, namespaced and across namespaces, 404 as a Status;
-- labelSelector (full grammar) and fieldSelector, limit and continue;
+- labelSelector (full grammar) and fieldSelector, limit and continue (later
+  pages read the revision of the first; 410 Expired once compacted);
 - the Table form with wide columns at priority 1;
 - Secret values redacted;
 - watch: events in order with resourceVersions, from a resourceVersion,
@@ -24,6 +25,7 @@ import pytest
 
 from gitkube.api.labels import SelectorError, expressions_match, parse_selector
 from gitkube.api.objects import Pod
+from gitkube.server.kubeapi import encode_continue
 from tests.kubeapi.conftest import Api, make_pod
 
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
@@ -170,6 +172,38 @@ async def test_limit_and_continue_page_through_everything_once(api: Api) -> None
     assert len(revisions) == 1  # every page says the revision the list began at
     status, body = await api.get("/api/v1/pods?limit=2&continue=garbage")
     assert status == 400
+
+
+async def test_pages_after_the_first_read_the_list_as_it_was(api: Api) -> None:
+    """A paged list is one consistent list, as Kubernetes serves it: later
+    pages read the revision of the first (changes since do not show, nothing
+    is seen twice or missed); once that history is compacted, 410 Expired
+    (kubectl's pager then lists again, whole)."""
+    status, first = await api.get("/api/v1/pods?limit=2")
+    assert status == 200 and names(first) == ["db-1", "pending-1"]
+    token, revision = first["metadata"]["continue"], first["metadata"]["resourceVersion"]
+    objects = api.objects
+    web1 = await objects.get(Pod, "default", "web-1")
+    web2 = await objects.get(Pod, "default", "web-2")
+    assert web1 is not None and web2 is not None
+    await objects.delete(web1)
+    await objects.create(make_pod("web-0", app="web"))  # after the first page's last key
+    web2.metadata.labels["tier"] = "changed"
+    await objects.update(web2)
+    status, rest = await api.get(f"/api/v1/pods?limit=5&continue={token}")
+    assert status == 200 and rest["metadata"]["resourceVersion"] == revision
+    assert names(rest) == ["web-1", "web-2", "other-1"]
+    assert rest["items"][1]["metadata"]["labels"]["tier"] == "front"
+    assert "continue" not in rest["metadata"]
+    status, now = await api.get("/api/v1/pods")
+    assert sorted(names(now)) == ["db-1", "other-1", "pending-1", "web-0", "web-2"]
+
+    await objects.store.compact(await objects.store.revision())
+    status, expired = await api.get(f"/api/v1/pods?limit=5&continue={token}")
+    assert status == 410 and expired["reason"] == "Expired", expired
+    future = encode_continue(int(revision) + 1000, "/gitkube/pods/default/db-1")
+    status, body = await api.get(f"/api/v1/pods?limit=5&continue={future}")
+    assert status == 400 and body["reason"] == "BadRequest"
 
 
 async def test_table_form_with_wide_columns(api: Api) -> None:

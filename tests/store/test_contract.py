@@ -1,7 +1,7 @@
 """The store contract, run against both backends (SQLite and a real etcd).
 
 - revisions: a global revision; create/mod revision and version per key;
-- reads: get, range by prefix in key order at a revision;
+- reads: get, range by prefix in key order, now or at an earlier revision;
 - writes: put, delete (a delete of nothing moves no revision);
 - transactions: compares on mod_revision (0 = absent), success/failure
   branches, every write at one revision, all-or-nothing, etcd's limits;
@@ -21,8 +21,15 @@ import random
 
 import pytest
 
-from gitkube.errors import Compacted, NotFound, StoreError, StoreUnavailable, TxnTooLarge
-from gitkube.store.base import Compare, Delete, Get, Op, Put, Store
+from gitkube.errors import (
+    Compacted,
+    FutureRevision,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+    TxnTooLarge,
+)
+from gitkube.store.base import Compare, Delete, Get, KeyValue, Op, Put, Store
 
 from .conftest import eventually, take, watching
 
@@ -105,6 +112,38 @@ async def test_range_of_an_empty_prefix_is_everything(store: Store) -> None:
 async def test_range_of_nothing_is_empty(store: Store) -> None:
     kvs, revision = await store.range("/nothing/")
     assert kvs == [] and revision == await store.revision()
+
+
+async def test_range_at_a_revision_reads_the_keys_as_they_were(store: Store) -> None:
+    """What a paged list reads: every page at the first page's revision."""
+    await store.put("/p/a", b"a1")
+    await store.put("/p/b", b"b1")
+    await store.put("/p/gone", b"g1")
+    await store.put("/p/again", b"x1")
+    then = await store.put("/q/other", b"")
+    before, _ = await store.range("/p/")
+    await store.put("/p/a", b"a2")  # changed
+    await store.delete("/p/gone")  # deleted
+    await store.put("/p/new", b"n1")  # created
+    await store.delete("/p/again")
+    await store.put("/p/again", b"x2")  # deleted and created again
+    kvs, revision = await store.range("/p/", revision=then)
+    assert revision == then
+    assert kvs == before  # values, create and mod revisions, versions
+    kvs, _ = await store.range("/p/b", revision=then)
+    assert [kv.key for kv in kvs] == ["/p/b"]
+
+
+async def test_range_before_compaction_or_in_the_future_is_refused(store: Store) -> None:
+    first = await store.put("/p/a", b"1")
+    second = await store.put("/p/a", b"2")
+    await store.compact(second)
+    with pytest.raises(Compacted):
+        await store.range("/p/", revision=first)
+    kvs, _ = await store.range("/p/", revision=second)
+    assert [kv.value for kv in kvs] == [b"2"]
+    with pytest.raises(FutureRevision):
+        await store.range("/p/", revision=second + 100)
 
 
 # ---------------------------------------------------------------- transactions
@@ -379,6 +418,8 @@ async def test_a_random_history_matches_a_model_and_its_watch_replay(
     keys = [f"/m/{a}/{b}" for a in "xyz" for b in range(4)]
     model: dict[str, tuple[bytes, int]] = {}  # key -> (value, mod_revision)
     start = await store.revision() + 1
+    # what a range read after each step, by the revision it read at
+    seen: dict[int, list[KeyValue]] = {}
     for step in range(60):
         choice = rng.random()
         value = f"{seed}-{step}".encode()
@@ -413,9 +454,14 @@ async def test_a_random_history_matches_a_model_and_its_watch_replay(
                     elif isinstance(op, Delete):
                         for k in [k for k in model if k.startswith(op.key)]:
                             del model[k]
+        kvs, at = await store.range("/m/")
+        seen[at] = kvs
 
     kvs, _ = await store.range("/m/")
     assert {kv.key: (kv.value, kv.mod_revision) for kv in kvs} == model
+    # and a read at any of those revisions reads what was there then
+    for at, then in seen.items():
+        assert await store.range("/m/", revision=at) == (then, at)
 
     await store.put("/m/~end", b"")
     replayed: dict[str, tuple[bytes, int]] = {}

@@ -7,6 +7,7 @@
   writes, leases and lease expiry;
 - history is bounded: auto-compaction keeps the last ``history`` revisions,
   and a watch left behind gets Compacted;
+- a read at a revision whose replaced value was compacted away says so;
 - a watch that reads a long backlog gets all of it, in order;
 - the file survives a reopen with its revision, keys and leases.
 """
@@ -177,6 +178,25 @@ async def test_auto_compaction_bounds_the_history(tmp_path: Path) -> None:
         async with watching(store, "/h/", start_revision=current - 19) as events:
             got = await take(events, 20)
         assert [e.kv.value for e in got] == [str(i).encode() for i in range(40, 60)]
+    finally:
+        await store.close()
+
+
+async def test_a_read_at_a_revision_needs_the_value_it_replaced(tmp_path: Path) -> None:
+    """The log keeps no value from before the compaction: a key written before
+    it and replaced after the revision read at cannot be read there (etcd
+    keeps it), so the read says Compacted, and a paged list starts again."""
+    store = await SQLiteStore.open(tmp_path / "state.db")
+    try:
+        await store.put("/h/old", b"1")
+        at = await store.put("/h/other", b"2")
+        await store.compact(at)
+        assert (await store.range("/h/", revision=at))[0] == (await store.range("/h/"))[0]
+        await store.put("/h/other", b"3")  # its last put before is kept: at == compaction
+        assert [kv.value for kv in (await store.range("/h/", revision=at))[0]] == [b"1", b"2"]
+        await store.put("/h/old", b"4")  # its last put before is compacted away
+        with pytest.raises(Compacted):
+            await store.range("/h/", revision=at)
     finally:
         await store.close()
 
