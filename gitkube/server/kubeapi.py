@@ -671,6 +671,16 @@ class KubeApi:
                         "ERROR", status_body(400, "BadRequest", f"invalid resourceVersion {rv!r}")
                     )
                     return response
+                if selector.labels or selector.fields:
+                    # what the client's list at ``rv`` selected: an object that
+                    # leaves the selection later is DELETED for this watch,
+                    # one that enters it is ADDED, whatever it was before
+                    with contextlib.suppress(Compacted, FutureRevision):
+                        kvs, _ = await self.store.range(prefix, revision=start - 1)
+                        state.matching = {
+                            kv.key for kv in kvs if selector.matches(self._item(res, kv))
+                        }
+                        state.listed = True
             state.revision = start - 1
             await self._stream(
                 request,
@@ -949,7 +959,8 @@ class KubeApi:
 class _WatchState:
     selector: Filter
     revision: int = 0
-    #: the watch began with a list, so ``matching`` is exact
+    #: ``matching`` is exact: the watch began with a list, or read the
+    #: selection at its resourceVersion (else it is guessed from each event)
     listed: bool = False
 
     def __post_init__(self) -> None:

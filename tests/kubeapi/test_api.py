@@ -7,7 +7,8 @@
 - the Table form with wide columns at priority 1;
 - Secret values redacted;
 - watch: events in order with resourceVersions, from a resourceVersion,
-  selector-filtered, bookmarks, 410 Gone after compaction; many watchers
+  selector-filtered (from a resourceVersion too: leaving the selection is
+  DELETED), bookmarks, 410 Gone after compaction; many watchers
   see every change of many pods, in order;
 - writes answer 405 naming the repository, branch and file;
 - the bearer token beyond loopback (401 without, 403 wrong, 200 right).
@@ -271,6 +272,38 @@ async def test_watch_from_a_resource_version_in_order(api: Api) -> None:
     ]
     revisions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert revisions == sorted(revisions) and revisions[0] > start
+
+
+async def test_a_selected_watch_from_a_version_knows_what_was_selected_then(api: Api) -> None:
+    """As a cluster's watch does: what leaves the selection after the
+    resourceVersion is DELETED, what enters it is ADDED (even an object that
+    existed before), what stays in it is MODIFIED."""
+    start = await api.objects.store.revision()
+
+    async def relabel(name: str, app: str) -> None:
+        pod = await api.objects.get(Pod, "default", name)
+        assert pod is not None
+        pod.metadata.labels["app"] = app
+        await api.objects.update(pod)
+
+    await relabel("web-1", "api")  # leaves app=web
+    await relabel("db-1", "web")  # enters it
+    await relabel("web-2", "web")  # no change: no write, no event
+    pod = await api.objects.get(Pod, "default", "web-2")
+    assert pod is not None
+    pod.metadata.labels["tier"] = "middle"
+    await api.objects.update(pod)  # stays in it
+    await relabel("pending-1", "db")  # never in it: nothing
+    events = await _watch(
+        api,
+        f"/api/v1/namespaces/default/pods?watch=1&labelSelector=app%3Dweb&resourceVersion={start}",
+        until=lambda evs: len(evs) >= 3,
+    )
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("DELETED", "web-1"),
+        ("ADDED", "db-1"),
+        ("MODIFIED", "web-2"),
+    ]
 
 
 async def test_watch_without_a_version_starts_with_the_current_objects(api: Api) -> None:
