@@ -150,6 +150,8 @@ class Operator:
         #: the process's one cache, shared by every loop
         self.cache: Cache | None = None
         self.sync: Any = None
+        #: the status write-back (a StatusWriteback), when it is on
+        self.writeback: Any = None
         self.http: HttpServer | None = None
         self.election: LeaderElection | None = None
         self.agents: list[Any] = []
@@ -200,6 +202,7 @@ class Operator:
                 signing_key=s.status_signing_key,
             )
             writeback = StatusWriteback(writer, self.objects, cache=self.cache)
+        self.writeback = writeback
 
         async def after_sync(result: Any) -> None:
             if result.revision and not result.retryable:
@@ -551,6 +554,8 @@ class Operator:
                 )
                 # a deposed leader's sync writes fail instead of landing
                 self.sync.fence = self.election.fence
+                if self.writeback is not None:
+                    self.writeback.fence = self.election.fence
                 tasks.append(asyncio.create_task(self._lead(stop), name="leader"))
             log.info(
                 "gitkube %s: %s from %s (%s), store %s",

@@ -212,8 +212,8 @@ def _writeback(
     async def after_sync(result: SyncResult) -> None:
         if result.outcome == "Unchanged":
             return
-        outcome = await hook.write_status()
-        if outcome.outcome == "Failed":
+        outcome = await hook.write_status()  # None only with a leader's fence
+        if outcome is not None and outcome.outcome == "Failed":
             err_console.print(
                 f"[yellow]warning:[/yellow] status write-back failed: {outcome.error}",
                 highlight=False,

@@ -42,7 +42,9 @@ from gitdb import IStream  # type: ignore[import-untyped]
 
 from gitkube.api.keys import STATUS_WRITEBACK_KEY
 from gitkube.control import Cache
+from gitkube.control.applier import Fence
 from gitkube.errors import ConfigError, GitkubeError, SourceError
+from gitkube.store.base import Put
 from gitkube.store.objects import ObjectStore
 from gitkube.sync.health import SEVERITY
 from gitkube.sync.report import (
@@ -570,13 +572,21 @@ class StatusWriteback:
         self.cache = cache
         self._clock = clock
         self.last: WritebackOutcome | None = None
+        #: in a master, the leader's fence: a deposed leader writes nothing
+        #: more to git, and its outcome record is refused by the store
+        self.fence: Fence | None = None
 
-    async def __call__(self, result: object = None) -> WritebackOutcome:
+    async def __call__(self, result: object = None) -> WritebackOutcome | None:
         return await self.write_status()
 
-    async def write_status(self) -> WritebackOutcome:
+    async def write_status(self) -> WritebackOutcome | None:
+        """Write the status, and record the outcome; None when this process
+        no longer leads (nothing is written)."""
         now = self._clock() if self._clock else datetime.now(UTC)
         branch = self.writer.branch
+        if not await self._leading():
+            log.info("status write-back skipped: this master no longer leads")
+            return None
         try:
             report = await build_status_report(self.objects, now=now, cache=self.cache)
             commit = await self.writer.write(report)
@@ -612,10 +622,29 @@ class StatusWriteback:
         ) == (outcome.outcome, outcome.commit, outcome.error, outcome.unsigned_commits)
         if unchanged:
             return
+        store = self.objects.store
         try:
-            await self.objects.store.put(STATUS_WRITEBACK_KEY, outcome.to_json())
+            if self.fence is None:
+                await store.put(STATUS_WRITEBACK_KEY, outcome.to_json())
+            elif not (
+                await store.txn([self.fence()], [Put(STATUS_WRITEBACK_KEY, outcome.to_json())])
+            ).succeeded:
+                self.last = previous
+                log.info("status write-back outcome not recorded: this master no longer leads")
         except Exception as exc:
             log.warning("cannot record the status write-back outcome: %s", exc)
+
+    async def _leading(self) -> bool:
+        """Whether the fence holds (always, without one)."""
+        if self.fence is None:
+            return True
+        fence = self.fence()
+        try:
+            held = await self.objects.store.get(fence.key)
+        except GitkubeError as exc:
+            log.warning("status write-back: cannot read the leader key: %s", exc)
+            return False
+        return held is not None and held.mod_revision == fence.mod_revision
 
 
 __all__ = [

@@ -30,6 +30,7 @@ import pytest
 from gitkube.api.keys import STATUS_WRITEBACK_KEY, SYNC_STATE_KEY
 from gitkube.api.objects import ReplicationController
 from gitkube.errors import ConfigError
+from gitkube.store.base import Compare
 from gitkube.store.objects import ObjectStore
 from gitkube.sync.report import StatusReport, WritebackOutcome, build_status_report
 from gitkube.sync.state import SyncState
@@ -314,6 +315,57 @@ class TestRefusingRemotes:
         )
         assert redact("password pa55word echoed", url) == "password *** echoed"
         assert redact("ssh://git@host/x and plain text") == "ssh://host/x and plain text"
+
+
+class TestOnlyTheLeaderWrites:
+    LEADER_KEY = "/gitkube-test/leader"
+
+    async def leading_hook(
+        self, remote: Path, tmp_path: Path, objects: ObjectStore
+    ) -> StatusWriteback:
+        """A write-back fenced on a leader key this test holds."""
+        await fill_cluster(objects)
+        term = await objects.store.put(self.LEADER_KEY, b"me")
+        hook = StatusWriteback(make_writer(remote, tmp_path), objects, clock=lambda: NOW)
+        hook.fence = lambda: Compare(self.LEADER_KEY, term)
+        return hook
+
+    async def test_a_deposed_leader_writes_nothing_to_git_or_the_store(
+        self, remote: Path, tmp_path: Path, objects: ObjectStore
+    ) -> None:
+        store = objects.store
+        hook = await self.leading_hook(remote, tmp_path, objects)
+        outcome = await hook(object())
+        assert outcome is not None and outcome.outcome == "Committed"
+        recorded = await store.get(STATUS_WRITEBACK_KEY)
+        assert recorded is not None
+        # another master leads now; the outcome changes, and nothing is written
+        await store.put(self.LEADER_KEY, b"other")
+        rc = await objects.get(ReplicationController, "default", "web")
+        assert rc is not None
+        rc.status.ready_replicas = 3
+        await objects.update(rc)
+        assert await hook(object()) is None
+        assert tip(remote, BRANCH) == outcome.commit
+        assert await store.get(STATUS_WRITEBACK_KEY) == recorded
+
+    async def test_leadership_lost_during_the_push_records_no_outcome(
+        self, remote: Path, tmp_path: Path, objects: ObjectStore
+    ) -> None:
+        store = objects.store
+        hook = await self.leading_hook(remote, tmp_path, objects)
+        real_write = hook.writer.write
+
+        async def write_then_lose(report: StatusReport) -> str | None:
+            sha = await real_write(report)
+            await store.put(self.LEADER_KEY, b"other")  # another master leads from here
+            return sha
+
+        hook.writer.write = write_then_lose  # type: ignore[method-assign]
+        outcome = await hook(object())
+        assert outcome is not None and outcome.outcome == "Committed"
+        assert tip(remote, BRANCH) == outcome.commit  # the push was made while it led
+        assert await store.get(STATUS_WRITEBACK_KEY) is None  # the record is refused
 
 
 class TestStatusMarkdown:
