@@ -928,14 +928,16 @@ class UnsupportedObject(ApiObject):
         return obj
 
 
-_UNSUPPORTED: dict[tuple[str, str], type[UnsupportedObject]] = {}
+_UNSUPPORTED: dict[tuple[str, str, str, bool], type[UnsupportedObject]] = {}
 
 
 def unsupported_class(
     api_version: str, kind: str, *, resource: str, namespaced: bool
 ) -> type[UnsupportedObject]:
-    """The class of objects of a kind gitkube stores but does not run."""
-    found = _UNSUPPORTED.get((api_version, kind))
+    """The class of objects of a kind gitkube stores but does not run (a
+    custom kind's resource and scope are as its CustomResourceDefinition says,
+    so one kind may have a class per definition seen)."""
+    found = _UNSUPPORTED.get((api_version, kind, resource, namespaced))
     if found is None:
         found = type(
             kind,
@@ -948,7 +950,7 @@ def unsupported_class(
                 "__module__": __name__,
             },
         )
-        _UNSUPPORTED[(api_version, kind)] = found
+        _UNSUPPORTED[(api_version, kind, resource, namespaced)] = found
     return found
 
 

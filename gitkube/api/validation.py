@@ -40,7 +40,7 @@ from __future__ import annotations
 import base64
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -59,8 +59,10 @@ from gitkube.api.objects import (
     API_VERSIONS,
     KINDS,
     ApiObject,
+    ObjectMeta,
     Secret,
     Service,
+    UnsupportedObject,
     unsupported_class,
 )
 from gitkube.api.quantity import QuantityError, parse_quantity
@@ -189,7 +191,11 @@ class Manifest:
 
 
 #: what the checks across files point at: kept per manifest (a line each), not the YAML
-_CROSS_FIELDS: tuple[FieldPath, ...] = (("metadata", "namespace"), ("spec", "clusterIP"))
+_CROSS_FIELDS: tuple[FieldPath, ...] = (
+    ("apiVersion",),
+    ("metadata", "namespace"),
+    ("spec", "clusterIP"),
+)
 
 
 @dataclass
@@ -220,11 +226,90 @@ _CUSTOM_API_VERSION = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}/
 _KIND_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 
-def storable_kind(api_version: Any, kind: Any) -> tuple[str, bool] | None:
+@dataclass(frozen=True)
+class CustomKind:
+    """A kind a CustomResourceDefinition in git declares."""
+
+    #: ``<plural>.<group>``, as the API serves it
+    resource: str
+    namespaced: bool
+    #: the versions it serves
+    versions: tuple[str, ...]
+    #: the CustomResourceDefinition: its name and ``file:line``
+    crd: str
+    where: str
+
+
+#: custom kinds by (API group, kind)
+CustomKinds = Mapping[tuple[str, str], CustomKind]
+
+CRD_API_VERSION = "apiextensions.k8s.io/v1"
+
+
+def custom_kinds_of(manifests: Iterable[Manifest]) -> dict[tuple[str, str], CustomKind]:
+    """The kinds the CustomResourceDefinitions among ``manifests`` declare
+    (their scope, plural and served versions decide how custom resources of
+    those kinds are stored)."""
+    found: dict[tuple[str, str], CustomKind] = {}
+    for manifest in manifests:
+        obj = manifest.obj
+        if not (
+            isinstance(obj, UnsupportedObject)
+            and obj.KIND == "CustomResourceDefinition"
+            and obj.api_version == CRD_API_VERSION
+        ):
+            continue
+        spec = _mapping(obj.content.get("spec"))
+        names = _mapping(spec.get("names"))
+        group, kind, plural = spec.get("group"), names.get("kind"), names.get("plural")
+        if not (isinstance(group, str) and isinstance(kind, str) and isinstance(plural, str)):
+            continue  # the official schema reports what is missing
+        versions = tuple(
+            str(v.get("name"))
+            for v in _list(spec.get("versions"))
+            if isinstance(v, dict) and v.get("served", True)
+        )
+        found[(group, kind)] = CustomKind(
+            resource=f"{plural}.{group}",
+            namespaced=spec.get("scope") != "Cluster",
+            versions=versions,
+            crd=obj.name,
+            where=f"{manifest.path}:{manifest.line}",
+        )
+    return found
+
+
+def crd_summary(obj: ApiObject) -> ApiObject:
+    """What ``custom_kinds_of`` reads of a CustomResourceDefinition (the rest,
+    often large schemas, need not be kept to know its kinds)."""
+    if not isinstance(obj, UnsupportedObject) or obj.KIND != "CustomResourceDefinition":
+        return obj
+    spec = _mapping(obj.content.get("spec"))
+    names = _mapping(spec.get("names"))
+    kept = {
+        "group": spec.get("group"),
+        "scope": spec.get("scope"),
+        "names": {"kind": names.get("kind"), "plural": names.get("plural")},
+        "versions": [
+            {"name": v.get("name"), "served": v.get("served", True)}
+            for v in _list(spec.get("versions"))
+            if isinstance(v, dict)
+        ],
+    }
+    summary = type(obj)(metadata=ObjectMeta(name=obj.metadata.name))
+    summary.api_version = obj.api_version
+    summary.content = {"spec": kept}
+    return summary
+
+
+def storable_kind(
+    api_version: Any, kind: Any, custom: CustomKinds | None = None
+) -> tuple[str, bool] | None:
     """(resource, namespaced) of a kind gitkube can store without running it:
     an official Kubernetes kind, or a custom resource (an API group with a dot
-    that Kubernetes does not serve itself); None for anything else (a typo in
-    a Kubernetes kind stays an error)."""
+    that Kubernetes does not serve itself: as its CustomResourceDefinition in
+    git says, else namespaced, named by the default plural); None for
+    anything else (a typo in a Kubernetes kind stays an error)."""
     if not isinstance(api_version, str) or not isinstance(kind, str):
         return None
     official = official_kinds().get((api_version, kind))
@@ -236,6 +321,9 @@ def storable_kind(api_version: Any, kind: Any) -> tuple[str, bool] | None:
         and _KIND_NAME.match(kind)
         and group not in _builtin_groups()
     ):
+        declared = (custom or {}).get((group, kind))
+        if declared is not None:
+            return declared.resource, declared.namespaced
         return f"{plural_resource(kind)}.{group}", True
     return None
 
@@ -1017,11 +1105,13 @@ def _without(data: dict[str, Any], paths: list[FieldPath]) -> dict[str, Any]:
     return root
 
 
-def _build_object(data: dict[str, Any], ignored: list[tuple[FieldPath, str]]) -> ApiObject:
+def _build_object(
+    data: dict[str, Any], ignored: list[tuple[FieldPath, str]], custom: CustomKinds | None = None
+) -> ApiObject:
     clean = _without(data, [path for path, _ in ignored]) if ignored else data
     kind, api_version = clean["kind"], clean["apiVersion"]
     if API_VERSIONS.get(kind) != api_version:
-        storable = storable_kind(api_version, kind)
+        storable = storable_kind(api_version, kind, custom)
         assert storable is not None  # validated
         resource, namespaced = storable
         stored = unsupported_class(api_version, kind, resource=resource, namespaced=namespaced)
@@ -1042,10 +1132,16 @@ def _build_object(data: dict[str, Any], ignored: list[tuple[FieldPath, str]]) ->
 
 
 def load_manifests(
-    data: bytes, path: str, *, max_bytes: int = DEFAULT_MAX_BYTES, unsupported: str = "error"
+    data: bytes,
+    path: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    unsupported: str = "error",
+    custom: CustomKinds | None = None,
 ) -> tuple[list[Manifest], list[ManifestError], list[IgnoredField]]:
     """Parse and validate one file's bytes (``path`` is used in messages only;
-    ``unsupported`` as for ``validate_document``).
+    ``unsupported`` as for ``validate_document``; ``custom``: the kinds the
+    CustomResourceDefinitions of the whole set declare, ``custom_kinds_of``).
 
     Returns the valid documents, every error, and the ignored fields.
     A document with any error yields no Manifest.
@@ -1096,7 +1192,7 @@ def load_manifests(
                         doc.index,
                         doc.line,
                         doc.data,
-                        _build_object(doc.data, skipped),
+                        _build_object(doc.data, skipped, custom),
                         _field_lines(doc),
                     )
                 )
@@ -1267,10 +1363,48 @@ def find_undeclared_namespaces(manifests: list[Manifest]) -> list[ManifestError]
     return errors
 
 
+def find_unserved_versions(manifests: list[Manifest]) -> list[ManifestError]:
+    """One error per custom resource whose CustomResourceDefinition is in git
+    but does not serve its version (a cluster refuses it)."""
+    custom = custom_kinds_of(manifests)
+    errors: list[ManifestError] = []
+    if not custom:
+        return errors
+    for manifest in manifests:
+        obj = manifest.obj
+        if not isinstance(obj, UnsupportedObject):
+            continue
+        group, _, version = obj.api_version.rpartition("/")
+        declared = custom.get((group, obj.KIND))
+        if declared is None or version in declared.versions:
+            continue
+        served = ", ".join(declared.versions) or "none"
+        errors.append(
+            ManifestError(
+                manifest.path,
+                manifest.line_of("apiVersion"),
+                manifest.document,
+                obj.KIND,
+                obj.name,
+                "apiVersion",
+                f"version {version!r} of {declared.resource} is not served by the "
+                f"CustomResourceDefinition {declared.crd!r} at {declared.where} "
+                f"(it serves: {served})",
+            )
+        )
+    return errors
+
+
 def check_across_files(manifests: list[Manifest]) -> list[ManifestError]:
     """What only the whole set of manifests can tell: objects declared twice,
-    and namespaces used but not declared."""
-    return find_duplicates(manifests) + find_undeclared_namespaces(manifests)
+    namespaces used but not declared, and custom resources in versions their
+    CustomResourceDefinition does not serve."""
+    found = (
+        find_duplicates(manifests)
+        + find_undeclared_namespaces(manifests)
+        + find_unserved_versions(manifests)
+    )
+    return sorted(found, key=lambda e: (e.file, e.document, e.line))
 
 
 def validate_paths(
@@ -1290,6 +1424,7 @@ def validate_paths(
     report = ValidationReport(skipped=[str(p) for p in found.skipped])
     for folder, why in found.unreadable:
         report.errors.append(ManifestError(str(folder), 0, 0, "", "", "", f"cannot list: {why}"))
+    read: list[tuple[str, bytes]] = []
     for file in found.files:
         name = str(file)
         report.files.append(name)
@@ -1319,9 +1454,20 @@ def validate_paths(
             if problem is not None:
                 report.errors.append(problem)
                 continue
-        manifests, errors, ignored = load_manifests(
-            data, name, max_bytes=max_bytes, unsupported=unsupported
-        )
+        read.append((name, data))
+    custom: dict[tuple[str, str], CustomKind] = {}
+    while True:
+        # once more when the CustomResourceDefinitions found change how
+        # custom resources are built (their scope, their plural)
+        loaded = [
+            load_manifests(data, name, max_bytes=max_bytes, unsupported=unsupported, custom=custom)
+            for name, data in read
+        ]
+        declared = custom_kinds_of(m for manifests, _, _ in loaded for m in manifests)
+        if declared == custom:
+            break
+        custom = declared
+    for manifests, errors, ignored in loaded:
         report.manifests += manifests
         report.errors += errors
         report.ignored += ignored

@@ -65,10 +65,13 @@ from gitkube.api.objects import KINDS, ObjectMeta, Service
 from gitkube.api.validation import (
     DEFAULT_MAX_BYTES,
     DEFAULT_UNSUPPORTED,
+    CustomKind,
     IgnoredField,
     Manifest,
     ManifestError,
     check_across_files,
+    crd_summary,
+    custom_kinds_of,
     load_manifests,
 )
 from gitkube.control import Applier, Backoff, Cache, Encoded, Fence
@@ -195,6 +198,16 @@ def _slim(manifest: Manifest) -> Manifest:
     and which object it names (the parsed data and the full object are in
     ``Desired``; keeping both doubled the memory of a 10,000-object sync)."""
     obj = manifest.obj
+    if obj.KIND == "CustomResourceDefinition":
+        # what custom_kinds_of reads (its kinds' scope, plural, versions)
+        return Manifest(
+            manifest.path,
+            manifest.document,
+            manifest.line,
+            {},
+            crd_summary(obj),
+            manifest.field_lines,
+        )
     meta = ObjectMeta(name=obj.metadata.name, namespace=obj.metadata.namespace)
     slim = type(obj)(metadata=meta)
     if isinstance(obj, Service) and isinstance(slim, Service):
@@ -298,6 +311,8 @@ class SyncLoop:
         self._index_commit = ""
         self._index: dict[str, Entry] = {}
         self._parsed: dict[tuple[str, str], _Parsed] = {}
+        #: the kinds the CustomResourceDefinitions of the last parse declare
+        self._custom_kinds: dict[tuple[str, str], CustomKind] = {}
         # store side: the store revision up to which this loop knows every
         # write (0: unknown; someone else may have written)
         self._known_revision = 0
@@ -703,32 +718,20 @@ class SyncLoop:
 
         entries = [e for _, e in sorted(self._index.items())]
         manifests_entries = [e for e in entries if e.is_manifest]
-        todo = [e for e in manifests_entries if (e.path, e.sha) not in self._parsed]
-        result.files, result.parsed_files = len(manifests_entries), len(todo)
-        if todo:
-            blobs = await self.source.read_blobs(
-                (e.sha for e in todo), max_bytes=self.settings.max_file_bytes
+        result.files, result.parsed_files = len(manifests_entries), 0
+        while True:
+            await self._parse(manifests_entries, result)
+            # the CustomResourceDefinitions of this revision decide how custom
+            # resources are built (scope, plural): parse again when they change
+            declared = custom_kinds_of(
+                m
+                for entry in manifests_entries
+                for m in self._parsed[(entry.path, entry.sha)].manifests
             )
-            for i, entry in enumerate(todo):
-                data, problem = open_manifest(blobs[entry.sha], entry.path, self.decryptor)
-                found, errors, ignored = (
-                    ([], [problem], [])
-                    if problem is not None
-                    else load_manifests(
-                        data,
-                        entry.path,
-                        max_bytes=self.settings.max_file_bytes,
-                        unsupported=self.settings.unsupported_kinds,
-                    )
-                )
-                self._parsed[(entry.path, entry.sha)] = _Parsed(
-                    [_slim(m) for m in found], [Desired.of(m) for m in found], errors, ignored
-                )
-                if self.progress and (i % 50 == 0 or i == len(todo) - 1):
-                    self.progress("parse", i + 1, len(todo))
-        current = {(e.path, e.sha) for e in manifests_entries}
-        if len(self._parsed) > len(current):
-            self._parsed = {k: v for k, v in self._parsed.items() if k in current}
+            if declared == self._custom_kinds:
+                break
+            self._custom_kinds = declared
+            self._parsed.clear()
 
         for entry in entries:
             if entry.mode == "120000":
@@ -743,6 +746,37 @@ class SyncLoop:
             desired.extend(parsed.desired)
             result.warnings.extend(str(i) for i in parsed.ignored)
         return manifests, desired
+
+    async def _parse(self, manifests_entries: list[Entry], result: SyncResult) -> None:
+        """Parse and validate the manifest files not parsed yet (by path and
+        blob), with the custom kinds the last parse found declared."""
+        todo = [e for e in manifests_entries if (e.path, e.sha) not in self._parsed]
+        result.parsed_files += len(todo)
+        if todo:
+            blobs = await self.source.read_blobs(
+                (e.sha for e in todo), max_bytes=self.settings.max_file_bytes
+            )
+            for i, entry in enumerate(todo):
+                data, problem = open_manifest(blobs[entry.sha], entry.path, self.decryptor)
+                found, errors, ignored = (
+                    ([], [problem], [])
+                    if problem is not None
+                    else load_manifests(
+                        data,
+                        entry.path,
+                        max_bytes=self.settings.max_file_bytes,
+                        unsupported=self.settings.unsupported_kinds,
+                        custom=self._custom_kinds,
+                    )
+                )
+                self._parsed[(entry.path, entry.sha)] = _Parsed(
+                    [_slim(m) for m in found], [Desired.of(m) for m in found], errors, ignored
+                )
+                if self.progress and (i % 50 == 0 or i == len(todo) - 1):
+                    self.progress("parse", i + 1, len(todo))
+        current = {(e.path, e.sha) for e in manifests_entries}
+        if len(self._parsed) > len(current):
+            self._parsed = {k: v for k, v in self._parsed.items() if k in current}
 
     # ------------------------------------------------------------ store side
 

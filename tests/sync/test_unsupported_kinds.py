@@ -5,7 +5,9 @@
   all-or-nothing revision as the rest; `gitkube status` shows them as
   NotActedOn and the whole set stays Healthy when the rest is;
 - removed from git, they are pruned like the rest;
-- with error, the revision fails and nothing is written.
+- with error, the revision fails and nothing is written;
+- a CustomResourceDefinition pushed later moves its resources to the scope it
+  declares, and they move back when it is removed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from gitkube.store.objects import ObjectStore
 from gitkube.sync.report import build_status_report
 from tests.fixtures.git import GitRemote
 from tests.sync.conftest import make_loop
+from tests.validate.test_unsupported_kinds import CRD as CRDS
 
 FILES = {
     "ingress.yaml": """\
@@ -115,3 +118,49 @@ def test_the_setting_comes_from_flag_environment_or_config_file(tmp_path: Path) 
     settings, _ = resolve_settings({"unsupported_kinds": "maybe"}, environ={})
     with pytest.raises(ConfigError, match="expected store or error"):
         settings.unsupported_kinds_mode()
+
+
+ISSUER = """\
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata: {name: letsencrypt}
+spec: {acme: {server: https://acme.example.com/directory}}
+"""
+
+
+async def test_a_definition_pushed_later_moves_its_resources_to_their_scope(
+    objects: ObjectStore, git_remote: GitRemote, tmp_path: Path
+) -> None:
+    """Without its CustomResourceDefinition in git a custom resource is taken
+    as namespaced; the push that adds a cluster-scoped definition re-keys it
+    (the unchanged file is read again), and one that removes it moves it back."""
+    git_remote.write_many({"issuer.yaml": ISSUER})
+    git_remote.commit_and_push("an issuer")
+    loop = make_loop(objects, git_remote, tmp_path)
+    result = await loop.reconcile_once()
+    assert result.outcome == "Succeeded", result
+    namespaced = "/gitkube/clusterissuers.cert-manager.io/default/letsencrypt"
+    cluster = "/gitkube/clusterissuers.cert-manager.io/letsencrypt"
+    assert await objects.store.get(namespaced) is not None
+
+    git_remote.write_many({"crds/issuers.yaml": CRDS})  # ClusterIssuer and NetworkChaos
+    git_remote.commit_and_push("its definition")
+    result = await loop.reconcile_once()
+    assert result.outcome == "Succeeded", result
+    assert (result.created, result.deleted) == (3, 1)  # two definitions, the issuer moved
+    assert await objects.store.get(namespaced) is None
+    kv = await objects.store.get(cluster)
+    assert kv is not None and "namespace" not in json.loads(kv.value)["metadata"]
+    assert (await loop.reconcile_once()).outcome == "Unchanged"
+    report = await build_status_report(objects)
+    assert {(o.kind, o.namespace, o.name) for o in report.objects} >= {
+        ("ClusterIssuer", "", "letsencrypt"),
+        ("CustomResourceDefinition", "", "clusterissuers.cert-manager.io"),
+    }
+
+    git_remote.remove("crds/issuers.yaml")
+    git_remote.commit_and_push("no definition")
+    result = await loop.reconcile_once()
+    assert result.outcome == "Succeeded", result
+    assert await objects.store.get(cluster) is None
+    assert await objects.store.get(namespaced) is not None

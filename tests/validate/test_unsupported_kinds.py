@@ -5,6 +5,8 @@
   of its own resource (ingresses, networkpolicies, ...), cluster-scoped kinds
   without a namespace; a custom resource (a group of its own) is accepted with
   gitkube's metadata checks; a typo in a Kubernetes kind stays an error;
+- a CustomResourceDefinition in git gives its kind's scope and plural, and a
+  version it does not serve is an error;
 - error: such objects are refused with a message that names the setting;
 - `gitkube validate --unsupported-kinds` and GITKUBE_UNSUPPORTED_KINDS.
 """
@@ -19,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gitkube.api.objects import UnsupportedObject
-from gitkube.api.validation import load_manifests
+from gitkube.api.validation import load_manifests, validate_paths
 from gitkube.cli import app
 
 INGRESS = """\
@@ -199,3 +201,76 @@ def test_a_typed_list_of_a_kind_gitkube_stores() -> None:
     manifests, errors = load(text)
     assert [(m.obj.KIND, m.obj.name, m.line) for m in manifests] == [("Ingress", "a", 4)]
     assert errors == ["m.yaml:7: Ingress/b: spec.rules: must be a list, not an integer (5)"]
+
+
+# ---------------------------------------------------------------- custom resource definitions in git
+
+CRD = """\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: clusterissuers.cert-manager.io}
+spec:
+  group: cert-manager.io
+  scope: Cluster
+  names: {kind: ClusterIssuer, plural: clusterissuers, singular: clusterissuer}
+  versions:
+  - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}
+  - {name: v1beta1, served: false, storage: false, schema: {openAPIV3Schema: {type: object}}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: chaos.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {kind: NetworkChaos, plural: chaos}
+  versions:
+  - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}
+"""
+CUSTOM = """\
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata: {name: letsencrypt, namespace: ignored}
+spec: {acme: {server: https://acme.example.com/directory}}
+---
+apiVersion: example.com/v1
+kind: NetworkChaos
+metadata: {name: delay}
+spec: {}
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: shop-tls}
+spec: {}
+"""
+
+
+def test_a_custom_resource_is_stored_as_its_definition_in_git_says(tmp_path: Path) -> None:
+    """A CustomResourceDefinition in git gives its kind's scope and plural, in
+    whichever file or order it comes: a cluster-scoped kind has no namespace
+    (one set in git is dropped, as a cluster does), a namespaced one its
+    declared plural; a kind without a definition in git stays namespaced."""
+    (tmp_path / "a-custom.yaml").write_text(CUSTOM)  # read before the definitions
+    (tmp_path / "b-crds.yaml").write_text(CRD)
+    report = validate_paths([tmp_path], unsupported="store")
+    assert report.errors == []
+    keys = {m.obj.KIND: m.obj.key for m in report.manifests}
+    assert keys["ClusterIssuer"] == "/gitkube/clusterissuers.cert-manager.io/letsencrypt"
+    assert keys["NetworkChaos"] == "/gitkube/chaos.example.com/default/delay"
+    assert keys["Certificate"] == "/gitkube/certificates.cert-manager.io/default/shop-tls"
+    issuer = next(m.obj for m in report.manifests if m.obj.KIND == "ClusterIssuer")
+    assert issuer.namespace == "" and "namespace" not in issuer.to_dict()["metadata"]
+
+
+def test_a_version_the_definition_does_not_serve_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "crds.yaml").write_text(CRD)
+    (tmp_path / "issuer.yaml").write_text(
+        "# an old one\n"
+        + CUSTOM.split("---")[0].replace("cert-manager.io/v1", "cert-manager.io/v1beta1")
+    )
+    report = validate_paths([tmp_path], unsupported="store")
+    assert [str(e) for e in report.errors] == [
+        f"{tmp_path}/issuer.yaml:2: ClusterIssuer/letsencrypt: apiVersion: version 'v1beta1' of "
+        "clusterissuers.cert-manager.io is not served by the CustomResourceDefinition "
+        f"'clusterissuers.cert-manager.io' at {tmp_path}/crds.yaml:1 (it serves: v1)"
+    ]
