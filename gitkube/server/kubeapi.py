@@ -5,7 +5,9 @@ Served by the HTTP server of ``gitkube run`` and ``gitkube master``:
 - discovery: ``/version``, ``/api``, ``/api/v1``, ``/apis``, ``/apis/apps/v1``
   (legacy discovery; a client that asks for aggregated discovery gets plain
   JSON and falls back, as it does with older servers), ``/openapi/v2``;
-- get, list and watch of every kind the store holds, namespaced and across
+- get, list and watch of every kind the store holds (those gitkube runs;
+  the official kinds it stores as they are; custom kinds, served as the
+  CustomResourceDefinitions in the store say), namespaced and across
   namespaces, with ``labelSelector`` (the full grammar), ``fieldSelector``
   (metadata.name, metadata.namespace, spec.nodeName, status.phase, and
   involvedObject.* for events), ``limit``/``continue``, resourceVersion from
@@ -39,9 +41,9 @@ from typing import Any
 from aiohttp import web
 
 from gitkube.api.annotations import SOURCE_PATH
-from gitkube.api.keys import SYSTEM, object_key, parse_key, resource_prefix
+from gitkube.api.keys import PREFIX, SYSTEM, object_key, parse_key, resource_prefix
 from gitkube.api.labels import SelectorError, expressions_match, parse_selector
-from gitkube.api.objects import KINDS, RESOURCES, ApiObject, Node, Pod
+from gitkube.api.objects import KINDS, RESOURCES, ApiObject, Node, Pod, unsupported_class
 from gitkube.api.redact import is_secret, redact_object
 from gitkube.errors import Compacted, FutureRevision, GitkubeError
 from gitkube.server.watchhub import HubEvent, TooOld, WatchHub
@@ -65,7 +67,40 @@ SHORT_NAMES: dict[str, tuple[str, ...]] = {
     "deployments": ("deploy",),
     "replicasets": ("rs",),
     "events": ("ev",),
+    # official kinds gitkube stores as they are, as a cluster names them
+    "serviceaccounts": ("sa",),
+    "persistentvolumeclaims": ("pvc",),
+    "persistentvolumes": ("pv",),
+    "ingresses": ("ing",),
+    "networkpolicies": ("netpol",),
+    "horizontalpodautoscalers": ("hpa",),
+    "poddisruptionbudgets": ("pdb",),
+    "statefulsets": ("sts",),
+    "daemonsets": ("ds",),
+    "cronjobs": ("cj",),
+    "customresourcedefinitions": ("crd", "crds"),
+    "storageclasses": ("sc",),
+    "resourcequotas": ("quota",),
+    "limitranges": ("limits",),
+    "priorityclasses": ("pc",),
+    "certificatesigningrequests": ("csr",),
+    "podtemplates": (),
 }
+#: what ``kubectl get all`` lists, as in a cluster
+ALL_CATEGORY = frozenset(
+    {
+        "pods",
+        "replicationcontrollers",
+        "services",
+        "deployments",
+        "replicasets",
+        "statefulsets",
+        "daemonsets",
+        "jobs",
+        "cronjobs",
+        "horizontalpodautoscalers",
+    }
+)
 READ_VERBS = ["get", "list", "watch"]
 TABLE_MEDIA = "as=Table"
 
@@ -78,10 +113,27 @@ class ApiResource:
     cls: type[ApiObject]
     group: str
     version: str
+    #: its name in paths when that is not the store's resource name (a
+    #: custom kind's plural: its objects are stored as ``<plural>.<group>``)
+    name: str = ""
+    singular: str = ""
+    short_names: tuple[str, ...] = ()
 
     @property
     def plural(self) -> str:
+        """The resource's name in paths (``pods``, ``clusterissuers``)."""
+        return self.name or self.cls.RESOURCE
+
+    @property
+    def stored_as(self) -> str:
+        """The resource of its store keys (``pods``, ``clusterissuers.cert-manager.io``)."""
         return self.cls.RESOURCE
+
+    def key(self, namespace: str, name: str) -> str:
+        """The store key of object ``name`` (in ``namespace``, when namespaced)."""
+        if not self.namespaced:
+            return f"{PREFIX}{self.stored_as}/{name}"
+        return f"{PREFIX}{self.stored_as}/{namespace or 'default'}/{name}"
 
     @property
     def kind(self) -> str:
@@ -96,29 +148,101 @@ class ApiResource:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     def discovery(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.plural,
-            "singularName": self.kind.lower(),
+            "singularName": self.singular or self.kind.lower(),
             "namespaced": self.namespaced,
             "kind": self.kind,
             "verbs": READ_VERBS,
-            "shortNames": list(SHORT_NAMES.get(self.plural, ())),
+            "shortNames": list(self.short_names or SHORT_NAMES.get(self.plural, ())),
         }
+        if self.plural in ALL_CATEGORY:
+            out["categories"] = ["all"]
+        return out
 
 
-def api_resources() -> list[ApiResource]:
+def api_resources(custom: list[ApiResource] | None = None) -> list[ApiResource]:
     """Every kind the store can hold, with its group and version (read at call
-    time, so kinds registered later are served too)."""
+    time, so kinds registered later are served too): the kinds gitkube runs,
+    the official kinds it stores as they are (``--unsupported-kinds store``),
+    and ``custom`` (the kinds of the CustomResourceDefinitions in the store)."""
     out = []
     classes = {**{cls.RESOURCE: cls for cls in KINDS.values()}, **RESOURCES}
     for cls in classes.values():
         group, _, version = cls().api_version.rpartition("/")
         out.append(ApiResource(cls, group, version))
+    for official in _stored_official_kinds():
+        if official.resource in classes:
+            continue  # served above (events.k8s.io's Events are not core Events)
+        stored = unsupported_class(
+            official.api_version,
+            official.kind,
+            resource=official.resource,
+            namespaced=official.namespaced,
+        )
+        group, _, version = official.api_version.rpartition("/")
+        out.append(ApiResource(stored, group, version))
+    return out + list(custom or ())
+
+
+def _stored_official_kinds() -> list[Any]:
+    from gitkube.api.schema import official_kinds
+
+    return sorted(official_kinds().values(), key=lambda k: (k.api_version, k.kind))
+
+
+def custom_resources(crds: list[KeyValue]) -> list[ApiResource]:
+    """The kinds the stored CustomResourceDefinitions serve, one per served version."""
+    out = []
+    for kv in crds:
+        try:
+            spec = json.loads(kv.value).get("spec") or {}
+            names = spec.get("names") or {}
+            group, kind, plural = spec["group"], names["kind"], names["plural"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if not all(isinstance(x, str) and x for x in (group, kind, plural)):
+            continue
+        namespaced = spec.get("scope") != "Cluster"
+        for entry in spec.get("versions") or []:
+            if not isinstance(entry, dict) or not entry.get("served", True):
+                continue
+            version = str(entry.get("name") or "")
+            if not version:
+                continue
+            cls = unsupported_class(
+                f"{group}/{version}", kind, resource=f"{plural}.{group}", namespaced=namespaced
+            )
+            out.append(
+                ApiResource(
+                    cls,
+                    group,
+                    version,
+                    name=plural,
+                    singular=str(names.get("singular") or ""),
+                    short_names=tuple(str(n) for n in names.get("shortNames") or ()),
+                )
+            )
     return out
 
 
-def find_resource(group: str, version: str, plural: str) -> ApiResource | None:
-    for res in api_resources():
+def version_priority(version: str) -> tuple[int, int, int]:
+    """Kubernetes' order of versions in a group: GA before beta before alpha,
+    higher numbers first (v2 > v1 > v1beta2 > v1beta1 > v1alpha1 > others)."""
+    import re
+
+    found = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if found is None:
+        return (0, 0, 0)
+    major, level, minor = found.groups()
+    rank = {"alpha": 1, "beta": 2}.get(level or "", 3)
+    return (rank, int(major), int(minor or 0))
+
+
+def find_resource(
+    group: str, version: str, plural: str, resources: list[ApiResource] | None = None
+) -> ApiResource | None:
+    for res in resources if resources is not None else api_resources():
         if res.group == group and res.version == version and res.plural == plural:
             return res
     return None
@@ -392,8 +516,14 @@ class KubeApi:
             }
         )
 
-    def _resource_list(self, group_version: str) -> dict[str, Any]:
-        resources = [r.discovery() for r in api_resources() if r.group_version == group_version]
+    async def _resources(self) -> list[ApiResource]:
+        """What is served now: ``api_resources`` and the kinds of the
+        CustomResourceDefinitions in the store."""
+        crds, _ = await self.store.range(PREFIX + "customresourcedefinitions/")
+        return api_resources(custom_resources(crds))
+
+    def _resource_list(self, group_version: str, served: list[ApiResource]) -> dict[str, Any]:
+        resources = [r.discovery() for r in served if r.group_version == group_version]
         resources += (
             [
                 {
@@ -415,27 +545,28 @@ class KubeApi:
         }
 
     async def _core_resources(self, request: web.Request) -> web.Response:
-        return web.json_response(self._resource_list("v1"))
+        return web.json_response(self._resource_list("v1", api_resources()))
 
-    def _groups(self) -> list[dict[str, Any]]:
+    async def _groups(self) -> list[dict[str, Any]]:
         versions: dict[str, set[str]] = {}
-        for res in api_resources():
+        for res in await self._resources():
             if res.group:
                 versions.setdefault(res.group, set()).add(res.version)
         out = []
         for group, vs in sorted(versions.items()):
-            entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in sorted(vs)]
+            ordered = sorted(vs, key=version_priority, reverse=True)
+            entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in ordered]
             out.append({"name": group, "versions": entries, "preferredVersion": entries[0]})
         return out
 
     async def _api_groups(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"kind": "APIGroupList", "apiVersion": "v1", "groups": self._groups()}
+            {"kind": "APIGroupList", "apiVersion": "v1", "groups": await self._groups()}
         )
 
     async def _api_group(self, request: web.Request) -> web.Response:
         group = request.match_info["group"]
-        for entry in self._groups():
+        for entry in await self._groups():
             if entry["name"] == group:
                 return web.json_response({"kind": "APIGroup", "apiVersion": "v1", **entry})
         return status_response(
@@ -444,7 +575,7 @@ class KubeApi:
 
     async def _group_resources(self, request: web.Request) -> web.Response:
         group, version = request.match_info["group"], request.match_info["version"]
-        body = self._resource_list(f"{group}/{version}")
+        body = self._resource_list(f"{group}/{version}", await self._resources())
         if not body["resources"]:
             return status_response(
                 404,
@@ -462,17 +593,17 @@ class KubeApi:
             # to the server, which refuses every write anyway
             return web.Response(body=b"", content_type="application/octet-stream")
 
-        return web.json_response(openapi_v2(api_resources()))
+        return web.json_response(openapi_v2(await self._resources()))
 
     async def _openapi_v3_root(self, request: web.Request) -> web.Response:
         from gitkube.server.openapi import openapi_v3_root
 
-        return web.json_response(openapi_v3_root(api_resources()))
+        return web.json_response(openapi_v3_root(await self._resources()))
 
     async def _openapi_v3(self, request: web.Request) -> web.Response:
         from gitkube.server.openapi import openapi_v3
 
-        doc = openapi_v3(api_resources(), request.match_info["gv"])
+        doc = openapi_v3(await self._resources(), request.match_info["gv"])
         if doc is None:
             return status_response(
                 404, "NotFound", "the server could not find the requested resource"
@@ -481,12 +612,14 @@ class KubeApi:
 
     # ------------------------------------------------------------ reads
 
-    def _resolve(self, request: web.Request) -> tuple[ApiResource, str | None]:
+    async def _resolve(self, request: web.Request) -> tuple[ApiResource, str | None]:
         info = request.match_info
         group = info.get("group", "")
         version = info.get("version", "v1")
         plural = info["plural"]
         res = find_resource(group, version, plural)
+        if res is None and group:  # a custom kind, if a definition in the store serves it
+            res = find_resource(group, version, plural, await self._resources())
         if res is None:
             raise web.HTTPNotFound(
                 text=json.dumps(
@@ -503,14 +636,14 @@ class KubeApi:
         return res, namespace
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
-        res, namespace = self._resolve(request)
+        res, namespace = await self._resolve(request)
         name = request.match_info["name"]
         if res.namespaced and namespace is None:
             # /api/v1/namespaces/{name} reads the Namespace; others need one
             return status_response(
                 404, "NotFound", "the server could not find the requested resource"
             )
-        kv = await self.store.get(object_key(res.plural, namespace or "", name))
+        kv = await self.store.get(res.key(namespace or "", name))
         if kv is None:
             return status_response(
                 404,
@@ -527,7 +660,7 @@ class KubeApi:
         return web.json_response(data)
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
-        res, namespace = self._resolve(request)
+        res, namespace = await self._resolve(request)
         try:
             selector = make_filter(request.query)
         except BadRequest as exc:
@@ -548,7 +681,7 @@ class KubeApi:
             # does: one consistent list across pages, or 410 Expired once that
             # history is compacted (kubectl's pager then lists again, whole)
             kvs, revision = await self.store.range(
-                resource_prefix(res.plural, namespace), revision=revision_of_list
+                resource_prefix(res.stored_as, namespace), revision=revision_of_list
             )
         except Compacted:
             return status_response(
@@ -636,7 +769,7 @@ class KubeApi:
         bookmarks = request.query.get("allowWatchBookmarks") in ("1", "true")
         timeout = float(request.query.get("timeoutSeconds") or 0) or None
         rv = request.query.get("resourceVersion", "")
-        prefix = resource_prefix(res.plural, namespace)
+        prefix = resource_prefix(res.stored_as, namespace)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -946,7 +1079,12 @@ class KubeApi:
         plural, namespace, name = parsed
         if not name:
             return ""
-        kv = await self.store.get(object_key(plural, namespace, name))
+        parts = [p for p in request.path.split("/") if p]
+        group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
+        res = find_resource(group, version, plural, await self._resources())
+        kv = await self.store.get(
+            res.key(namespace, name) if res is not None else object_key(plural, namespace, name)
+        )
         if kv is None:
             return ""
         with contextlib.suppress(ValueError):

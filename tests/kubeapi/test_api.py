@@ -1,6 +1,9 @@
 """The read-only Kubernetes API over HTTP, against a real SQLite store:
 
-- discovery (version, core and apps groups, short names, OpenAPI v2/v3);
+- discovery (version, the groups of the kinds gitkube runs and of those it
+  stores, short names, categories, OpenAPI v2/v3);
+- official kinds gitkube stores without running them, and custom resources
+  once their CustomResourceDefinition is stored, are served;
 - list and get, namespaced and across namespaces, 404 as a Status;
 - labelSelector (full grammar) and fieldSelector, limit and continue (later
   pages read the revision of the first; 410 Expired once compacted);
@@ -25,7 +28,7 @@ import aiohttp
 import pytest
 
 from gitkube.api.labels import SelectorError, expressions_match, parse_selector
-from gitkube.api.objects import Pod
+from gitkube.api.objects import Pod, unsupported_class
 from gitkube.server.kubeapi import encode_continue
 from tests.kubeapi.conftest import Api, make_pod
 
@@ -92,20 +95,33 @@ async def test_discovery_lists_kinds_with_short_names(api: Api) -> None:
     assert all(
         r["verbs"] == ["get", "list", "watch"] for r in core["resources"] if "/" not in r["name"]
     )
+    # the groups of the kinds gitkube runs, and of the official kinds it stores
     _, groups = await api.get("/apis")
-    assert [g["name"] for g in groups["groups"]] == ["apps"]
+    by_name = {g["name"]: g for g in groups["groups"]}
+    assert {"apps", "networking.k8s.io", "rbac.authorization.k8s.io", "batch"} <= set(by_name)
+    assert by_name["autoscaling"]["preferredVersion"]["version"] == "v2"  # v2 before v1
     _, apps = await api.get("/apis/apps/v1")
-    assert {r["name"]: r["shortNames"] for r in apps["resources"]} == {
-        "deployments": ["deploy"],
-        "replicasets": ["rs"],
+    short = {r["name"]: r["shortNames"] for r in apps["resources"]}
+    assert (short["deployments"], short["replicasets"], short["statefulsets"]) == (
+        ["deploy"],
+        ["rs"],
+        ["sts"],
+    )
+    assert {r["name"] for r in apps["resources"] if "all" in r.get("categories", [])} == {
+        "deployments",
+        "replicasets",
+        "statefulsets",
+        "daemonsets",
     }
     status, v2 = await api.get("/openapi/v2")
     assert status == 200 and "io.k8s.api.core.v1.Pod" in v2["definitions"]
     _, v3root = await api.get("/openapi/v3")
-    assert set(v3root["paths"]) == {"api/v1", "apis/apps/v1"}
+    assert {"api/v1", "apis/apps/v1", "apis/networking.k8s.io/v1"} <= set(v3root["paths"])
     _, v3 = await api.get("/openapi/v3/apis/apps/v1")
     assert "io.k8s.api.apps.v1.Deployment" in v3["components"]["schemas"]
     status, body = await api.get("/apis/batch/v1")
+    assert status == 200 and {r["name"] for r in body["resources"]} == {"jobs", "cronjobs"}
+    status, body = await api.get("/apis/widgets.example.com/v1")
     assert status == 404 and body["kind"] == "Status"
 
 
@@ -205,6 +221,78 @@ async def test_pages_after_the_first_read_the_list_as_it_was(api: Api) -> None:
     future = encode_continue(int(revision) + 1000, "/gitkube/pods/default/db-1")
     status, body = await api.get(f"/api/v1/pods?limit=5&continue={future}")
     assert status == 400 and body["reason"] == "BadRequest"
+
+
+async def test_stored_kinds_and_custom_resources_are_served(api: Api) -> None:
+    """What gitkube stores without running it reads as in a cluster: official
+    kinds at their group and version, custom resources once their
+    CustomResourceDefinition is stored (at its plural, in its scope)."""
+    objects = api.objects
+    ingress = unsupported_class(
+        "networking.k8s.io/v1", "Ingress", resource="ingresses", namespaced=True
+    ).from_dict({"metadata": {"name": "web", "namespace": "default"}, "spec": {}})
+    await objects.create(ingress)
+    status, body = await api.get("/apis/networking.k8s.io/v1/namespaces/default/ingresses")
+    assert status == 200 and names(body) == ["web"]
+    assert body["items"][0]["apiVersion"] == "networking.k8s.io/v1"
+    status, _ = await api.get("/apis/networking.k8s.io/v1/ingresses/web")
+    assert status == 404  # namespaced
+
+    issuer_cls = unsupported_class(
+        "cert-manager.io/v1",
+        "ClusterIssuer",
+        resource="clusterissuers.cert-manager.io",
+        namespaced=False,
+    )
+    await objects.create(issuer_cls.from_dict({"metadata": {"name": "letsencrypt"}, "spec": {}}))
+    status, _ = await api.get("/apis/cert-manager.io/v1/clusterissuers")
+    assert status == 404  # no definition stored: not served, as in a cluster
+    crd = unsupported_class(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        resource="customresourcedefinitions",
+        namespaced=False,
+    ).from_dict(
+        {
+            "metadata": {"name": "clusterissuers.cert-manager.io"},
+            "spec": {
+                "group": "cert-manager.io",
+                "scope": "Cluster",
+                "names": {
+                    "kind": "ClusterIssuer",
+                    "plural": "clusterissuers",
+                    "shortNames": ["ci"],
+                },
+                "versions": [{"name": "v1", "served": True}, {"name": "v1alpha1", "served": False}],
+            },
+        }
+    )
+    await objects.create(crd)
+    status, group = await api.get("/apis/cert-manager.io")
+    assert status == 200 and [v["version"] for v in group["versions"]] == ["v1"]
+    _, resources = await api.get("/apis/cert-manager.io/v1")
+    assert resources["resources"] == [
+        {
+            "name": "clusterissuers",
+            "singularName": "clusterissuer",
+            "namespaced": False,
+            "kind": "ClusterIssuer",
+            "verbs": ["get", "list", "watch"],
+            "shortNames": ["ci"],
+        }
+    ]
+    status, body = await api.get("/apis/cert-manager.io/v1/clusterissuers")
+    assert status == 200 and names(body) == ["letsencrypt"]
+    status, one = await api.get("/apis/cert-manager.io/v1/clusterissuers/letsencrypt")
+    assert status == 200 and one["kind"] == "ClusterIssuer"
+    status, table = await api.get("/apis/cert-manager.io/v1/clusterissuers", Accept=TABLE)
+    assert status == 200 and table["rows"][0]["cells"][0] == "letsencrypt"
+    events = await _watch(
+        api, "/apis/cert-manager.io/v1/clusterissuers?watch=1", until=lambda evs: len(evs) >= 1
+    )
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "letsencrypt")
+    ]
 
 
 async def test_table_form_with_wide_columns(api: Api) -> None:

@@ -5,6 +5,8 @@
   get minions, api-resources, describe pod (with its events), logs and
   logs -f, get pods -w seeing a scale-up pushed to git, and an apply
   answered with the place in git;
+- kinds gitkube stores without running them (an Ingress, a custom resource
+  of a CustomResourceDefinition in git), and `get all`;
 - the official `kubernetes` Python client: list, watch, read_namespaced_pod_log.
 """
 
@@ -31,6 +33,7 @@ from tests.operator.helpers import (
     operator_settings,
     start_operator,
 )
+from tests.validate.test_unsupported_kinds import CRD as CRDS
 
 #: where .ci/run unpacks Debian's kubernetes-client (kubectl 1.20)
 OLD_KUBECTL = Path(os.environ.get("GITKUBE_TEST_KUBECTL_OLD", "/opt/kubectl-1.20/usr/bin/kubectl"))
@@ -233,6 +236,64 @@ async def test_kubectl_follows_logs_and_watches_a_scale_up_from_git(
     finally:
         watch.kill()
         await watch.wait()
+
+
+STORED = CRDS + """\
+---
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata: {name: letsencrypt}
+spec: {acme: {server: https://acme.example.com/directory}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec:
+  defaultBackend: {service: {name: web, port: {number: 80}}}
+"""
+
+
+async def test_kubectl_reads_what_gitkube_stores_without_running_it(
+    cluster: tuple[Running, Path], git_remote: GitRemote
+) -> None:
+    """An Ingress, a CustomResourceDefinition and its cluster-scoped
+    ClusterIssuer from git, read with kubectl as in a cluster; `get all` as
+    well; an apply of the issuer is answered with its file in git."""
+    running, config = cluster
+    objects = running.operator.objects
+    assert objects is not None
+    git_remote.write("app/stored.yaml", STORED)
+    git_remote.commit_and_push("an ingress and an issuer")
+    running.operator.sync.trigger(None)
+
+    async def stored() -> bool:
+        return (
+            await objects.store.get("/gitkube/clusterissuers.cert-manager.io/letsencrypt")
+            is not None
+        )
+
+    await eventually(stored, timeout=30, what="the issuer stored")
+    for version, kubectl in kubectl_binaries():
+        ingresses = (await akubectl(kubectl, config, "get", "ing")).stdout
+        assert "web" in ingresses.split(), (version, ingresses)
+        issuers = (await akubectl(kubectl, config, "get", "clusterissuers")).stdout
+        assert issuers.splitlines()[1].split()[0] == "letsencrypt", (version, issuers)
+        one = await akubectl(kubectl, config, "get", "clusterissuer", "letsencrypt", "-o", "json")
+        assert json.loads(one.stdout)["spec"]["acme"]["server"].startswith("https://"), version
+        crds = (await akubectl(kubectl, config, "get", "crd", "-o", "name")).stdout
+        assert (
+            "customresourcedefinition.apiextensions.k8s.io/clusterissuers.cert-manager.io" in crds
+        )
+        everything = (await akubectl(kubectl, config, "get", "all", "-o", "name")).stdout
+        assert "replicationcontroller/web" in everything, (version, everything)
+        assert any(line.startswith("pod/web-") for line in everything.splitlines()), version
+        applied = await akubectl(
+            kubectl, config, "apply", "-f", str(git_remote.work / "app/stored.yaml"), check=False
+        )
+        assert applied.returncode != 0 and "app/stored.yaml" in applied.stderr, (
+            version,
+            applied.stderr,
+        )
 
 
 async def test_official_python_client(cluster: tuple[Running, Path]) -> None:
