@@ -29,6 +29,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -43,12 +44,14 @@ from gitkube.api.objects import (
     LabelSelector,
     Namespace,
     Node,
+    ObjectMeta,
     Pod,
     PodTemplateSpec,
     ReplicaSet,
     ReplicationController,
     Secret,
     Service,
+    UnsupportedObject,
 )
 from gitkube.api.quantity import QuantityError, format_cpu, parse_cpu, parse_memory
 from gitkube.api.redact import is_secret, redact_object
@@ -86,6 +89,10 @@ KINDS_HELP = (
     "pods (po), replicationcontrollers (rc), services (svc), endpoints (ep), nodes (no, minions), "
     "namespaces (ns), configmaps (cm), secrets, deployments (deploy), replicasets (rs)"
 )
+STORED_HELP = (
+    ", and the kinds gitkube stores without running them (ingresses, serviceaccounts, ..., "
+    "and custom resources whose CustomResourceDefinition is in git)"
+)
 
 
 def resolve_kind(kind: str) -> type[ApiObject] | None:
@@ -94,6 +101,59 @@ def resolve_kind(kind: str) -> type[ApiObject] | None:
         if wanted == resource or wanted in aliases:
             return cls
     return None
+
+
+def resolve_stored_kind(kind: str, crds: list[KeyValue]) -> type[ApiObject] | None:
+    """The class of a kind gitkube stores without running it, by the names
+    kubectl takes (plural, singular, kind, short name, ``plural.group``): an
+    official kind, or a custom one of the CustomResourceDefinitions ``crds``
+    (the newest stable version when a kind has several)."""
+    from gitkube.server.kubeapi import (
+        SHORT_NAMES,
+        api_resources,
+        custom_resources,
+        version_priority,
+    )
+
+    wanted = kind.lower()
+    found = []
+    for res in api_resources(custom_resources(crds)):
+        if not issubclass(res.cls, UnsupportedObject):
+            continue
+        names = {
+            res.plural,
+            res.singular or res.kind.lower(),
+            res.kind.lower(),
+            f"{res.plural}.{res.group}",
+            *(res.short_names or SHORT_NAMES.get(res.plural, ())),
+        }
+        if wanted in names:
+            found.append(res)
+    if not found:
+        return None
+    return max(found, key=lambda r: version_priority(r.version)).cls
+
+
+def _unknown(kind: str) -> str:
+    return f"unknown resource type {kind!r}; known types: {KINDS_HELP}{STORED_HELP}"
+
+
+async def _resolve_any(url: str, kind: str) -> type[ApiObject] | None:
+    cls = resolve_kind(kind)
+    if cls is not None:
+        return cls
+    store = await open_existing_store(url)
+    try:
+        crds, _ = await store.range(resource_prefix("customresourcedefinitions"))
+    finally:
+        await store.close()
+    return resolve_stored_kind(kind, crds)
+
+
+def _key(cls: type[ApiObject], namespace: str, name: str) -> str:
+    if issubclass(cls, UnsupportedObject):  # its own scope, as its definition says
+        return cls(metadata=ObjectMeta(name=name, namespace=namespace or "default")).key
+    return object_key(cls.RESOURCE, namespace, name)
 
 
 # ---------------------------------------------------------------- cells
@@ -431,7 +491,10 @@ def object_row(
         if alloc is None:
             alloc = allocations(pods)
         return node_row(obj, now, wide=wide, alloc=alloc.get(obj.name, NodeAllocation()))
-    return list(_ROWS[type(obj)](obj, now, wide=wide))
+    row = _ROWS.get(type(obj))
+    if row is None:  # a kind gitkube stores without running it
+        return [obj.name, _age(obj, now)]
+    return list(row(obj, now, wide=wide))
 
 
 def render_table(
@@ -444,7 +507,7 @@ def render_table(
     pods: Sequence[Pod] = (),
 ) -> str:
     """The table `gitkube get` prints (pure). ``pods`` are needed for nodes."""
-    base, extra = HEADERS[cls]
+    base, extra = HEADERS.get(cls, (["NAME", "AGE"], []))
     headers = [*base, *(extra if wide else [])]
     if cls is Node:
         headers.append("AGE")
@@ -497,7 +560,7 @@ async def _read(
     try:
         ns = namespace if cls.NAMESPACED else None
         if name is not None:
-            kv = await store.get(object_key(cls.RESOURCE, ns or "", name))
+            kv = await store.get(_key(cls, ns or "", name))
             return _Result([kv] if kv else [], await store.revision(), [])
         kvs, revision = await store.range(resource_prefix(cls.RESOURCE, ns))
         pods: list[Pod] = []
@@ -533,22 +596,23 @@ def get_command(
         kinds = kind.split(",")
         if name is not None or output in (OutputFormat.json, OutputFormat.yaml):
             fail(f"{kind!r}: several kinds list as tables only (no NAME, no -o json/yaml)", code=2)
+        url = resolve_store(store)
         for one in kinds:
-            if resolve_kind(one) is None:
-                fail(f"unknown resource type {one!r}; known types: {KINDS_HELP}", code=2)
+            if resolve_kind(one) is None and run_async(partial(_resolve_any, url, one)) is None:
+                fail(_unknown(one), code=2)
         for i, one in enumerate(kinds):
             if i:
                 sys.stdout.write("\n")
             sys.stdout.flush()
             get_command(one, None, store, output, namespace, all_namespaces, show_secrets)
         return
-    cls = resolve_kind(kind)
-    if cls is None:
-        fail(f"unknown resource type {kind!r}; known types: {KINDS_HELP}", code=2)
     if name is not None and all_namespaces:
         fail("a resource cannot be retrieved by name across all namespaces", code=2)
     ns: str | None = None if all_namespaces else namespace
     url = resolve_store(store)
+    cls = resolve_kind(kind) or run_async(lambda: _resolve_any(url, kind))
+    if cls is None:
+        fail(_unknown(kind), code=2)
     structured = output in (OutputFormat.json, OutputFormat.yaml)
     with_pods = cls is Node and not structured
     result = run_async(lambda: _read(url, cls, namespace=ns, name=name, with_pods=with_pods))

@@ -227,6 +227,61 @@ class TestGet:
         code, _, err = cli("get", "rc,svc", "-o", "json", "--store", store_url)
         assert code == 2 and "several kinds" in err
 
+    def test_kinds_stored_without_running_them(self, store_url: str, tmp_path: Path) -> None:
+        """An official kind gitkube only stores, and a custom one once its
+        CustomResourceDefinition is stored, by the names kubectl takes."""
+        from gitkube.api.objects import unsupported_class
+
+        async def fill() -> None:
+            store = await open_store(store_url)
+            objects = ObjectStore(store)
+            try:
+                for api_version, kind, resource, namespaced, data in [
+                    ("networking.k8s.io/v1", "Ingress", "ingresses", True, {}),
+                    (
+                        "cert-manager.io/v1",
+                        "ClusterIssuer",
+                        "clusterissuers.cert-manager.io",
+                        False,
+                        {},
+                    ),
+                    (
+                        "apiextensions.k8s.io/v1",
+                        "CustomResourceDefinition",
+                        "customresourcedefinitions",
+                        False,
+                        {
+                            "spec": {
+                                "group": "cert-manager.io",
+                                "scope": "Cluster",
+                                "names": {"kind": "ClusterIssuer", "plural": "clusterissuers"},
+                                "versions": [{"name": "v1", "served": True}],
+                            }
+                        },
+                    ),
+                ]:
+                    cls = unsupported_class(
+                        api_version, kind, resource=resource, namespaced=namespaced
+                    )
+                    name = "clusterissuers.cert-manager.io" if data else kind.lower()
+                    await objects.create(cls.from_dict({"metadata": {"name": name}, **data}))
+            finally:
+                await store.close()
+
+        asyncio.run(fill())
+        code, out, _ = cli("get", "ing", "--store", store_url)
+        assert code == 0, out
+        rows = [line.split() for line in out.splitlines()]
+        assert rows[0] == ["NAME", "AGE"] and rows[1][0] == "ingress"
+        code, out, _ = cli(
+            "get", "clusterissuer", "clusterissuer", "-o", "json", "--store", store_url
+        )
+        assert code == 0 and json.loads(out)["kind"] == "ClusterIssuer"
+        code, out, _ = cli("get", "rc,clusterissuers.cert-manager.io", "--store", store_url)
+        assert code == 0 and out.split("\n\n")[1].splitlines()[1].split()[0] == "clusterissuer"
+        code, _, err = cli("get", "issuers", "--store", store_url)
+        assert code == 2 and "custom resources whose CustomResourceDefinition is in git" in err
+
     def test_rc_table(self, store_url: str) -> None:
         _, out, _ = cli("get", "replicationcontrollers", "--store", store_url)
         rows = [line.split() for line in out.splitlines()]
@@ -295,9 +350,9 @@ class TestGet:
         assert "No resources found in elsewhere namespace." in err
 
     def test_unknown_kind_is_a_usage_error_listing_the_kinds(self, store_url: str) -> None:
-        code, _, err = cli("get", "statefulsets", "--store", store_url)
+        code, _, err = cli("get", "gadgets", "--store", store_url)
         assert code == 2
-        assert "unknown resource type 'statefulsets'" in err
+        assert "unknown resource type 'gadgets'" in err
         assert "replicationcontrollers (rc)" in err and "minions" in err
 
     def test_unknown_name_is_not_found(self, store_url: str) -> None:
