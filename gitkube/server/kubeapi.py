@@ -457,6 +457,8 @@ class KubeApi:
         self.open_log = open_log
         self._closing = asyncio.Event()
         self._hub: WatchHub | None = None
+        #: the kinds of the stored CustomResourceDefinitions, by their keys and revisions
+        self._custom: tuple[tuple[tuple[str, int], ...], list[ApiResource]] | None = None
 
     def close(self) -> None:
         """End open watches (the server is stopping)."""
@@ -520,7 +522,11 @@ class KubeApi:
         """What is served now: ``api_resources`` and the kinds of the
         CustomResourceDefinitions in the store."""
         crds, _ = await self.store.range(PREFIX + "customresourcedefinitions/")
-        return api_resources(custom_resources(crds))
+        seen = tuple((kv.key, kv.mod_revision) for kv in crds)
+        if self._custom is None or self._custom[0] != seen:
+            # definitions are large (their schemas) and rarely change: read once each
+            self._custom = (seen, custom_resources(crds))
+        return api_resources(self._custom[1])
 
     def _resource_list(self, group_version: str, served: list[ApiResource]) -> dict[str, Any]:
         resources = [r.discovery() for r in served if r.group_version == group_version]
