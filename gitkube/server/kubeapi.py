@@ -31,6 +31,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -171,9 +172,19 @@ def api_resources(custom: list[ApiResource] | None = None) -> list[ApiResource]:
     for cls in classes.values():
         group, _, version = cls().api_version.rpartition("/")
         out.append(ApiResource(cls, group, version))
-    for official in _stored_official_kinds():
-        if official.resource in classes:
-            continue  # served above (events.k8s.io's Events are not core Events)
+    out += [r for r in _stored_official() if r.cls.RESOURCE not in classes]
+    return out + list(custom or ())
+
+
+@functools.cache
+def _stored_official() -> tuple[ApiResource, ...]:
+    """The official kinds gitkube stores without running them (those it runs,
+    and events.k8s.io's Events, which are not core Events, are left out by
+    ``api_resources``)."""
+    from gitkube.api.schema import official_kinds
+
+    out = []
+    for official in sorted(official_kinds().values(), key=lambda k: (k.api_version, k.kind)):
         stored = unsupported_class(
             official.api_version,
             official.kind,
@@ -182,13 +193,7 @@ def api_resources(custom: list[ApiResource] | None = None) -> list[ApiResource]:
         )
         group, _, version = official.api_version.rpartition("/")
         out.append(ApiResource(stored, group, version))
-    return out + list(custom or ())
-
-
-def _stored_official_kinds() -> list[Any]:
-    from gitkube.api.schema import official_kinds
-
-    return sorted(official_kinds().values(), key=lambda k: (k.api_version, k.kind))
+    return tuple(out)
 
 
 def custom_resources(crds: list[KeyValue]) -> list[ApiResource]:
