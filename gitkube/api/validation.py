@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from gitkube.api.labels import check_label_value, expressions_match
@@ -169,6 +170,9 @@ class IgnoredField:
         return asdict(self)
 
 
+_NO_LINES: Mapping[str, int] = MappingProxyType({})
+
+
 @dataclass
 class Manifest:
     """One valid document: ``data`` as written, ``obj`` the typed object.
@@ -182,8 +186,9 @@ class Manifest:
     line: int
     data: dict[str, Any]
     obj: ApiObject
-    #: the lines of the fields the checks across files name (``_CROSS_FIELDS``)
-    field_lines: dict[str, int] = field(default_factory=dict)
+    #: the lines of the fields the checks across files name (``_CROSS_FIELDS``),
+    #: those not on the object's first line (most have none: one shared empty map)
+    field_lines: Mapping[str, int] = field(default_factory=lambda: _NO_LINES)
 
     def line_of(self, field_: str) -> int:
         """The line of ``field_`` (one of ``_CROSS_FIELDS``), else the object's first."""
@@ -1200,16 +1205,17 @@ def load_manifests(
     return manifests, errors, ignored
 
 
-def _field_lines(doc: Document) -> dict[str, int]:
-    """The lines of the ``_CROSS_FIELDS`` the document has."""
+def _field_lines(doc: Document) -> Mapping[str, int]:
+    """The lines of the ``_CROSS_FIELDS`` the document has, where they are
+    not the object's first line."""
     lines = {}
     for fpath in _CROSS_FIELDS:
         value: Any = doc.data
         for part in fpath:
             value = value.get(part) if isinstance(value, dict) else None
-        if value is not None:
-            lines[format_path(fpath)] = doc.line_of(fpath)
-    return lines
+        if value is not None and (line := doc.line_of(fpath)) != doc.line:
+            lines[format_path(fpath)] = line
+    return lines or _NO_LINES
 
 
 def is_list_kind(api_version: Any, kind: Any) -> bool:
