@@ -94,11 +94,18 @@ def quit_chrome(driver: Any) -> None:
 
 
 def wait_for(driver: Any, condition: Any, what: str, timeout: float = WAIT) -> Any:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+        # the page re-renders as the cluster changes: an element found a moment
+        # ago may be gone, and the condition is tried again on the new one
+        return WebDriverWait(
+            driver,
+            timeout,
+            poll_frequency=0.1,
+            ignored_exceptions=[StaleElementReferenceException],
+        ).until(lambda d: condition(d))
     except TimeoutException:
         shot(driver, "failed-" + what.replace(" ", "-")[:40])
         raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
@@ -273,20 +280,20 @@ def test_a_scale_change_shows_new_pods_without_a_reload(cluster: Cluster, browse
 def test_a_pod_shows_its_log_lines_as_they_arrive(cluster: Cluster, browser: Any) -> None:
     open_view(browser, cluster, "#/tree")
     wait_for(browser, lambda d: "default/web" in tree_names(d), "the tree")
-    link = wait_for(
-        browser,
-        lambda d: next(
-            (
-                e
-                for e in d.find_elements("css selector", "#tree .row a.nm")
-                if e.text.startswith("default/web-")
-            ),
-            None,
-        ),
-        "a web pod's link",
-    )
-    name = link.text
-    link.click()
+    clicked: list[str] = []
+
+    def open_pod(d: Any) -> bool:
+        # found and clicked in one try: the tree re-renders as pods change
+        for link in d.find_elements("css selector", "#tree .row a.nm"):
+            if link.text.startswith("default/web-"):
+                name = link.text
+                link.click()
+                clicked.append(name)
+                return True
+        return False
+
+    wait_for(browser, open_pod, "a web pod's link, opened")
+    name = clicked[-1]
     wait_for(browser, lambda d: name in d.find_element("id", "h-pod").text, "the pod's page")
     wait_for(
         browser,
@@ -337,9 +344,15 @@ def test_sync_now_adds_a_history_entry_with_its_diff(cluster: Cluster, browser: 
         rows = d.find_elements("css selector", "tr.hist")
         return rows[0] if len(rows) > before and revision[:12] in rows[0].text else None
 
-    row = wait_for(browser, new_entry, "a history entry for the pushed commit")
-    assert "Succeeded" in row.text and "add a ConfigMap" in row.text
-    row.find_element("css selector", "button[data-diff]").click()
+    def open_diff(d: Any) -> bool:
+        row = new_entry(d)  # found again: the history re-renders as syncs finish
+        if row is None:
+            return False
+        assert "Succeeded" in row.text and "add a ConfigMap" in row.text
+        row.find_element("css selector", "button[data-diff]").click()
+        return True
+
+    wait_for(browser, open_diff, "a history entry for the pushed commit, its diff opened")
     wait_for(
         browser,
         lambda d: "create ConfigMap/default/settings" in d.find_element("id", "diff").text,
