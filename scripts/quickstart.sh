@@ -28,6 +28,9 @@ if [ -z "$branch" ] || [ "$branch" = HEAD ]; then
     branch=main
 fi
 
+# The userspace proxy serves each Service port on 127.0.0.1 (the web Service on
+# :8080) as root or not; the nftables mode (`auto` picks it as root when `nft`
+# works) serves Services on their cluster IPs only (`gitkube get svc`).
 echo "gitkube: syncing manifests-example/ from $repo ($branch); try: curl http://127.0.0.1:8080/"
 exec .venv/bin/gitkube run --repo "$repo" --branch "$branch" --path manifests-example \
-    --runtime process "$@"
+    --runtime process --proxy-mode userspace "$@"
