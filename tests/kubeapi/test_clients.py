@@ -238,7 +238,9 @@ async def test_kubectl_follows_logs_and_watches_a_scale_up_from_git(
         await watch.wait()
 
 
-STORED = CRDS + """\
+STORED = (
+    CRDS
+    + """\
 ---
 apiVersion: cert-manager.io/v1
 kind: ClusterIssuer
@@ -251,6 +253,7 @@ metadata: {name: web}
 spec:
   defaultBackend: {service: {name: web, port: {number: 80}}}
 """
+)
 
 
 async def test_kubectl_reads_what_gitkube_stores_without_running_it(
