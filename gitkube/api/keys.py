@@ -39,8 +39,13 @@ def resource_prefix(resource: str, namespace: str | None = None) -> str:
     return f"{PREFIX}{resource}/{namespace}/"
 
 
-def object_key(resource: str, namespace: str, name: str) -> str:
-    if resource in CLUSTER_SCOPED:
+def object_key(resource: str, namespace: str, name: str, *, namespaced: bool | None = None) -> str:
+    """The key of object ``name``; ``namespaced``: the kind's scope (a kind
+    gitkube only stores has its own), else that of ``resource`` among the
+    kinds gitkube runs."""
+    if namespaced is None:
+        namespaced = resource not in CLUSTER_SCOPED
+    if not namespaced:
         return f"{PREFIX}{resource}/{name}"
     return f"{PREFIX}{resource}/{namespace or 'default'}/{name}"
 

@@ -442,7 +442,9 @@ class ApiObject:
     def key(self) -> str:
         from gitkube.api.keys import object_key
 
-        return object_key(self.RESOURCE, self.metadata.namespace, self.metadata.name)
+        return object_key(
+            self.RESOURCE, self.metadata.namespace, self.metadata.name, namespaced=self.NAMESPACED
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = to_dict(self)
@@ -891,16 +893,6 @@ class UnsupportedObject(ApiObject):
         super().__post_init__()
         if not self.api_version or self.api_version == "v1":
             self.api_version = self.API_VERSION or self.api_version
-
-    @property
-    def key(self) -> str:
-        from gitkube.api.keys import PREFIX
-
-        if not self.NAMESPACED:
-            return f"{PREFIX}{self.RESOURCE}/{self.metadata.name}"
-        return (
-            f"{PREFIX}{self.RESOURCE}/{self.metadata.namespace or 'default'}/{self.metadata.name}"
-        )
 
     def to_dict(self) -> dict[str, Any]:
         meta: dict[str, Any] = to_dict(self.metadata)

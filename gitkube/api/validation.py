@@ -251,57 +251,87 @@ CustomKinds = Mapping[tuple[str, str], CustomKind]
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
 
 
+@dataclass(frozen=True)
+class CrdDefinition:
+    """What a CustomResourceDefinition's spec declares of its kind."""
+
+    group: str
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    namespaced: bool
+    #: the versions it serves
+    versions: tuple[str, ...]
+
+
+def crd_definition(data: Mapping[str, Any]) -> CrdDefinition | None:
+    """The kind a CustomResourceDefinition (its wire form, or an object's
+    ``content``) declares; None without a group, kind and plural (the
+    official schema reports what is missing)."""
+    spec = _mapping(data.get("spec"))
+    names = _mapping(spec.get("names"))
+    group, kind, plural = spec.get("group"), names.get("kind"), names.get("plural")
+    if not all(isinstance(x, str) and x for x in (group, kind, plural)):
+        return None
+    assert isinstance(group, str) and isinstance(kind, str) and isinstance(plural, str)
+    return CrdDefinition(
+        group=group,
+        kind=kind,
+        plural=plural,
+        singular=str(names.get("singular") or ""),
+        short_names=tuple(str(n) for n in _list(names.get("shortNames"))),
+        namespaced=spec.get("scope") != "Cluster",
+        versions=tuple(
+            v["name"]
+            for v in _list(spec.get("versions"))
+            if isinstance(v, dict) and isinstance(v.get("name"), str) and v.get("served", True)
+        ),
+    )
+
+
+def _crd_of(obj: ApiObject) -> CrdDefinition | None:
+    if (
+        isinstance(obj, UnsupportedObject)
+        and obj.KIND == "CustomResourceDefinition"
+        and obj.api_version == CRD_API_VERSION
+    ):
+        return crd_definition(obj.content)
+    return None
+
+
 def custom_kinds_of(manifests: Iterable[Manifest]) -> dict[tuple[str, str], CustomKind]:
     """The kinds the CustomResourceDefinitions among ``manifests`` declare
     (their scope, plural and served versions decide how custom resources of
     those kinds are stored)."""
     found: dict[tuple[str, str], CustomKind] = {}
     for manifest in manifests:
-        obj = manifest.obj
-        if not (
-            isinstance(obj, UnsupportedObject)
-            and obj.KIND == "CustomResourceDefinition"
-            and obj.api_version == CRD_API_VERSION
-        ):
-            continue
-        spec = _mapping(obj.content.get("spec"))
-        names = _mapping(spec.get("names"))
-        group, kind, plural = spec.get("group"), names.get("kind"), names.get("plural")
-        if not (isinstance(group, str) and isinstance(kind, str) and isinstance(plural, str)):
-            continue  # the official schema reports what is missing
-        versions = tuple(
-            str(v.get("name"))
-            for v in _list(spec.get("versions"))
-            if isinstance(v, dict) and v.get("served", True)
-        )
-        found[(group, kind)] = CustomKind(
-            resource=f"{plural}.{group}",
-            namespaced=spec.get("scope") != "Cluster",
-            versions=versions,
-            crd=obj.name,
-            where=f"{manifest.path}:{manifest.line}",
-        )
+        crd = _crd_of(manifest.obj)
+        if crd is not None:
+            found[(crd.group, crd.kind)] = CustomKind(
+                resource=f"{crd.plural}.{crd.group}",
+                namespaced=crd.namespaced,
+                versions=crd.versions,
+                crd=manifest.obj.name,
+                where=f"{manifest.path}:{manifest.line}",
+            )
     return found
 
 
 def crd_summary(obj: ApiObject) -> ApiObject:
     """What ``custom_kinds_of`` reads of a CustomResourceDefinition (the rest,
     often large schemas, need not be kept to know its kinds)."""
-    if not isinstance(obj, UnsupportedObject) or obj.KIND != "CustomResourceDefinition":
+    crd = _crd_of(obj)
+    if crd is None:
         return obj
-    spec = _mapping(obj.content.get("spec"))
-    names = _mapping(spec.get("names"))
     kept = {
-        "group": spec.get("group"),
-        "scope": spec.get("scope"),
-        "names": {"kind": names.get("kind"), "plural": names.get("plural")},
-        "versions": [
-            {"name": v.get("name"), "served": v.get("served", True)}
-            for v in _list(spec.get("versions"))
-            if isinstance(v, dict)
-        ],
+        "group": crd.group,
+        "scope": "Namespaced" if crd.namespaced else "Cluster",
+        "names": {"kind": crd.kind, "plural": crd.plural},
+        "versions": [{"name": v} for v in crd.versions],
     }
     summary = type(obj)(metadata=ObjectMeta(name=obj.metadata.name))
+    assert isinstance(summary, UnsupportedObject)  # as obj is (_crd_of)
     summary.api_version = obj.api_version
     summary.content = {"spec": kept}
     return summary

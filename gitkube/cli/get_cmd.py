@@ -44,7 +44,6 @@ from gitkube.api.objects import (
     LabelSelector,
     Namespace,
     Node,
-    ObjectMeta,
     Pod,
     PodTemplateSpec,
     ReplicaSet,
@@ -108,12 +107,7 @@ def resolve_stored_kind(kind: str, crds: list[KeyValue]) -> type[ApiObject] | No
     kubectl takes (plural, singular, kind, short name, ``plural.group``): an
     official kind, or a custom one of the CustomResourceDefinitions ``crds``
     (the newest stable version when a kind has several)."""
-    from gitkube.server.kubeapi import (
-        SHORT_NAMES,
-        api_resources,
-        custom_resources,
-        version_priority,
-    )
+    from gitkube.server.kubeapi import api_resources, custom_resources, version_priority
 
     wanted = kind.lower()
     found = []
@@ -122,10 +116,10 @@ def resolve_stored_kind(kind: str, crds: list[KeyValue]) -> type[ApiObject] | No
             continue
         names = {
             res.plural,
-            res.singular or res.kind.lower(),
+            res.singular_name,
             res.kind.lower(),
             f"{res.plural}.{res.group}",
-            *(res.short_names or SHORT_NAMES.get(res.plural, ())),
+            *res.aliases,
         }
         if wanted in names:
             found.append(res)
@@ -148,12 +142,6 @@ async def _resolve_any(url: str, kind: str) -> type[ApiObject] | None:
     finally:
         await store.close()
     return resolve_stored_kind(kind, crds)
-
-
-def _key(cls: type[ApiObject], namespace: str, name: str) -> str:
-    if issubclass(cls, UnsupportedObject):  # its own scope, as its definition says
-        return cls(metadata=ObjectMeta(name=name, namespace=namespace or "default")).key
-    return object_key(cls.RESOURCE, namespace, name)
 
 
 # ---------------------------------------------------------------- cells
@@ -560,7 +548,8 @@ async def _read(
     try:
         ns = namespace if cls.NAMESPACED else None
         if name is not None:
-            kv = await store.get(_key(cls, ns or "", name))
+            key = object_key(cls.RESOURCE, ns or "", name, namespaced=cls.NAMESPACED)
+            kv = await store.get(key)
             return _Result([kv] if kv else [], await store.revision(), [])
         kvs, revision = await store.range(resource_prefix(cls.RESOURCE, ns))
         pods: list[Pod] = []

@@ -34,7 +34,7 @@ from gitkube.api.objects import ApiObject
 from gitkube.control.cache import Cache
 from gitkube.control.contract import Retry
 from gitkube.errors import Conflict, LeadershipLost
-from gitkube.store.base import Compare, Delete, Get, Op, Put
+from gitkube.store.base import Compare, Delete, Get, Op, Put, Store
 from gitkube.store.objects import ObjectStore, with_status
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,12 @@ AnyWrite = Write | Encoded
 def create(obj: ApiObject) -> Write:
     """Create ``obj`` (uid, creation time and generation are filled in)."""
     return Write("create", obj)
+
+
+async def fence_holds(store: Store, fence: Compare) -> bool:
+    """Whether the leader key ``fence`` compares is still as it was (the term lasts)."""
+    held = await store.get(fence.key)
+    return held is not None and held.mod_revision == fence.mod_revision
 
 
 def update(obj: ApiObject, previous: ApiObject | None = None) -> Write:
@@ -224,10 +230,7 @@ class Applier:
         return outcome.succeeded, outcome.revision, fence
 
     async def _fence_holds(self, fence: Compare | None) -> bool:
-        if fence is None:
-            return True
-        held = await self.objects.store.get(fence.key)
-        return held is not None and held.mod_revision == fence.mod_revision
+        return fence is None or await fence_holds(self.objects.store, fence)
 
     def _lost(self, fence: Compare | None, count: int, result: Applied) -> LeadershipLost:
         key = fence.key if fence is not None else "?"

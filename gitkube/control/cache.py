@@ -149,7 +149,8 @@ class Cache:
     def get(self, cls: type[O], namespace: str, name: str) -> O | None:
         from gitkube.api.keys import object_key
 
-        return cast("O | None", self._objects.get(object_key(cls.RESOURCE, namespace, name)))
+        key = object_key(cls.RESOURCE, namespace, name, namespaced=cls.NAMESPACED)
+        return cast("O | None", self._objects.get(key))
 
     def get_key(self, key: str) -> ApiObject | None:
         """The object stored under ``key`` (a store key)."""

@@ -34,6 +34,7 @@ import contextlib
 import functools
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ from gitkube.api.keys import PREFIX, SYSTEM, object_key, parse_key, resource_pre
 from gitkube.api.labels import SelectorError, expressions_match, parse_selector
 from gitkube.api.objects import KINDS, RESOURCES, ApiObject, Node, Pod, unsupported_class
 from gitkube.api.redact import is_secret, redact_object
+from gitkube.api.validation import crd_definition
 from gitkube.errors import Compacted, FutureRevision, GitkubeError
 from gitkube.server.watchhub import HubEvent, TooOld, WatchHub
 from gitkube.store.base import KeyValue
@@ -85,7 +87,6 @@ SHORT_NAMES: dict[str, tuple[str, ...]] = {
     "limitranges": ("limits",),
     "priorityclasses": ("pc",),
     "certificatesigningrequests": ("csr",),
-    "podtemplates": (),
 }
 #: what ``kubectl get all`` lists, as in a cluster
 ALL_CATEGORY = frozenset(
@@ -132,13 +133,20 @@ class ApiResource:
 
     def key(self, namespace: str, name: str) -> str:
         """The store key of object ``name`` (in ``namespace``, when namespaced)."""
-        if not self.namespaced:
-            return f"{PREFIX}{self.stored_as}/{name}"
-        return f"{PREFIX}{self.stored_as}/{namespace or 'default'}/{name}"
+        return object_key(self.stored_as, namespace, name, namespaced=self.namespaced)
 
     @property
     def kind(self) -> str:
         return self.cls.KIND
+
+    @property
+    def singular_name(self) -> str:
+        return self.singular or self.kind.lower()
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Its short names: as its definition says, else as a cluster names it."""
+        return self.short_names or SHORT_NAMES.get(self.plural, ())
 
     @property
     def namespaced(self) -> bool:
@@ -151,11 +159,11 @@ class ApiResource:
     def discovery(self) -> dict[str, Any]:
         out = {
             "name": self.plural,
-            "singularName": self.singular or self.kind.lower(),
+            "singularName": self.singular_name,
             "namespaced": self.namespaced,
             "kind": self.kind,
             "verbs": READ_VERBS,
-            "shortNames": list(self.short_names or SHORT_NAMES.get(self.plural, ())),
+            "shortNames": list(self.aliases),
         }
         if self.plural in ALL_CATEGORY:
             out["categories"] = ["all"]
@@ -201,31 +209,27 @@ def custom_resources(crds: list[KeyValue]) -> list[ApiResource]:
     out = []
     for kv in crds:
         try:
-            spec = json.loads(kv.value).get("spec") or {}
-            names = spec.get("names") or {}
-            group, kind, plural = spec["group"], names["kind"], names["plural"]
-        except (ValueError, KeyError, TypeError, AttributeError):
+            data = json.loads(kv.value)
+        except ValueError:
             continue
-        if not all(isinstance(x, str) and x for x in (group, kind, plural)):
+        crd = crd_definition(data) if isinstance(data, dict) else None
+        if crd is None:
             continue
-        namespaced = spec.get("scope") != "Cluster"
-        for entry in spec.get("versions") or []:
-            if not isinstance(entry, dict) or not entry.get("served", True):
-                continue
-            version = str(entry.get("name") or "")
-            if not version:
-                continue
+        for version in crd.versions:
             cls = unsupported_class(
-                f"{group}/{version}", kind, resource=f"{plural}.{group}", namespaced=namespaced
+                f"{crd.group}/{version}",
+                crd.kind,
+                resource=f"{crd.plural}.{crd.group}",
+                namespaced=crd.namespaced,
             )
             out.append(
                 ApiResource(
                     cls,
-                    group,
+                    crd.group,
                     version,
-                    name=plural,
-                    singular=str(names.get("singular") or ""),
-                    short_names=tuple(str(n) for n in names.get("shortNames") or ()),
+                    name=crd.plural,
+                    singular=crd.singular,
+                    short_names=crd.short_names,
                 )
             )
     return out
@@ -234,8 +238,6 @@ def custom_resources(crds: list[KeyValue]) -> list[ApiResource]:
 def version_priority(version: str) -> tuple[int, int, int]:
     """Kubernetes' order of versions in a group: GA before beta before alpha,
     higher numbers first (v2 > v1 > v1beta2 > v1beta1 > v1alpha1 > others)."""
-    import re
-
     found = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
     if found is None:
         return (0, 0, 0)

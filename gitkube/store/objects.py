@@ -85,7 +85,9 @@ class ObjectStore:
     # ------------------------------------------------------------ reads
 
     async def get(self, cls: type[O], namespace: str, name: str) -> O | None:
-        kv = await self.store.get(object_key(cls.RESOURCE, namespace, name))
+        kv = await self.store.get(
+            object_key(cls.RESOURCE, namespace, name, namespaced=cls.NAMESPACED)
+        )
         return decode(cls, kv) if kv else None
 
     async def list(self, cls: type[O], namespace: str | None = None) -> tuple[list[O], int]:

@@ -104,9 +104,11 @@ def _kv(row: Sequence[Any]) -> KeyValue:
     return make_kv(row[0].decode(), row[1], row[2], row[3], row[4], row[5])
 
 
-def _key_range(prefix: str) -> tuple[bytes, bytes]:
+def _under(prefix: str) -> tuple[str, tuple[bytes, ...]]:
+    """The SQL condition on ``key`` for the keys under ``prefix``, and its parameters."""
     start = prefix.encode()
-    return start, prefix_end(start)
+    end = prefix_end(start)
+    return ("key >= ? AND key < ?", (start, end)) if end else ("key >= ?", (start,))
 
 
 @dataclass
@@ -143,14 +145,10 @@ class _Write:
 
     def delete(self, key: str, *, prefix: bool = False) -> int:
         if prefix:
-            start, end = _key_range(key)
-            if end:
-                rows = self.conn.execute(
-                    f"DELETE FROM kv WHERE key >= ? AND key < ? RETURNING {_KV_COLUMNS}",
-                    (start, end),
-                ).fetchall()
-            else:
-                rows = self.conn.execute(f"DELETE FROM kv RETURNING {_KV_COLUMNS}").fetchall()
+            where, keys = _under(key)
+            rows = self.conn.execute(
+                f"DELETE FROM kv WHERE {where} RETURNING {_KV_COLUMNS}", keys
+            ).fetchall()
         else:
             rows = self.conn.execute(
                 f"DELETE FROM kv WHERE key = ? RETURNING {_KV_COLUMNS}", (key.encode(),)
@@ -442,15 +440,9 @@ class SQLiteStore:
                 f"revision {revision} of {self.url} is a future revision (it is at {current})"
             )
         compacted = self._meta(conn, "compact_revision")
-        gone = Compacted(
-            f"revision {revision} of {self.url} has been compacted "
-            f"(history starts at {compacted}); list again",
-            compact_revision=compacted,
-        )
         if revision < compacted:
-            raise gone
-        start, end = _key_range(prefix)
-        where, keys = ("key >= ? AND key < ?", (start, end)) if end else ("key >= ?", (start,))
+            raise self._compacted(revision, compacted)
+        where, keys = _under(prefix)
         rows = conn.execute(
             f"SELECT {_KV_COLUMNS} FROM kv WHERE {where} AND mod_revision <= ?", (*keys, revision)
         ).fetchall()
@@ -478,19 +470,22 @@ class SQLiteStore:
                     replaced.discard(key)
                     found[key] = make_kv(key.decode(), value, create_rev, mod, version, lease)
             if replaced:
-                raise gone
+                raise self._compacted(revision, compacted)
         return [found[k] for k in sorted(found)], revision
 
     def _range(self, conn: sqlite3.Connection, prefix: str) -> tuple[list[KeyValue], int]:
-        start, end = _key_range(prefix)
-        if end:
-            rows = conn.execute(
-                f"SELECT {_KV_COLUMNS} FROM kv WHERE key >= ? AND key < ? ORDER BY key",
-                (start, end),
-            ).fetchall()
-        else:
-            rows = conn.execute(f"SELECT {_KV_COLUMNS} FROM kv ORDER BY key").fetchall()
+        where, keys = _under(prefix)
+        rows = conn.execute(
+            f"SELECT {_KV_COLUMNS} FROM kv WHERE {where} ORDER BY key", keys
+        ).fetchall()
         return [_kv(r) for r in rows], self._meta(conn, "revision")
+
+    def _compacted(self, revision: int, compact_revision: int) -> Compacted:
+        return Compacted(
+            f"revision {revision} of {self.url} has been compacted "
+            f"(history starts at {compact_revision}); list again",
+            compact_revision=compact_revision,
+        )
 
     # ------------------------------------------------------------ writes
 
@@ -551,12 +546,12 @@ class SQLiteStore:
         if start_revision <= 0:
             start_revision = await self.revision() + 1
         cursor = _WatchCursor(start_revision, start_revision)
-        start, end = _key_range(prefix)
+        under = _under(prefix)
         while True:
             # take the wake-up future before reading, so no write slips between
             changed = self._change_future()
             events, caught_up = await self._call(
-                self._read, lambda c: self._events(c, cursor, start, end)
+                self._read, lambda c: self._events(c, cursor, under)
             )
             for event in events:
                 yield event
@@ -566,16 +561,12 @@ class SQLiteStore:
                 await asyncio.shield(changed)
 
     def _events(
-        self, conn: sqlite3.Connection, cursor: _WatchCursor, start: bytes, end: bytes
+        self, conn: sqlite3.Connection, cursor: _WatchCursor, under: tuple[str, tuple[bytes, ...]]
     ) -> tuple[list[WatchEvent], bool]:
         revision = self._meta(conn, "revision")
         compact_revision = self._meta(conn, "compact_revision")
         if cursor.next_revision < compact_revision:
-            raise Compacted(
-                f"revision {cursor.next_revision} of {self.url} has been compacted "
-                f"(history starts at {compact_revision}); list again",
-                compact_revision=compact_revision,
-            )
+            raise self._compacted(cursor.next_revision, compact_revision)
         if cursor.last_seq is None:
             first = conn.execute(
                 "SELECT min(seq) FROM log WHERE revision >= ?", (cursor.start_revision,)
@@ -585,12 +576,12 @@ class SQLiteStore:
                 cursor.last_seq = latest or 0
                 return [], True
             cursor.last_seq = first - 1
-        where = "seq > ? AND revision >= ? AND key >= ?" + (" AND key < ?" if end else "")
-        params: tuple[Any, ...] = (cursor.last_seq, cursor.start_revision, start)
+        where, keys = under
         rows = conn.execute(
             "SELECT seq, revision, type, key, value, create_revision, version, lease, "
-            f"prev_mod_revision FROM log WHERE {where} ORDER BY seq LIMIT {_WATCH_BATCH}",
-            (*params, end) if end else params,
+            f"prev_mod_revision FROM log WHERE seq > ? AND revision >= ? AND {where} "
+            f"ORDER BY seq LIMIT {_WATCH_BATCH}",
+            (cursor.last_seq, cursor.start_revision, *keys),
         ).fetchall()
         events = []
         for seq, rev, kind, key, value, create_rev, version, lease, prev_mod in rows:

@@ -42,7 +42,7 @@ from gitdb import IStream  # type: ignore[import-untyped]
 
 from gitkube.api.keys import STATUS_WRITEBACK_KEY
 from gitkube.control import Cache
-from gitkube.control.applier import Fence
+from gitkube.control.applier import Fence, fence_holds
 from gitkube.errors import ConfigError, GitkubeError, SourceError
 from gitkube.store.base import Put
 from gitkube.store.objects import ObjectStore
@@ -622,29 +622,27 @@ class StatusWriteback:
         ) == (outcome.outcome, outcome.commit, outcome.error, outcome.unsigned_commits)
         if unchanged:
             return
-        store = self.objects.store
+        fenced = [self.fence()] if self.fence is not None else []
         try:
-            if self.fence is None:
-                await store.put(STATUS_WRITEBACK_KEY, outcome.to_json())
-            elif not (
-                await store.txn([self.fence()], [Put(STATUS_WRITEBACK_KEY, outcome.to_json())])
-            ).succeeded:
-                self.last = previous
-                log.info("status write-back outcome not recorded: this master no longer leads")
+            written = await self.objects.store.txn(
+                fenced, [Put(STATUS_WRITEBACK_KEY, outcome.to_json())]
+            )
         except Exception as exc:
             log.warning("cannot record the status write-back outcome: %s", exc)
+            return
+        if not written.succeeded:
+            self.last = previous
+            log.info("status write-back outcome not recorded: this master no longer leads")
 
     async def _leading(self) -> bool:
         """Whether the fence holds (always, without one)."""
         if self.fence is None:
             return True
-        fence = self.fence()
         try:
-            held = await self.objects.store.get(fence.key)
+            return await fence_holds(self.objects.store, self.fence())
         except GitkubeError as exc:
             log.warning("status write-back: cannot read the leader key: %s", exc)
             return False
-        return held is not None and held.mod_revision == fence.mod_revision
 
 
 __all__ = [

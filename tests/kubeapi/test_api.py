@@ -376,7 +376,6 @@ async def test_a_selected_watch_from_a_version_knows_what_was_selected_then(api:
 
     await relabel("web-1", "api")  # leaves app=web
     await relabel("db-1", "web")  # enters it
-    await relabel("web-2", "web")  # no change: no write, no event
     pod = await api.objects.get(Pod, "default", "web-2")
     assert pod is not None
     pod.metadata.labels["tier"] = "middle"
